@@ -1,0 +1,141 @@
+package policy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/printgate/printgate/printerd/gcode"
+	"github.com/printgate/printgate/printerd/marlin"
+)
+
+// MaxFileLineBytes is the longest physical line, comments included, a stored file may hold.
+// Slicers write long configuration comments; commands themselves are capped at MaxCommandBytes.
+const MaxFileLineBytes = 64 << 10
+
+// Parse turns one line of outside text (terminal, API, file) into a command. It is stricter
+// than gcode.Parse where Marlin's stream parser differs: control characters are refused
+// anywhere, even inside a comment (Marlin ends a line at '\r' or '\n' wherever it is);
+// non-ASCII bytes and backslashes are refused outside ';' comments; "!!" debug lines are
+// refused. One trailing "\n", "\r\n" or "\r" is dropped.
+//
+// A line that starts with M112, M108 or M410 always parses, whatever follows, to the bare
+// command: an emergency stop is never lost to a typo.
+func Parse(text string) (gcode.Line, error) {
+	text = strings.TrimSuffix(text, "\n")
+	text = strings.TrimSuffix(text, "\r")
+	if w, ok := emergencyPrefix(text); ok {
+		return gcode.Line{Raw: w, Word: w}, nil
+	}
+	if strings.HasPrefix(strings.TrimLeft(text, " \t"), "!!") {
+		return gcode.Line{}, refuse(RuleDebug, "", "!! debug commands are not for remote use")
+	}
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return gcode.Line{}, refuse(RuleBadChar, "", "byte %d is a control character %q", i, c)
+		}
+	}
+	cmd := text
+	if i := strings.IndexByte(cmd, ';'); i >= 0 {
+		cmd = cmd[:i]
+	}
+	for i := 0; i < len(cmd); i++ {
+		if c := cmd[i]; c >= 0x80 || c == '\\' {
+			return gcode.Line{}, refuse(RuleBadChar, "", "byte %d is %q: non-ASCII and escape characters are refused outside comments", i, c)
+		}
+	}
+	l, err := gcode.Parse(cmd)
+	if err != nil {
+		return gcode.Line{}, refuse(RuleMalformed, "", "%v", err)
+	}
+	if emergency(l.Word) {
+		return gcode.Line{Raw: l.Word, Word: l.Word}, nil // "M0112", "N5 M112*cs": send it bare
+	}
+	return l, nil
+}
+
+// emergencyPrefix recognises M112, M108 and M410 at the start of a line, any case, with
+// leading spaces, and not followed by a digit or '.'.
+func emergencyPrefix(text string) (string, bool) {
+	t := strings.TrimLeft(text, " \t")
+	if len(t) < 4 || (t[0] != 'M' && t[0] != 'm') {
+		return "", false
+	}
+	w := "M" + t[1:4]
+	if !emergency(w) {
+		return "", false
+	}
+	if len(t) > 4 && (t[4] >= '0' && t[4] <= '9' || t[4] == '.') {
+		return "", false
+	}
+	return w, true
+}
+
+// jobStatus is the state a stored file's lines are checked in: they are sent while printing.
+var jobStatus = marlin.Status{State: marlin.Printing}
+
+// FileLine checks line n (1-based) of a stored file, as at upload. A refusal carries n.
+func (p *Policy) FileLine(n int, text string) error {
+	l, err := Parse(text)
+	if err == nil {
+		err = p.CheckAs(Job, l, jobStatus)
+	}
+	var r *Refusal
+	if errors.As(err, &r) {
+		r.Line = n
+	}
+	return err
+}
+
+// CheckFile reads a whole file and checks every line as a stored file's line (FileLine). It
+// returns the first refusal, with its line number, or the read error that ended the file
+// early, or nil after reading r to its end with every line allowed. Callers that store the
+// file tee it through CheckFile so the file is read once.
+func (p *Policy) CheckFile(ctx context.Context, r io.Reader) error {
+	br := bufio.NewReaderSize(r, 32<<10)
+	for n := 1; ; n++ {
+		if n%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("check file: line %d: %w", n, err)
+			}
+		}
+		line, err := readLine(br)
+		if len(line) > MaxFileLineBytes {
+			return &Refusal{Rule: RuleMaxFileLine, Line: n, Reason: fmt.Sprintf("line is longer than %d bytes", MaxFileLineBytes)}
+		}
+		if len(line) > 0 {
+			if cerr := p.FileLine(n, line); cerr != nil {
+				return cerr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("check file: line %d: %w", n, err)
+		}
+	}
+}
+
+// readLine returns the next line without its "\n", stopping early once it is longer than
+// MaxFileLineBytes. err is io.EOF at the end of input.
+func readLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > MaxFileLineBytes {
+			return string(b), nil
+		}
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			return string(b), err
+		}
+		return string(b[:len(b)-1]), nil
+	}
+}
