@@ -67,7 +67,7 @@ func echo(t *testing.T, gw *tunneltest.Gateway, port uint16) <-chan net.Conn {
 	return accepted
 }
 
-func dial(t *testing.T, cl *tunneltest.Client, ap netip.AddrPort) net.Conn {
+func dial(t testing.TB, cl *tunneltest.Client, ap netip.AddrPort) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -279,6 +280,7 @@ func (d *Device) Apply(peers []Peer) error {
 	}
 	next := make(map[wgtypes.Key]Peer, len(peers))
 	for _, p := range peers {
+		p.AllowedIPs = slices.Clone(p.AllowedIPs) // the caller may reuse its slices
 		next[p.PublicKey] = p
 	}
 

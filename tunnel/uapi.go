@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -84,6 +85,9 @@ func samePeer(a, b Peer) bool {
 		len(a.AllowedIPs) != len(b.AllowedIPs) {
 		return false
 	}
+	if slices.Equal(a.AllowedIPs, b.AllowedIPs) {
+		return true
+	}
 	x, y := slices.Clone(a.AllowedIPs), slices.Clone(b.AllowedIPs)
 	cmp := func(p, q netip.Prefix) int { return p.Addr().Compare(q.Addr()) }
 	slices.SortFunc(x, cmp)
@@ -108,7 +112,8 @@ func diffUAPI(prev, next map[wgtypes.Key]Peer) (string, diffCount) {
 			n.removed++
 		}
 	}
-	for _, k := range sortedKeys(next) {
+	nextKeys := sortedKeys(next)
+	for _, k := range nextKeys {
 		p := next[k]
 		if old, ok := prev[k]; ok {
 			if samePeer(old, p) {
@@ -119,7 +124,7 @@ func diffUAPI(prev, next map[wgtypes.Key]Peer) (string, diffCount) {
 			n.changed++
 		}
 	}
-	for _, k := range sortedKeys(next) {
+	for _, k := range nextKeys {
 		if _, ok := prev[k]; !ok {
 			fmt.Fprintf(&b, "public_key=%s\n", hexKey(k))
 			writePeer(&b, next[k], netip.AddrPort{})
@@ -148,7 +153,7 @@ func sortedKeys(m map[wgtypes.Key]Peer) []wgtypes.Key {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b wgtypes.Key) int { return strings.Compare(string(a[:]), string(b[:])) })
+	slices.SortFunc(keys, func(a, b wgtypes.Key) int { return bytes.Compare(a[:], b[:]) })
 	return keys
 }
 
