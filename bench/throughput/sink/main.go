@@ -1,0 +1,91 @@
+// Command sink is printgate's side of the throughput benchmark: a tunnel.Device on a
+// netstack.Stack with one peer, serving an HTTP upload sink on the gateway's tunnel address.
+// It prints "ready" once the UDP port is bound and the listener is up. Built and run by the
+// harness in bench/throughput; not part of the product.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/printgate/printgate/netstack"
+	"github.com/printgate/printgate/tunnel"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func main() {
+	start := time.Now()
+	var (
+		privKey = flag.String("private-key", "", "gateway private key (base64)")
+		peerKey = flag.String("peer", "", "client public key (base64)")
+		addr    = flag.String("addr", "10.250.200.1", "gateway tunnel address")
+		peerIP  = flag.String("peer-ip", "10.250.200.2", "client tunnel address")
+		port    = flag.Int("port", 51820, "UDP listen port")
+		rcvBuf  = flag.Int("rcvbuf", 0, "TCP receive buffer bound (0: netstack default)")
+		sndBuf  = flag.Int("sndbuf", 0, "TCP send buffer bound (0: netstack default)")
+	)
+	flag.Parse()
+	if err := run(start, *privKey, *peerKey, *addr, *peerIP, *port, *rcvBuf, *sndBuf); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(start time.Time, privKey, peerKey, addr, peerIP string, port, rcvBuf, sndBuf int) error {
+	sk, err := wgtypes.ParseKey(privKey)
+	if err != nil {
+		return fmt.Errorf("private key: %w", err)
+	}
+	pk, err := wgtypes.ParseKey(peerKey)
+	if err != nil {
+		return fmt.Errorf("peer key: %w", err)
+	}
+	gw, err := netip.ParseAddr(addr)
+	if err != nil {
+		return err
+	}
+	cl, err := netip.ParseAddr(peerIP)
+	if err != nil {
+		return err
+	}
+	st, err := netstack.New(netstack.Config{Addrs: []netip.Addr{gw}, TCPReceiveBuffer: rcvBuf, TCPSendBuffer: sndBuf})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	dev, err := tunnel.New(tunnel.Config{PrivateKey: sk, ListenPort: port, TUN: st.TUN()})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	if err := dev.Apply([]tunnel.Peer{{PublicKey: pk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(cl, cl.BitLen())}}}); err != nil {
+		return err
+	}
+	ln, err := st.ListenTCP(netip.AddrPortFrom(gw, 80))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "received %d bytes\n", n)
+	})}
+	go srv.Serve(ln)
+	fmt.Printf("ready %d us\n", time.Since(start).Microseconds())
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	srv.Close()
+	return nil
+}
