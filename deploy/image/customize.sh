@@ -60,10 +60,11 @@ if [[ -f "$root/etc/default/raspi-firmware" ]]; then
 	log "raspi-firmware: ROOTPART=LABEL=$root_label, consoles serial + HDMI"
 	sed -i -e "s|^#\?ROOTPART=.*|ROOTPART=\"LABEL=$root_label\"|" \
 		-e 's|^#\?CONSOLES=.*|CONSOLES="ttyS1,115200 tty0"|' "$root/etc/default/raspi-firmware"
-	kver="$(basename "$(readlink -f "$root/vmlinuz")")"
-	kver="${kver#vmlinuz-}"
-	chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-		/etc/kernel/postinst.d/z50-raspi-firmware "$kver" >/dev/null
+	# The kernel hook would regenerate cmdline.txt from that file, but it refuses to run in a
+	# chroot without /proc; edit the one the base install generated the same way instead.
+	cmdline="$root/boot/firmware/cmdline.txt"
+	rest="$(tr ' ' '\n' < "$cmdline" | grep -v -e '^console=' -e '^root=' -e '^$' | tr '\n' ' ')"
+	echo "console=ttyS1,115200 console=tty0 root=LABEL=$root_label ${rest% }" > "$cmdline"
 	grep -q "root=LABEL=$root_label" "$root/boot/firmware/cmdline.txt" || die "cmdline.txt does not name LABEL=$root_label"
 fi
 
@@ -91,8 +92,16 @@ cat > "$root/etc/systemd/system/systemd-networkd-wait-online.service.d/printgate
 ExecStart=
 ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=30
 WAIT
-chroot "$root" systemctl enable systemd-networkd systemd-resolved systemd-timesyncd >/dev/null 2>&1 ||
-	chroot "$root" systemctl enable systemd-networkd >/dev/null
+chroot "$root" systemctl enable systemd-networkd >/dev/null 2>&1
+for unit in systemd-resolved systemd-timesyncd; do
+	if [[ -e "$root/lib/systemd/system/$unit.service" ]]; then
+		chroot "$root" systemctl enable "$unit" >/dev/null 2>&1
+	fi
+done
+# ifupdown (Priority important) would manage the same interfaces; networkd does it alone.
+if [[ -e "$root/lib/systemd/system/networking.service" ]]; then
+	chroot "$root" systemctl disable networking >/dev/null 2>&1
+fi
 if [[ -e "$root/lib/systemd/system/systemd-resolved.service" ]]; then
 	ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
 fi
