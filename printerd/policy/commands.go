@@ -41,13 +41,23 @@ type call struct {
 	l       gcode.Line
 	s       marlin.Status
 	roles   roleSet
-	params  map[byte]float64 // numeric value of each parameter; empty value is 0
-	present map[byte]bool
+	values  [26]float64 // numeric value of each parameter letter A-Z; empty value is 0
+	present [26]bool
 }
 
 // interactive reports whether the line comes from a person (terminal, API) rather than only a
 // file. The Filter's roleAny is not interactive: it cannot tell the paths apart.
 func (c *call) interactive() bool { return c.roles == rOperator || c.roles == rAdmin }
+
+// param returns a parameter's value and whether it was given.
+func (c *call) param(letter byte) (float64, bool) {
+	return c.values[letter-'A'], c.present[letter-'A']
+}
+
+// value returns a parameter's value, 0 when absent.
+func (c *call) value(letter byte) float64 { return c.values[letter-'A'] }
+
+func (c *call) has(letter byte) bool { return c.present[letter-'A'] }
 
 func (c *call) refuse(rule Rule, format string, args ...any) *Refusal {
 	return refuse(rule, c.l.Raw, format, args...)
@@ -237,13 +247,11 @@ func (c *call) parseParams(cmd command) *Refusal {
 	if r := ambiguous(c.l); r != nil {
 		return r
 	}
-	c.params = make(map[byte]float64, len(c.l.Params))
-	c.present = make(map[byte]bool, len(c.l.Params))
 	for _, pr := range c.l.Params {
 		if pr.Letter < 'A' || pr.Letter > 'Z' {
 			return c.refuse(RuleMalformed, "%q is not a parameter letter", pr.Letter)
 		}
-		if c.present[pr.Letter] {
+		if c.has(pr.Letter) {
 			return c.refuse(RuleDuplicate, "parameter %c given twice; firmware builds disagree on which wins", pr.Letter)
 		}
 		if !strings.ContainsRune(cmd.letters, rune(pr.Letter)) {
@@ -253,8 +261,8 @@ func (c *call) parseParams(cmd command) *Refusal {
 		if !ok {
 			return c.refuse(RuleBadValue, "parameter %c: %q is not a plain decimal number", pr.Letter, pr.Value)
 		}
-		c.present[pr.Letter] = true
-		c.params[pr.Letter] = v
+		c.present[pr.Letter-'A'] = true
+		c.values[pr.Letter-'A'] = v
 	}
 	return nil
 }
@@ -319,10 +327,10 @@ func number(s string) (float64, bool) {
 
 // index reads an optional integer parameter (tool, fan index) and bounds it to [0, n).
 func (c *call) index(letter byte, n int, what string) *Refusal {
-	if !c.present[letter] {
+	v, ok := c.param(letter)
+	if !ok {
 		return nil
 	}
-	v := c.params[letter]
 	if v != math.Trunc(v) || v < 0 || v >= float64(n) {
 		return c.refuse(RuleTool, "%s %v does not exist (this printer has %d)", what, v, n)
 	}
@@ -349,7 +357,7 @@ func nilIfNone(r *Refusal) error {
 // targets refuses any of the given parameters above max or below 0.
 func (c *call) targets(heater string, max float64, letters string) *Refusal {
 	for i := 0; i < len(letters); i++ {
-		v, ok := c.params[letters[i]]
+		v, ok := c.param(letters[i])
 		if !ok {
 			continue
 		}
@@ -381,7 +389,7 @@ func checkChamber(p *Policy, c *call) *Refusal {
 
 // checkAutotune bounds M303: E-1 is the bed, E-2 the chamber, E0.. the hotends.
 func checkAutotune(p *Policy, c *call) *Refusal {
-	e := c.params['E']
+	e := c.value('E')
 	var r *Refusal
 	switch {
 	case e == -1:
@@ -397,7 +405,7 @@ func checkAutotune(p *Policy, c *call) *Refusal {
 	if r != nil {
 		return r
 	}
-	if n := c.params['C']; n < 0 || n > 20 {
+	if n := c.value('C'); n < 0 || n > 20 {
 		return c.refuse(RuleBadValue, "autotune cycles %v outside 0..20", n)
 	}
 	return nil
@@ -407,7 +415,7 @@ func checkFan(p *Policy, c *call) *Refusal {
 	if r := c.index('P', 8, "fan"); r != nil {
 		return r
 	}
-	if v := c.params['S']; v < 0 || v > 255 {
+	if v := c.value('S'); v < 0 || v > 255 {
 		return c.refuse(RuleBadValue, "fan speed %v outside 0..255", v)
 	}
 	return nil
@@ -417,14 +425,14 @@ func checkPercent(p *Policy, c *call) *Refusal {
 	if r := c.index('T', p.lim.Extruders, "tool"); r != nil {
 		return r
 	}
-	if v, ok := c.params['S']; ok && (v < 10 || v > 300) {
+	if v, ok := c.param('S'); ok && (v < 10 || v > 300) {
 		return c.refuse(RuleBadValue, "factor %v%% outside 10..300", v)
 	}
 	return nil
 }
 
 func checkDwell(p *Policy, c *call) *Refusal {
-	ms, s := c.params['P'], c.params['S']
+	ms, s := c.value('P'), c.value('S')
 	if ms < 0 || s < 0 {
 		return c.refuse(RuleBadValue, "negative dwell")
 	}
@@ -460,7 +468,7 @@ func checkMove(p *Policy, c *call) *Refusal {
 	}
 	rel := p.relative(c.s)
 	for i, axis := range []byte("XYZ") {
-		v, ok := c.params[axis]
+		v, ok := c.param(axis)
 		if !ok {
 			continue
 		}
@@ -476,7 +484,7 @@ func checkMove(p *Policy, c *call) *Refusal {
 			return c.refuse(RuleVolume, "%c%v is outside the build volume %v..%v mm", axis, v, lo, hi)
 		}
 	}
-	if e, ok := c.params['E']; ok && e != 0 {
+	if e, ok := c.param('E'); ok && e != 0 {
 		if math.Abs(e) > p.lim.MaxExtrude {
 			return c.refuse(RuleExtrude, "E move of %v mm is longer than %v mm", e, p.lim.MaxExtrude)
 		}

@@ -39,27 +39,27 @@ const MaxCommandBytes = gcode.MaxLineBytes - 15
 type Limits struct {
 	// MaxHotend is the highest hotend target in °C. Default 260: Marlin's HEATER_0_MAXTEMP 275
 	// minus HOTEND_OVERSHOOT 15. Set 240 or lower for PTFE-lined hotends.
-	MaxHotend float64 `json:"max_hotend"`
+	MaxHotend float64
 	// MaxBed is the highest bed target in °C. Default 110: below Marlin's BED_MAXTEMP 150 minus
 	// BED_OVERSHOOT 10, hot enough for ABS and ASA, and within what PEI sheets are rated for.
-	MaxBed float64 `json:"max_bed"`
+	MaxBed float64
 	// MaxChamber is the highest chamber target in °C. Default 50: Marlin's CHAMBER_MAXTEMP 60
 	// minus CHAMBER_OVERSHOOT 10. A negative value means the printer has no chamber heater
 	// and any chamber target above 0 is refused.
-	MaxChamber float64 `json:"max_chamber"`
+	MaxChamber float64
 	// Min and Max are the build volume in mm (X, Y, Z) that operator moves stay inside.
 	// Default 0..200 on each axis (Marlin's X_BED_SIZE, Y_BED_SIZE, Z_MAX_POS).
-	Min [3]float64 `json:"min"`
-	Max [3]float64 `json:"max"`
+	Min [3]float64
+	Max [3]float64
 	// Extruders is the number of extruders; T<n> and T parameters must be below it. Default 1.
-	Extruders int `json:"extruders"`
+	Extruders int
 	// MaxDwell is the longest G4 pause. Default 60 s: the link waits for the whole dwell.
-	MaxDwell time.Duration `json:"max_dwell"`
+	MaxDwell time.Duration
 	// MaxExtrude is the longest E move in mm that an operator may send at once. Default 100.
-	MaxExtrude float64 `json:"max_extrude"`
+	MaxExtrude float64
 	// MinExtrudeTemp is the hotend temperature in °C below which operator E moves are refused
 	// (Marlin's EXTRUDE_MINTEMP). Default 170.
-	MinExtrudeTemp float64 `json:"min_extrude_temp"`
+	MinExtrudeTemp float64
 }
 
 // Hard ceilings no configuration may exceed: beyond these no common printer part survives.
