@@ -3,8 +3,10 @@ package main
 
 import (
 	"os"
+
+	"github.com/printgate/printgate/cmd/printgate/cli"
 )
 
 func main() {
-	os.Exit(1)
+	os.Exit(cli.Run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll"
+)
+
+func revokeCmd() *command {
+	return &command{
+		name:     "revoke",
+		synopsis: "--state DIR NAME",
+		short:    "revoke a device: off the tunnel, its open connections closed, at once",
+		long: `Revokes the device NAME. With a running gateway, the peer is removed from the WireGuard device
+(its session keys wiped) and every open connection of it inside the tunnel (HTTP keep-alives,
+websockets, streams) is closed before the command returns; the time it took is printed. Without a
+running gateway the roster is changed, and the peer is never put on the device again. The
+device's addresses are never handed out again.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			state := fs.String("state", "", "state `DIR`")
+			return func(ctx context.Context, e *env, args []string) error {
+				if err := needState("revoke", *state); err != nil {
+					return err
+				}
+				if err := exactArgs("revoke", args, 1, "one device NAME"); err != nil {
+					return err
+				}
+				resp, err := gateway.Call(ctx, *state, gateway.Request{Op: gateway.OpRevoke, Name: args[0]})
+				if err == nil {
+					r := resp.Revoked
+					fmt.Fprintf(e.stdout, "revoked %s (%s): off the tunnel in %v, %d open connections closed\n",
+						r.Peer.Name, r.Peer.Address, time.Duration(r.AppliedSeconds*float64(time.Second)).Round(time.Microsecond), r.ClosedConns)
+					return nil
+				}
+				if !errors.Is(err, gateway.ErrNoDaemon) {
+					return err
+				}
+				reg, err := enroll.Open(*state)
+				if err != nil {
+					return err
+				}
+				defer reg.Close()
+				p, err := reg.Revoke(args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
+				return nil
+			}
+		},
+	}
+}

@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll"
+)
+
+// printerFlags collects repeated --printer flags.
+type printerFlags []gateway.PrinterSpec
+
+func (p *printerFlags) String() string {
+	var s []string
+	for _, x := range *p {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func (p *printerFlags) Set(v string) error {
+	spec, err := gateway.ParsePrinterSpec(v)
+	if err != nil {
+		return err
+	}
+	*p = append(*p, spec)
+	return nil
+}
+
+func runCmd() *command {
+	return &command{
+		name:     "run",
+		synopsis: "--state DIR [--printer NAME=SERIALPATH[,baud=N]]... [--printer NAME=sim]... [--interface NAME] [--boot-dir DIR]",
+		short:    "run the gateway daemon",
+		long: `Runs the gateway: the WireGuard device on its one UDP port (the only host socket; it answers
+nothing to anyone without a key), the userspace TCP/IP stack with the gateway's tunnel addresses
+and one per printer, the web UI and native API on the gateway address, each printer's
+OctoPrint-compatible API on port 80 of its own address, and the control socket STATE/control.sock
+(mode 0600) that enroll, peers, revoke and status use.
+
+The roster is checked first: if it is corrupt, empty or of an unknown version the tunnel stays
+down and run exits with the recovery to take (see 'printgate recover'). If DIR holds no state at
+all, run initializes it as 'printgate init' would (with the settings from --boot-dir, if any).
+
+--printer NAME=PATH drives a Marlin printer on a serial port (prefer /dev/serial/by-id/...),
+at 250000 baud unless baud=N is given; NAME=sim runs a simulated printer in the process.
+
+'wg show NAME' reads the live device through the UAPI socket /var/run/wireguard/NAME.sock.
+With --boot-dir (the appliance), while no admin is enrolled, a pending admin enrollment is
+shown on standard output (the console) and written to the boot partition, and owner settings
+are read from DIR/printgate.txt there.
+
+Under systemd (Type=notify) run sends READY=1 once the tunnel is up and feeds the watchdog.
+SIGINT or SIGTERM stop it: printers' heaters off, HTTP servers closed, device down, socket
+files removed.`,
+		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+			state := fs.String("state", "", "state `DIR` (made by init)")
+			var printers printerFlags
+			fs.Var(&printers, "printer", "a printer: `NAME=SERIALPATH[,baud=N]` or NAME=sim; repeat for more")
+			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
+			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
+			verbose := fs.Bool("verbose", false, "log the device's and the stack's verbose messages")
+			statsEvery := fs.Duration("stats-interval", gateway.DefaultStatsInterval, "how often device stats are polled (`DURATION`)")
+			return func(ctx context.Context, e *env, args []string) error {
+				if err := needState("run", *state); err != nil {
+					return err
+				}
+				if err := exactArgs("run", args, 0, ""); err != nil {
+					return err
+				}
+				if *statsEvery <= 0 {
+					return usagef("run", "--stats-interval must be positive")
+				}
+				cfg := gateway.Config{
+					StateDir:      *state,
+					Interface:     *iface,
+					Printers:      printers,
+					StatsInterval: *statsEvery,
+				}
+				if *iface == "none" {
+					cfg.Interface = ""
+				}
+				return runDaemon(ctx, e, cfg, *bootDir, *verbose)
+			}
+		},
+	}
+}
+
+// newLogger returns a log function that writes time-stamped, redacted lines to w.
+func newLogger(w io.Writer) func(format string, args ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		line := redact(fmt.Sprintf(format, args...))
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "%s %s\n", time.Now().Format("2006-01-02T15:04:05.000Z07:00"), line)
+	}
+}
+
+// stateMissing reports whether dir holds no printgate state at all (absent or empty).
+func stateMissing(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && len(ents) == 0
+}
+
+func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, verbose bool) error {
+	logf := newLogger(e.stderr)
+	cfg.Logf = logf
+	if verbose {
+		cfg.Verbosef = logf
+	}
+	if e.signals != nil {
+		var stop context.CancelFunc
+		ctx, stop = e.signals(ctx)
+		defer stop()
+	}
+	var boot *bootSettings
+	if bootDir != "" {
+		b, err := readBootSettings(bootDir)
+		if err != nil {
+			return err
+		}
+		boot = b
+		cfg.Printers = append(cfg.Printers, b.printers...)
+	}
+	if stateMissing(cfg.StateDir) {
+		opts := enroll.InitOptions{}
+		if boot != nil {
+			opts = boot.init
+		}
+		g, err := enroll.Init(cfg.StateDir, opts)
+		if err != nil {
+			return fmt.Errorf("no state in %s, and initializing it failed: %w", cfg.StateDir, err)
+		}
+		logf("initialized %s: public key %s, udp port %d, endpoint %s", cfg.StateDir, g.PrivateKey.PublicKey(), g.ListenPort, g.Endpoint)
+		if g.EndpointGuessed {
+			logf("warning: no endpoint configured; devices will dial the LAN address %s (remote devices need an endpoint)", g.Endpoint)
+		}
+	}
+
+	n := gateway.NotifierFromEnv(e.getenv)
+	g, err := gateway.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	st := g.Status()
+	logf("ready: tunnel %s, udp port %d, control socket %s", strings.Join(st.Addresses, " "), st.ListenPort, gateway.ControlPath(cfg.StateDir))
+	if err := n.Notify(fmt.Sprintf("READY=1\nSTATUS=tunnel up on udp %d, %d printers", st.ListenPort, len(st.Printers))); err != nil {
+		logf("%v", err)
+	}
+
+	var wg sync.WaitGroup
+	wctx, wcancel := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.Watchdog(wctx, g.Alive)
+	}()
+	if bootDir != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := runFirstBoot(wctx, e, g, bootDir, logf); err != nil && !errors.Is(err, context.Canceled) {
+				logf("first boot: %v", err)
+			}
+		}()
+	}
+
+	<-ctx.Done()
+	logf("stopping")
+	n.Notify("STOPPING=1")
+	wcancel()
+	wg.Wait()
+	return g.Close()
+}
+
+// bootSettings are the owner's settings from the appliance boot partition.
+type bootSettings struct {
+	init     enroll.InitOptions
+	printers []gateway.PrinterSpec
+}
+

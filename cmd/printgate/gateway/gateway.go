@@ -1,0 +1,501 @@
+// Package gateway is the printgate daemon: it assembles the roster, the userspace network
+// stack, the WireGuard device, the printer controllers and their HTTP faces, and the control
+// socket, and runs them from start to an orderly stop.
+package gateway
+
+// Life cycle (Start's order; Close undoes it in reverse, with the device closed before the
+// stack as netstack requires):
+//
+//  1. enroll.Open: the state directory, locked; a corrupt roster fails here (fail closed)
+//  2. netstack.New with the gateway's first host addresses and one address per printer
+//  3. tunnel.New: the gateway key, the listen port (the one host socket), the UAPI socket
+//  4. apply the roster: live peers → []tunnel.Peer → Device.Apply (a diff)
+//  5. printer controllers (heaters off on the first bytes), HTTP on port 80 of each address
+//  6. the control socket STATE/control.sock (0600)
+//  7. the stats loop: every StatsInterval, device stats → roster → pending expiry → re-apply
+//
+// Close: controllers stop (their heaters-off path), HTTP servers shut down, control socket
+// removed, device closed, stack closed, roster closed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/netstack"
+	"github.com/printgate/printgate/printerd/audit"
+	"github.com/printgate/printgate/tunnel"
+)
+
+// DefaultStatsInterval is how often the stats loop polls the device when Config leaves it zero.
+const DefaultStatsInterval = 2 * time.Second
+
+// DefaultInterface is the UAPI socket name `printgate run` uses: `wg show printgate0`.
+const DefaultInterface = "printgate0"
+
+// PersistentKeepalive is what the gateway sets on its side of every peer: zero, the peer
+// keeps the NAT mapping open (its config carries a keepalive); the gateway never dials.
+const PersistentKeepalive = 0
+
+// Config configures a Gateway. Only StateDir is required.
+type Config struct {
+	// StateDir is the directory `printgate init` made.
+	StateDir string
+	// Interface names the UAPI socket (/var/run/wireguard/NAME.sock) for `wg show NAME`;
+	// empty: no UAPI socket.
+	Interface string
+	// Printers are the printers to drive; each gets a tunnel address of its own.
+	Printers []PrinterSpec
+	// StatsInterval is the stats loop period; zero: DefaultStatsInterval.
+	StatsInterval time.Duration
+	// Logf logs the daemon's progress; nil discards. Secrets are never passed to it.
+	Logf func(format string, args ...any)
+	// Verbosef receives the device's and stack's verbose logs; nil discards.
+	Verbosef func(format string, args ...any)
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Gateway is a running daemon. Its methods are safe for concurrent use.
+type Gateway struct {
+	cfg   Config
+	logf  func(format string, args ...any)
+	now   func() time.Time
+	gw    enroll.Gateway
+	stack *netstack.Stack
+	dev   *tunnel.Device
+	audit *audit.Log // nil if the audit log could not be opened (logged)
+	ctl   *controlServer
+	web   *webServers
+	prs   []*printer
+
+	cancel context.CancelFunc // stops the stats loop and the controllers
+	wg     sync.WaitGroup     // the stats loop
+	loops  sync.WaitGroup     // controllers
+
+	// reg guards the registry, which is not safe for concurrent use, and what is derived
+	// from it: the live set last applied to the device.
+	reg struct {
+		sync.Mutex
+		r       *enroll.Registry
+		applied map[wgtypes.Key]enroll.DevicePeer // live peers on the device
+	}
+
+	stats struct {
+		sync.Mutex
+		byKey    map[wgtypes.Key]tunnel.PeerStats
+		lastTick time.Time
+	}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the state directory and brings the gateway up. On error nothing is left
+// running and the state directory is released. A corrupt roster is returned as enroll's
+// error, which names the recovery; the tunnel never comes up without a trustworthy roster.
+func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("gateway: start: no state directory")
+	}
+	if cfg.StatsInterval <= 0 {
+		cfg.StatsInterval = DefaultStatsInterval
+	}
+	g := &Gateway{cfg: cfg, logf: cfg.Logf, now: cfg.Now}
+	if g.logf == nil {
+		g.logf = func(string, ...any) {}
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	verbosef := cfg.Verbosef
+	if verbosef == nil {
+		verbosef = func(string, ...any) {}
+	}
+	if err := checkPrinterSpecs(cfg.Printers); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+
+	start := time.Now()
+	reg, err := enroll.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err // enroll's message names the recovery; do not bury it
+	}
+	g.reg.r = reg
+	g.stats.byKey = map[wgtypes.Key]tunnel.PeerStats{}
+	defer func() {
+		if err != nil {
+			g.teardown()
+		}
+	}()
+	g.gw = reg.Gateway()
+	if g.gw.PrivateKey == (wgtypes.Key{}) || !g.gw.Prefix4.IsValid() {
+		return nil, fmt.Errorf("gateway: start: state %s has no gateway configuration (run `printgate init --state %s`)", cfg.StateDir, cfg.StateDir)
+	}
+
+	addrs := g.Addrs()
+	for _, spec := range cfg.Printers {
+		a4, a6, err := g.printerAddrs(spec.Name)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: start: printer %s: %w", spec.Name, err)
+		}
+		p := &printer{spec: spec, addr4: a4, addr6: a6}
+		g.prs = append(g.prs, p)
+		addrs = append(addrs, a4)
+		if a6.IsValid() {
+			addrs = append(addrs, a6)
+		}
+	}
+
+	g.stack, err = netstack.New(netstack.Config{Addrs: addrs, Logf: verbosef})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+	g.dev, err = tunnel.New(tunnel.Config{
+		PrivateKey:    g.gw.PrivateKey,
+		ListenPort:    g.gw.ListenPort,
+		TUN:           g.stack.TUN(),
+		InterfaceName: cfg.Interface,
+		Logf:          verbosef,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+
+	if al, err := audit.Open(audit.Path(cfg.StateDir)); err != nil {
+		g.logf("gateway: audit log unavailable: %v", err)
+	} else {
+		g.audit = al
+	}
+
+	g.reg.Lock()
+	_, err = g.applyLocked()
+	g.reg.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g.cancel = cancel
+	if err := g.startPrinters(runCtx); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+	if g.web, err = g.startWeb(); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+	if g.ctl, err = listenControl(g, cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
+	g.wg.Add(1)
+	go g.statsLoop(runCtx)
+
+	g.logf("gateway: up in %v: udp port %d, public key %s, tunnel %v, %d printers",
+		time.Since(start).Round(time.Millisecond), g.dev.ListenPort(), g.dev.PublicKey(), g.Addrs(), len(g.prs))
+	return g, nil
+}
+
+// Addrs returns the gateway's own tunnel addresses: the first host address of the IPv4
+// prefix, then of the IPv6 one.
+func (g *Gateway) Addrs() []netip.Addr {
+	out := []netip.Addr{firstHost(g.gw.Prefix4)}
+	if g.gw.Prefix6.IsValid() {
+		out = append(out, firstHost(g.gw.Prefix6))
+	}
+	return out
+}
+
+func firstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+// ListenPort returns the WireGuard UDP port.
+func (g *Gateway) ListenPort() int { return g.dev.ListenPort() }
+
+// PublicKey returns the gateway's public key.
+func (g *Gateway) PublicKey() wgtypes.Key { return g.dev.PublicKey() }
+
+// Close stops the gateway: controllers turn heaters off and stop, HTTP servers shut down, the
+// control socket is removed, the device is closed before the stack, and the state directory
+// is released. A second Close returns the first's result.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		start := time.Now()
+		g.closeErr = g.teardown()
+		g.logf("gateway: stopped in %v", time.Since(start).Round(time.Millisecond))
+	})
+	return g.closeErr
+}
+
+// teardown releases whatever Start made, in reverse order; it tolerates a partial start.
+func (g *Gateway) teardown() error {
+	var errs []error
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.wg.Wait()
+	g.stopPrinters()
+	if g.web != nil {
+		g.web.Close()
+	}
+	if g.ctl != nil {
+		g.ctl.Close()
+	}
+	if g.dev != nil {
+		if err := g.dev.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if g.stack != nil {
+		if err := g.stack.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if g.audit != nil {
+		if err := g.audit.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.reg.Lock()
+	if g.reg.r != nil {
+		if err := g.reg.r.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		g.reg.r = nil
+	}
+	g.reg.Unlock()
+	return errors.Join(errs...)
+}
+
+// applyLocked applies the roster's live set to the device and closes the connections of every
+// peer that left it. It returns the peers removed. Caller holds g.reg.
+func (g *Gateway) applyLocked() ([]enroll.DevicePeer, error) {
+	live := g.reg.r.DevicePeers()
+	next := make(map[wgtypes.Key]enroll.DevicePeer, len(live))
+	peers := make([]tunnel.Peer, 0, len(live))
+	for _, p := range live {
+		next[p.PublicKey] = p
+		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
+	}
+	if err := g.dev.Apply(peers); err != nil {
+		return nil, err
+	}
+	var gone []enroll.DevicePeer
+	for k, p := range g.reg.applied {
+		if _, ok := next[k]; !ok {
+			gone = append(gone, p)
+		}
+	}
+	g.reg.applied = next
+	if len(gone) > 0 {
+		g.closeConns(gone)
+	}
+	return gone, nil
+}
+
+// closeConns aborts every open TCP connection whose remote address belongs to one of peers.
+func (g *Gateway) closeConns(peers []enroll.DevicePeer) int {
+	match := func(a netip.Addr) bool {
+		for _, p := range peers {
+			for _, pfx := range p.AllowedIPs {
+				if pfx.Contains(a) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return g.stack.CloseConns(match)
+}
+
+// statsLoop polls the device, feeds the roster, expires pending peers and re-applies.
+func (g *Gateway) statsLoop(ctx context.Context) {
+	defer g.wg.Done()
+	g.logf("gateway: stats loop every %v", g.cfg.StatsInterval)
+	t := time.NewTicker(g.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.tick()
+		}
+	}
+}
+
+// tick is one round of the stats loop.
+func (g *Gateway) tick() {
+	now := g.now()
+	st, err := g.dev.Stats()
+	if err != nil {
+		if !errors.Is(err, net.ErrClosed) {
+			g.logf("gateway: stats: %v", err)
+		}
+		return
+	}
+	byKey := make(map[wgtypes.Key]tunnel.PeerStats, len(st))
+	for _, s := range st {
+		byKey[s.PublicKey] = s
+	}
+	g.stats.Lock()
+	g.stats.byKey = byKey
+	g.stats.lastTick = now
+	g.stats.Unlock()
+
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return
+	}
+	g.observeLocked(st, now)
+	gone, err := g.applyLocked()
+	if err != nil {
+		g.logf("gateway: apply roster: %v", err)
+		return
+	}
+	for _, p := range gone {
+		g.logf("gateway: peer %s removed from the device (pending enrollment expired)", p.Name)
+	}
+}
+
+// Alive reports whether the stats loop ran recently; the systemd watchdog is fed only then.
+func (g *Gateway) Alive() bool {
+	g.stats.Lock()
+	last := g.stats.lastTick
+	g.stats.Unlock()
+	return last.IsZero() || g.now().Sub(last) < 5*g.cfg.StatsInterval
+}
+
+// Enroll adds a pending peer and puts it on the device at once.
+func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return nil, fmt.Errorf("enroll: %w", net.ErrClosed)
+	}
+	e, err := g.reg.r.Enroll(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.applyLocked(); err != nil {
+		// The peer is in the roster; the next stats round applies it again.
+		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
+	}
+	g.logf("gateway: enrolled %s (%s, %s, %v)", e.Peer.Name, e.Peer.Role, e.Peer.State, e.Peer.IPv4)
+	g.record(audit.ActionEnroll, e.Peer, "ok")
+	return e, nil
+}
+
+// Revoke revokes a peer: the roster first (its addresses are tombstoned), then the device,
+// then every open connection of the peer inside the stack. When it returns, nothing of the
+// peer is served.
+func (g *Gateway) Revoke(name string) (RevokeResult, error) {
+	start := time.Now()
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return RevokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
+	}
+	p, err := g.reg.r.Revoke(name)
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	if _, err := g.applyLocked(); err != nil {
+		// Fail safe: the device must not keep a revoked peer. Remove everything; the next
+		// stats round restores the others.
+		g.logf("gateway: apply after revoking %s: %v; clearing the device", name, err)
+		if cerr := g.dev.Apply(nil); cerr != nil {
+			g.logf("gateway: clear device: %v", cerr)
+		}
+		g.reg.applied = nil
+	}
+	// applyLocked closed its connections if it was live; close again for a peer that was
+	// not on the device (an expired pending peer) in case anything of it remains.
+	n := g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
+	took := time.Since(start)
+	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
+	g.record(audit.ActionRevoke, p, "ok")
+	st := g.statsFor(p.PublicKey)
+	return RevokeResult{Peer: PeerInfoFrom(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, nil
+}
+
+func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
+	g.stats.Lock()
+	defer g.stats.Unlock()
+	if s, ok := g.stats.byKey[k]; ok {
+		return &s
+	}
+	return nil
+}
+
+// WhoIs returns the live peer that owns a tunnel address: the identity of a request.
+func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return enroll.Peer{}, false
+	}
+	p, ok := g.reg.r.WhoIs(a)
+	if !ok {
+		return enroll.Peer{}, false
+	}
+	if _, live := g.reg.applied[p.PublicKey]; !live {
+		return enroll.Peer{}, false // not on the device (yet)
+	}
+	return p, true
+}
+
+// Peers returns every peer with its live device stats, sorted by name.
+func (g *Gateway) Peers() []PeerInfo {
+	g.reg.Lock()
+	var peers []enroll.Peer
+	if g.reg.r != nil {
+		peers = g.reg.r.Peers()
+	}
+	applied := g.reg.applied
+	g.reg.Unlock()
+	now := g.now()
+	out := make([]PeerInfo, 0, len(peers))
+	for _, p := range peers {
+		var st *tunnel.PeerStats
+		if _, ok := applied[p.PublicKey]; ok {
+			st = g.statsFor(p.PublicKey)
+		}
+		out = append(out, PeerInfoFrom(p, st, now))
+	}
+	return out
+}
+
+// record appends an audit record for a daemon-side action (the local CLI has no peer).
+func (g *Gateway) record(action string, p enroll.Peer, result string) {
+	if g.audit == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := g.audit.Append(ctx, audit.Record{
+		Action: action,
+		Args:   map[string]string{"name": p.Name, "role": string(p.Role), "address": p.IPv4.String(), "public_key": p.PublicKey.String()},
+		Result: result,
+	})
+	if err != nil {
+		g.logf("gateway: audit %s %s: %v", action, p.Name, err)
+	}
+}
+
+// devicePeerOf is the device view of a roster peer (for closing its connections).
+func devicePeerOf(p enroll.Peer) enroll.DevicePeer {
+	dp := enroll.DevicePeer{Name: p.Name, PublicKey: p.PublicKey, PresharedKey: p.PresharedKey}
+	if p.IPv4.IsValid() {
+		dp.AllowedIPs = append(dp.AllowedIPs, netip.PrefixFrom(p.IPv4, 32))
+	}
+	if p.IPv6.IsValid() {
+		dp.AllowedIPs = append(dp.AllowedIPs, netip.PrefixFrom(p.IPv6, 128))
+	}
+	return dp
+}

@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/printerd/marlin"
+	"github.com/printgate/printgate/printerd/policy"
+)
+
+// SimPort is the --printer value that runs an in-process simulated printer.
+const SimPort = "sim"
+
+// stopTimeout bounds how long Close waits for a controller's heaters-off path.
+const stopTimeout = 10 * time.Second
+
+// PrinterSpec is one --printer flag: NAME=PATH[,baud=N] or NAME=sim.
+type PrinterSpec struct {
+	Name string
+	Port string // serial device path, or SimPort
+	Baud int    // zero: the controller's default (250000)
+}
+
+// Sim reports whether the spec asks for a simulated printer.
+func (s PrinterSpec) Sim() bool { return s.Port == SimPort }
+
+// String is the spec as the flag takes it.
+func (s PrinterSpec) String() string {
+	out := s.Name + "=" + s.Port
+	if s.Baud != 0 {
+		out += ",baud=" + strconv.Itoa(s.Baud)
+	}
+	return out
+}
+
+// ParsePrinterSpec parses NAME=PATH[,baud=N] or NAME=sim[,baud=N].
+func ParsePrinterSpec(v string) (PrinterSpec, error) {
+	name, rest, ok := strings.Cut(v, "=")
+	if !ok || name == "" || rest == "" {
+		return PrinterSpec{}, fmt.Errorf("printer %q: want NAME=SERIALPATH[,baud=N] or NAME=sim", v)
+	}
+	if err := enroll.ValidateName(name); err != nil {
+		return PrinterSpec{}, fmt.Errorf("printer %q: %w", v, err)
+	}
+	parts := strings.Split(rest, ",")
+	spec := PrinterSpec{Name: name, Port: parts[0]}
+	if spec.Port == "" {
+		return PrinterSpec{}, fmt.Errorf("printer %q: empty serial path", v)
+	}
+	if spec.Port != SimPort && !strings.HasPrefix(spec.Port, "/") {
+		return PrinterSpec{}, fmt.Errorf("printer %q: serial path %q must be absolute (or \"sim\")", v, spec.Port)
+	}
+	for _, opt := range parts[1:] {
+		k, val, _ := strings.Cut(opt, "=")
+		switch k {
+		case "baud":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 300 || n > 4_000_000 {
+				return PrinterSpec{}, fmt.Errorf("printer %q: baud %q: want a number from 300 to 4000000", v, val)
+			}
+			spec.Baud = n
+		default:
+			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N)", v, k)
+		}
+	}
+	return spec, nil
+}
+
+func checkPrinterSpecs(specs []PrinterSpec) error {
+	seen := map[string]bool{}
+	for _, s := range specs {
+		if s.Name == "" || s.Port == "" {
+			return fmt.Errorf("printer %q: name and port required", s.String())
+		}
+		if seen[s.Name] {
+			return fmt.Errorf("printer %s named twice", s.Name)
+		}
+		seen[s.Name] = true
+	}
+	return nil
+}
+
+// printer is one driven printer: its controller and tunnel addresses.
+type printer struct {
+	spec   PrinterSpec
+	addr4  netip.Addr
+	addr6  netip.Addr
+	pol    *policy.Policy
+	ctl    *marlin.Controller
+	closer func() error // releases what the printer's link needs (the simulator); may be nil
+	done   chan struct{}
+
+	mu struct {
+		sync.Mutex
+		runErr error
+	}
+}
+
+func (p *printer) info() PrinterInfo {
+	pi := PrinterInfo{
+		Name:     p.spec.Name,
+		Address:  p.addr4.String(),
+		Address6: addrString(p.addr6),
+		URL:      "http://" + p.addr4.String() + "/",
+		Port:     p.spec.Port,
+		State:    string(marlin.Disconnected),
+	}
+	if p.ctl != nil {
+		st := p.ctl.Status()
+		if st.State != "" {
+			pi.State = string(st.State)
+		}
+		pi.Error = st.Error
+	}
+	p.mu.Lock()
+	if p.mu.runErr != nil && pi.Error == "" {
+		pi.Error = p.mu.runErr.Error()
+	}
+	p.mu.Unlock()
+	return pi
+}
+
+// printerAddrs returns (allocating on first sight) a printer's tunnel addresses.
+func (g *Gateway) printerAddrs(name string) (netip.Addr, netip.Addr, error) {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	pa, err := g.reg.r.AllocatePrinterAddr(name)
+	if err != nil {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	return pa.IPv4, pa.IPv6, nil
+}
+
+// startPrinters makes each printer's policy and controller and runs the controllers. Each
+// controller's first bytes on a link turn the heaters off (marlin's connect sequence).
+func (g *Gateway) startPrinters(ctx context.Context) error {
+	for _, p := range g.prs {
+		pol, err := policy.New(policy.Limits{})
+		if err != nil {
+			return fmt.Errorf("printer %s: %w", p.spec.Name, err)
+		}
+		p.pol = pol
+		cfg := marlin.Config{
+			Name:   p.spec.Name,
+			Port:   p.spec.Port,
+			Baud:   p.spec.Baud,
+			Filter: pol,
+			Logf:   g.logf,
+		}
+		if p.spec.Sim() {
+			open, closer, err := g.openSim(ctx, p.spec)
+			if err != nil {
+				return fmt.Errorf("printer %s: %w", p.spec.Name, err)
+			}
+			cfg.Port = "sim:" + p.spec.Name
+			cfg.Open = open
+			p.closer = closer
+		}
+		p.ctl = marlin.New(cfg)
+		p.done = make(chan struct{})
+		g.loops.Add(1)
+		go func() {
+			defer g.loops.Done()
+			defer close(p.done)
+			g.logf("gateway: printer %s: controller started on %s", p.spec.Name, p.spec.Port)
+			err := p.ctl.Run(ctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				g.logf("gateway: printer %s: controller stopped: %v", p.spec.Name, err)
+				p.mu.Lock()
+				p.mu.runErr = err
+				p.mu.Unlock()
+				return
+			}
+			g.logf("gateway: printer %s: controller stopped", p.spec.Name)
+		}()
+	}
+	return nil
+}
+
+// stopPrinters waits (bounded) for the controllers, whose context is already cancelled, to
+// finish their heaters-off path, then releases simulators.
+func (g *Gateway) stopPrinters() {
+	deadline := time.After(stopTimeout)
+	for _, p := range g.prs {
+		if p.done == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-deadline:
+			g.logf("gateway: printer %s: controller did not stop within %v", p.spec.Name, stopTimeout)
+		}
+	}
+	for _, p := range g.prs {
+		if p.closer != nil {
+			if err := p.closer(); err != nil {
+				g.logf("gateway: printer %s: %v", p.spec.Name, err)
+			}
+		}
+	}
+	g.loops.Wait()
+}
