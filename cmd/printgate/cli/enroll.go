@@ -211,4 +211,3 @@ func showEnrollment(e *env, res *gateway.EnrollResult, qrMode, confPath, pngPath
 	}
 	return nil
 }
-

@@ -191,4 +191,3 @@ type bootSettings struct {
 	init     enroll.InitOptions
 	printers []gateway.PrinterSpec
 }
-

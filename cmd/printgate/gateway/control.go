@@ -56,11 +56,11 @@ type Request struct {
 
 // Response is the answer to one Request; Error is set when it failed.
 type Response struct {
-	Error      string             `json:"error,omitempty"`
-	Enrollment *EnrollResult      `json:"enrollment,omitempty"`
-	Revoked    *RevokeResult      `json:"revoked,omitempty"`
-	Peers      []PeerInfo         `json:"peers,omitempty"`
-	Status     *Status            `json:"status,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Enrollment *EnrollResult `json:"enrollment,omitempty"`
+	Revoked    *RevokeResult `json:"revoked,omitempty"`
+	Peers      []PeerInfo    `json:"peers,omitempty"`
+	Status     *Status       `json:"status,omitempty"`
 }
 
 // EnrollResult is an enrollment as the control socket carries it to the CLI, once: the device
