@@ -4,11 +4,12 @@
 // Put follows one path for every upload:
 //
 //  1. The folder and name are checked (names.go) before any disk access.
-//  2. The body is copied into a hidden temporary file (".upload-<random>.tmp") in the target
-//     folder, through a size cap, a SHA-256, the slicer-estimate scanner, and the Check
+//  2. The body is copied into a hidden temporary file (".upload-<random>.tmp") in the uploads
+//     root, through a size cap, a SHA-256, the slicer-estimate scanner, and the Check
 //     function (the safety policy), which reads every line.
-//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file, rename it
-//     to its name, fsync the folder. Any failure removes the temporary file.
+//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file, create
+//     the folder if needed, rename the file to its name, fsync the folders. Any failure
+//     removes the temporary file and creates nothing.
 //
 // Listings show only regular files with an accepted name: temporary files, dot files and
 // symlinks are never listed, opened, moved or deleted.
@@ -200,10 +201,8 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if len(p) > MaxPathBytes {
 		return FileInfo{}, badName(p, "path longer than %d bytes", MaxPathBytes)
 	}
-	if folder != "" {
-		if err := s.mkdirAll(folder); err != nil {
-			return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
-		}
+	if err := s.checkFolder(folder); err != nil {
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
 	if fi, err := s.noLinks(p); err == nil && !fi.Mode().IsRegular() {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, ErrNotRegular)
@@ -211,7 +210,8 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
 
-	tmp, f, err := s.createTemp(folder)
+	// The temporary file lives in the root, so a failed upload leaves no new folder behind.
+	tmp, f, err := s.createTemp("")
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
@@ -244,12 +244,25 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if err := f.Close(); err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
+	if folder != "" {
+		if err := s.mkdirAll(folder); err != nil {
+			return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+		}
+	}
+	if fi, err := s.noLinks(p); err == nil && !fi.Mode().IsRegular() {
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, ErrNotRegular)
+	}
 	if err := s.root.Rename(tmp, p); err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
 	ok = true
 	if err := s.syncDir(folder); err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+	}
+	if folder != "" {
+		if err := s.syncDir(""); err != nil { // the temporary name left the root
+			return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+		}
 	}
 	fi, err := s.root.Lstat(p)
 	if err != nil {
@@ -332,6 +345,29 @@ func (c *capReader) Read(p []byte) (int, error) {
 		c.err = err
 	}
 	return n, err
+}
+
+// checkFolder fails if an existing component of folder is a symlink or not a folder. Missing
+// components are fine: Put creates them once the upload succeeded.
+func (s *Store) checkFolder(folder string) error {
+	if folder == "" {
+		return nil
+	}
+	parts := strings.Split(folder, "/")
+	for i := range parts {
+		sub := strings.Join(parts[:i+1], "/")
+		fi, err := s.root.Lstat(sub)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s: %w", sub, ErrNotRegular)
+		}
+	}
+	return nil
 }
 
 // MkdirAll creates a folder and its parents.
