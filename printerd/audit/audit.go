@@ -289,7 +289,9 @@ type Log struct {
 
 	mu     sync.Mutex // guards the fields below and serialises writes
 	f      *os.File
+	size   int64 // bytes of complete records in f
 	head   Head
+	failed error // a write that could not be undone: no more appends until reopened
 	closed bool
 }
 
@@ -334,7 +336,12 @@ func OpenOptions(path string, o Options) (*Log, error) {
 		f.Close()
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
-	l.f, l.head = f, head
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	l.f, l.head, l.size = f, head, size
 	if torn > 0 {
 		l.logf("audit: %s: cut an incomplete last line of %d bytes", path, torn)
 		err := l.Append(context.Background(), Record{Action: ActionTornTail,
@@ -421,6 +428,9 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 	if l.closed {
 		return fmt.Errorf("audit: append %s: %w", r.Action, os.ErrClosed)
 	}
+	if l.failed != nil {
+		return fmt.Errorf("audit: append %s: log unusable since an earlier failure: %w", r.Action, l.failed)
+	}
 	if r.Time.IsZero() {
 		r.Time = l.now()
 	}
@@ -436,14 +446,30 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 	if len(line) > MaxRecordBytes {
 		return fmt.Errorf("audit: append %s: record of %d bytes is over %d", r.Action, len(line), MaxRecordBytes)
 	}
-	if _, err := l.f.Write(line); err != nil {
-		return fmt.Errorf("audit: append %s: %w", r.Action, err)
-	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.writeLocked(line); err != nil {
 		return fmt.Errorf("audit: append %s: %w", r.Action, err)
 	}
 	l.head = Head{Seq: w.Seq, Hash: w.Hash}
+	l.size += int64(len(line))
 	return nil
+}
+
+// writeLocked writes and fsyncs one line; l.mu must be held. If that fails (disk full, I/O
+// error) it cuts the file back to its last complete record, so the chain stays whole; if even
+// that fails, the log refuses further appends until it is reopened (and Open repairs the tail).
+func (l *Log) writeLocked(line []byte) error {
+	_, err := l.f.Write(line)
+	if err == nil {
+		err = l.f.Sync()
+	}
+	if err == nil {
+		return nil
+	}
+	if terr := truncate(l.f, l.size); terr != nil {
+		l.failed = err
+		return fmt.Errorf("%w (and cutting the partial record failed: %v)", err, terr)
+	}
+	return err
 }
 
 // Head returns the last record's seq and hash (zero for an empty log).

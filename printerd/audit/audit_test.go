@@ -321,6 +321,67 @@ func TestAppendRejects(t *testing.T) {
 	}
 }
 
+func TestTailAcrossChunks(t *testing.T) {
+	l, _ := newLog(t, 0)
+	big := strings.Repeat("x", 900)
+	for i := range 300 {
+		if err := l.Append(context.Background(), Record{Action: ActionUpload, Args: map[string]string{"name": big, "i": fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []int{1, 35, 36, 37, 299, 300, 301} {
+		recs, err := l.Tail(n)
+		if err != nil {
+			t.Fatalf("Tail(%d): %v", n, err)
+		}
+		want := min(n, 300)
+		if len(recs) != want || recs[len(recs)-1].Seq != 300 || recs[0].Seq != uint64(300-want+1) {
+			t.Errorf("Tail(%d) = %d records from seq %d", n, len(recs), recs[0].Seq)
+		}
+	}
+}
+
+// A failed write leaves the file at its last complete record.
+func TestAppendWriteFailure(t *testing.T) {
+	l, path := newLog(t, 2)
+	before := mustRead(t, path)
+	// Swap the file for a read-only handle: the next write fails.
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	rw := l.f
+	l.f = ro
+	l.mu.Unlock()
+	if err := l.Append(context.Background(), Record{Action: "x"}); err == nil {
+		t.Fatal("Append to a read-only file succeeded")
+	}
+	// The partial record could not be cut from a read-only handle either: appends stop.
+	l.mu.Lock()
+	l.f = rw
+	l.mu.Unlock()
+	if err := l.Append(context.Background(), Record{Action: "x"}); err == nil || !strings.Contains(err.Error(), "unusable") {
+		t.Fatalf("Append after an uncut failure = %v, want refused", err)
+	}
+	l.mu.Lock()
+	l.failed = nil
+	l.mu.Unlock()
+	ro.Close()
+	if !bytes.Equal(mustRead(t, path), before) {
+		t.Errorf("failed Append changed the file")
+	}
+	if h := l.Head(); h.Seq != 2 {
+		t.Errorf("Head after a failed Append = %+v", h)
+	}
+	if err := l.Append(context.Background(), Record{Action: "y"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := Verify(bytes.NewReader(mustRead(t, path))); err != nil || n != 3 {
+		t.Errorf("Verify = %d, %v, want 3", n, err)
+	}
+}
+
 func TestPath(t *testing.T) {
 	if got := Path("/var/lib/printgate"); got != filepath.FromSlash("/var/lib/printgate/audit.log") {
 		t.Errorf("Path = %q", got)
