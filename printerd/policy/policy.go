@@ -174,6 +174,23 @@ func (p *Policy) CheckAs(r Role, l gcode.Line, s marlin.Status) error {
 	return p.check(rs, l, s)
 }
 
+// For returns a Filter that checks lines for role r and then as Check does (so it also
+// follows G90/G91). Use it where one caller of known role owns a whole stream, such as a raw
+// serial bridge for an admin.
+func (p *Policy) For(r Role) marlin.Filter { return roleFilter{p, r} }
+
+type roleFilter struct {
+	p *Policy
+	r Role
+}
+
+func (f roleFilter) Check(l gcode.Line, s marlin.Status) error {
+	if err := f.p.CheckAs(f.r, l, s); err != nil {
+		return err
+	}
+	return f.p.Check(l, s)
+}
+
 // CheckLine parses one line as typed at the terminal or built by the API (see Parse) and
 // checks it for the given role. The returned line is what to send: its Raw text has no comment.
 func (p *Policy) CheckLine(r Role, text string, s marlin.Status) (gcode.Line, error) {

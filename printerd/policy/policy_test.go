@@ -360,6 +360,29 @@ func TestFilterTracksPositioningMode(t *testing.T) {
 	}
 }
 
+func TestFor(t *testing.T) {
+	p := newPolicy(t, Limits{})
+	op := p.For(Operator)
+	for line, want := range map[string]Rule{"G1 X10": "", "G1 X300": RuleVolume, "M204 S100": RuleRole,
+		"M500": RuleEEPROM, "M112": "", "G91": ""} {
+		l, err := Parse(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rule(t, op.Check(l, idle)); got != want {
+			t.Errorf("For(Operator).Check(%q) rule %q, want %q", line, got, want)
+		}
+	}
+	// The G91 above went through Check, so relative moves are now bounded by the axis length.
+	l, _ := Parse("G1 X-10")
+	if err := op.Check(l, idle); err != nil {
+		t.Errorf("after G91: G1 X-10 = %v", err)
+	}
+	if err := p.For(Viewer).Check(l, idle); rule(t, err) != RuleEmergencyOnly {
+		t.Errorf("For(Viewer) = %v", err)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	p := newPolicy(t, Limits{})
 	got := p.Limits()
