@@ -13,9 +13,9 @@ const (
 	MaxDepth     = 8   // folders below the uploads root
 )
 
-// Extensions are the accepted file name endings, compared without case. Binary G-code
+// extensions are the accepted file name endings, compared without case. Binary G-code
 // (.bgcode) is refused: its lines cannot be checked by the policy.
-var Extensions = []string{".gcode", ".gco", ".g"}
+var extensions = []string{".gcode", ".gco", ".g"}
 
 // Name errors. Test with errors.Is; the HTTP layer maps both to 400 (ErrBadExtension to 415
 // if it prefers).
@@ -123,7 +123,7 @@ func CleanName(name string) error {
 
 func hasExtension(name string) bool {
 	lower := strings.ToLower(name)
-	for _, ext := range Extensions {
+	for _, ext := range extensions {
 		if strings.HasSuffix(lower, ext) && len(lower) > len(ext) {
 			return true
 		}
