@@ -290,26 +290,28 @@ func (g *Gateway) handle(req Request) Response {
 
 // RequestToEnroll validates a control request's enroll options into an enroll.Request.
 func RequestToEnroll(req Request) (enroll.Request, error) {
-	r := enroll.Request{Name: req.Name, Role: enroll.Role(req.Role)}
-	if req.Role == "" {
-		r.Role = enroll.Viewer
+	if err := enroll.ValidateName(req.Name); err != nil {
+		return enroll.Request{}, err
 	}
-	switch r.Role {
-	case enroll.Viewer, enroll.Operator, enroll.Admin:
-	default:
-		return enroll.Request{}, fmt.Errorf("enroll: role %q: want viewer, operator or admin", req.Role)
+	r := enroll.Request{Name: req.Name, Role: enroll.Viewer}
+	if req.Role != "" {
+		role, err := enroll.ParseRole(req.Role)
+		if err != nil {
+			return enroll.Request{}, err
+		}
+		r.Role = role
 	}
 	if req.PublicKey != "" {
-		k, err := parseKey(req.PublicKey)
+		k, err := enroll.ParsePublicKey(req.PublicKey)
 		if err != nil {
-			return enroll.Request{}, fmt.Errorf("enroll: --pubkey: %w", err)
+			return enroll.Request{}, err
 		}
 		r.PublicKey = &k
 	}
 	if req.TTL != "" {
-		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 {
-			return enroll.Request{}, fmt.Errorf("enroll: --ttl %q: want a positive duration such as 15m", req.TTL)
+		d, err := enroll.ParseTTL(req.TTL)
+		if err != nil {
+			return enroll.Request{}, err
 		}
 		r.TTL = d
 	}

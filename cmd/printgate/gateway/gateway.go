@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 
 	start := time.Now()
-	reg, err := enroll.Open(cfg.StateDir)
+	reg, err := enroll.OpenWith(cfg.StateDir, enroll.Options{Now: cfg.Now, Logf: g.logf})
 	if err != nil {
 		return nil, err // enroll's message names the recovery; do not bury it
 	}
@@ -176,7 +176,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 
 	g.reg.Lock()
-	_, err = g.applyLocked()
+	_, _, err = g.applyLocked()
 	g.reg.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
@@ -273,7 +273,7 @@ func (g *Gateway) teardown() error {
 
 // applyLocked applies the roster's live set to the device and closes the connections of every
 // peer that left it. It returns the peers removed. Caller holds g.reg.
-func (g *Gateway) applyLocked() ([]enroll.DevicePeer, error) {
+func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error) {
 	live := g.reg.r.DevicePeers()
 	next := make(map[wgtypes.Key]enroll.DevicePeer, len(live))
 	peers := make([]tunnel.Peer, 0, len(live))
@@ -282,9 +282,8 @@ func (g *Gateway) applyLocked() ([]enroll.DevicePeer, error) {
 		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
 	}
 	if err := g.dev.Apply(peers); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var gone []enroll.DevicePeer
 	for k, p := range g.reg.applied {
 		if _, ok := next[k]; !ok {
 			gone = append(gone, p)
@@ -292,9 +291,9 @@ func (g *Gateway) applyLocked() ([]enroll.DevicePeer, error) {
 	}
 	g.reg.applied = next
 	if len(gone) > 0 {
-		g.closeConns(gone)
+		closed = g.closeConns(gone)
 	}
-	return gone, nil
+	return gone, closed, nil
 }
 
 // closeConns aborts every open TCP connection whose remote address belongs to one of peers.
@@ -353,13 +352,13 @@ func (g *Gateway) tick() {
 		return
 	}
 	g.observeLocked(st, now)
-	gone, err := g.applyLocked()
+	gone, _, err := g.applyLocked()
 	if err != nil {
 		g.logf("gateway: apply roster: %v", err)
 		return
 	}
 	for _, p := range gone {
-		g.logf("gateway: peer %s removed from the device (pending enrollment expired)", p.Name)
+		g.logf("gateway: peer %s off the device, its connections closed", p.Name)
 	}
 }
 
@@ -382,7 +381,7 @@ func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.applyLocked(); err != nil {
+	if _, _, err := g.applyLocked(); err != nil {
 		// The peer is in the roster; the next stats round applies it again.
 		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
 	}
@@ -405,7 +404,8 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 	if err != nil {
 		return RevokeResult{}, err
 	}
-	if _, err := g.applyLocked(); err != nil {
+	_, n, err := g.applyLocked()
+	if err != nil {
 		// Fail safe: the device must not keep a revoked peer. Remove everything; the next
 		// stats round restores the others.
 		g.logf("gateway: apply after revoking %s: %v; clearing the device", name, err)
@@ -416,7 +416,7 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 	}
 	// applyLocked closed its connections if it was live; close again for a peer that was
 	// not on the device (an expired pending peer) in case anything of it remains.
-	n := g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
+	n += g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
 	took := time.Since(start)
 	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
 	g.record(audit.ActionRevoke, p, "ok")

@@ -184,8 +184,6 @@ func prefixString(p netip.Prefix) string {
 	return p.String()
 }
 
-func parseKey(s string) (wgtypes.Key, error) { return wgtypes.ParseKey(s) }
-
 // OfflinePeers lists a state directory's peers with no daemon running (no live stats).
 func OfflinePeers(reg *enroll.Registry) []PeerInfo {
 	now := time.Now()
