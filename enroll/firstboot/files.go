@@ -10,7 +10,8 @@ import (
 
 const syscallNoCTTY = syscall.O_NOCTTY
 
-// writeFileAtomic replaces path with data: temp file in the same directory, fsync, rename,
+// writeFileAtomic replaces path with data: temp file in the same directory (mode 0600 by
+// CreateTemp; no chmod, which FAT refuses to anyone but the mount's owner), fsync, rename,
 // fsync the directory. A crash leaves the old file or the new one, never a torn one.
 func writeFileAtomic(path string, data []byte) (err error) {
 	dir, base := filepath.Split(path)
@@ -24,9 +25,6 @@ func writeFileAtomic(path string, data []byte) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

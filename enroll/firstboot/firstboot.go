@@ -127,7 +127,9 @@ type shown struct {
 	pub     wgtypes.Key
 	config  string
 	expires time.Time
-	ok      bool // console and files written without error
+	// filesOK and consoleOK say which outputs were written; a failed one is retried each
+	// round (the boot partition may be mounted late), a written one is never repeated.
+	filesOK, consoleOK bool
 }
 
 func (r *runner) setDefaults() {
@@ -168,7 +170,7 @@ func (r *runner) step() (done bool, err error) {
 		r.adoptOrRevoke(peers)
 	}
 	if r.current != nil && r.stillPending(peers, r.current) {
-		if !r.current.ok {
+		if !r.current.filesOK || !r.current.consoleOK {
 			return false, r.show(r.current, r.current.expires) // retry what failed
 		}
 		return false, nil
@@ -277,23 +279,45 @@ func (r *runner) freeName(peers []enroll.Peer) string {
 	}
 }
 
-// show writes the files first (so the console can point at them), then the console QR.
+// show writes the files first (so the console can point at them), then the console QR; it
+// skips what an earlier call already wrote.
 func (r *runner) show(s *shown, expires time.Time) error {
 	var errs []error
-	if r.cfg.BootDir != "" {
-		png, err := r.cfg.PNGQR(s.config)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("render png: %w", err))
-		} else if err := writeFileAtomic(filepath.Join(r.cfg.BootDir, PNGName), png); err != nil {
+	if r.cfg.BootDir == "" {
+		s.filesOK = true
+	}
+	if !s.filesOK {
+		if err := r.writeFiles(s); err != nil {
 			errs = append(errs, err)
-		}
-		if err := writeFileAtomic(filepath.Join(r.cfg.BootDir, ConfName), []byte(s.config)); err != nil {
-			errs = append(errs, err)
+		} else {
+			s.filesOK = true
 		}
 	}
+	if !s.consoleOK {
+		if err := r.printQR(s, expires); err != nil {
+			errs = append(errs, err)
+		} else {
+			s.consoleOK = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *runner) writeFiles(s *shown) error {
+	png, err := r.cfg.PNGQR(s.config)
+	if err != nil {
+		return fmt.Errorf("render png: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(r.cfg.BootDir, PNGName), png); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(r.cfg.BootDir, ConfName), []byte(s.config))
+}
+
+func (r *runner) printQR(s *shown, expires time.Time) error {
 	qr, err := r.cfg.TerminalQR(s.config)
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("render terminal qr: %w", err))...)
+		return fmt.Errorf("render terminal qr: %w", err)
 	}
 	var b strings.Builder
 	b.WriteString(clearScreen)
@@ -303,17 +327,13 @@ func (r *runner) show(s *shown, expires time.Time) error {
 		fmt.Fprintf(&b, " It expires at %s; a new one replaces it.", expires.UTC().Format("2006-01-02 15:04 MST"))
 	}
 	b.WriteString("\n")
-	if r.cfg.BootDir != "" {
+	if r.cfg.BootDir != "" && s.filesOK {
 		fmt.Fprintf(&b, "The same is in %s and %s on the boot partition.\n", PNGName, ConfName)
 	}
 	b.WriteString(BeginMarker + "\n")
 	b.WriteString(strings.TrimRight(qr, "\n") + "\n")
 	b.WriteString(EndMarker + "\n")
-	if err := r.writeConsole(b.String()); err != nil {
-		errs = append(errs, err)
-	}
-	s.ok = len(errs) == 0
-	return errors.Join(errs...)
+	return r.writeConsole(b.String())
 }
 
 // finish removes the secret files, clears the console if a QR was shown, and says so.

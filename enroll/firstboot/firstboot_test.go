@@ -502,6 +502,9 @@ func TestFirstBootRetriesFiles(t *testing.T) {
 	if !strings.Contains(f.console.String(), EndMarker) {
 		t.Fatal("no console QR when the boot dir fails")
 	}
+	if _, err := r.step(); err == nil {
+		t.Fatal("second step() = nil with a missing boot dir, want an error")
+	}
 	if err := os.Mkdir(missing, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -509,6 +512,9 @@ func TestFirstBootRetriesFiles(t *testing.T) {
 	step(t, r)
 	if n := len(f.roster.enrolls); n != 1 {
 		t.Errorf("Enroll called %d times, want 1", n)
+	}
+	if n := strings.Count(f.console.String(), EndMarker); n != 1 {
+		t.Errorf("console QR printed %d times while retrying the files, want 1", n)
 	}
 	f.checkShown(t, lastConfig(t, f))
 }

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Boot test of the track B image under qemu-system-aarch64 -M virt (TCG):
+#
+#   deploy/image/boottest.sh [IMAGE_DIR]      (default out/image, made by build.sh)
+#
+# Boot 1 (fresh card, printgate.txt on the boot partition):
+#   the serial log shows printgate.service started (READY=1) and the admin QR; the console QR
+#   (turned back into an image by deploy/image/qrconsole) decodes with zbarimg into a wg-quick
+#   config; the PNG on the boot partition (read with mcopy) decodes to the same config; Debian's
+#   wg-quick (kernel WireGuard or wireguard-go) brings it up in a network namespace made here and
+#   curl reaches the gateway's tunnel address through qemu's UDP forward; the QR files are then
+#   removed from the boot partition (an admin has joined).
+# Boot 2 (same card): the service starts again, prints no QR, and the same admin config still
+#   reaches the gateway: the gateway kept its key and its roster.
+#
+# Traffic stays on a veth pair to a namespace this script creates; qemu's user network is
+# restrict=on (the guest reaches nothing but the forwarded port). Each boot has a hard timeout.
+# Needs root, qemu-system-arm, ipxe-qemu (or romfile=), mtools, zbar-tools, wireguard-tools,
+# wireguard-go, iproute2, curl, socat, go.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+img_dir="$(cd "${1:-$repo/out/image}" && pwd)"
+BOOT_TIMEOUT="${BOOT_TIMEOUT:-420}"   # hard limit per boot, seconds
+QR_TIMEOUT="${QR_TIMEOUT:-300}"       # boot 1: qemu start -> QR on the console
+GUEST_PORT=51820
+
+t0=$SECONDS
+log() { printf '%s boottest [%3ds]: %s\n' "$(date +%T)" $((SECONDS - t0)) "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "needs root (network namespace, veth)"
+for tool in qemu-system-aarch64 mcopy mdir partx zbarimg wg wg-quick ip curl socat go timeout; do
+	command -v "$tool" >/dev/null || die "missing $tool"
+done
+for f in sdcard.img vmlinuz initrd.img; do
+	[[ -f "$img_dir/$f" ]] || die "no $img_dir/$f: run deploy/image/build.sh first"
+done
+
+work="$(mktemp -d /tmp/pgboot.XXXXXX)"
+suffix="$(printf '%04x%02x' $RANDOM $((RANDOM % 256)))"
+ns="pgbt-$suffix"
+veth_host="pgbh$suffix"
+veth_ns="pgbn$suffix"
+wgif="pgwg$suffix"
+# A /30 for the veth pair and a /24 mesh prefix, both picked at random in 10.200-249.x.
+o2=$((200 + RANDOM % 50)); o3=$((RANDOM % 256))
+host_ip="10.$o2.$o3.1"; ns_ip="10.$o2.$o3.2"
+mesh_prefix="10.$((o2 + 1)).$o3.0/24"; gw_tunnel="10.$((o2 + 1)).$o3.1"
+qemu_pid=""
+
+cleanup() {
+	set +e
+	[[ -n "$qemu_pid" ]] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
+	if [[ -e "/run/netns/$ns" ]]; then
+		ip netns exec "$ns" wg-quick down "$work/$wgif.conf" >/dev/null 2>&1
+		ip netns pids "$ns" | xargs -r kill 2>/dev/null
+		ip netns del "$ns"
+	fi
+	ip link del "$veth_host" 2>/dev/null
+	rm -f "/var/run/wireguard/$wgif.sock"
+	if [[ -n "${KEEP:-}" ]]; then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+# The namespace that plays the phone, joined to the host by a veth pair only.
+ip netns add "$ns"
+ip link add "$veth_host" type veth peer name "$veth_ns"
+ip link set "$veth_ns" netns "$ns"
+ip addr add "$host_ip/30" dev "$veth_host"
+ip link set "$veth_host" up
+ip netns exec "$ns" ip addr add "$ns_ip/30" dev "$veth_ns"
+ip netns exec "$ns" ip link set "$veth_ns" up
+ip netns exec "$ns" ip link set lo up
+host_port=$((20000 + RANDOM % 40000))
+log "namespace $ns: $ns_ip -> $host_ip:$host_port (qemu hostfwd) -> guest udp $GUEST_PORT; mesh $mesh_prefix"
+
+go build -o "$work/qrconsole" "$repo/deploy/image/qrconsole"
+
+# The card: a copy of the built image (sparse), with the owner's settings file.
+cp --sparse=always "$img_dir/sdcard.img" "$work/sdcard.img"
+boot_off=$(( $(partx -g -o START -n 1 "$work/sdcard.img") * 512 ))
+fat="$work/sdcard.img@@$boot_off"
+cat > "$work/printgate.txt" <<TXT
+# printgate owner settings (boot test)
+endpoint=$host_ip:$host_port
+prefix=$mesh_prefix
+TXT
+mcopy -o -i "$fat" "$work/printgate.txt" ::printgate.txt
+
+# boot N: start qemu in the background with its serial console logged to serialN.log.
+boot() {
+	local n="$1"
+	: > "$work/serial$n.log"
+	timeout --kill-after=10 "$BOOT_TIMEOUT" qemu-system-aarch64 \
+		-M virt -cpu cortex-a72 -smp 2 -m 1024 \
+		-kernel "$img_dir/vmlinuz" -initrd "$img_dir/initrd.img" \
+		-append "console=ttyAMA0 root=LABEL=rootfs rw rootwait net.ifnames=0 panic=-1" \
+		-drive if=none,id=d0,file="$work/sdcard.img",format=raw \
+		-device virtio-blk-pci,drive=d0 \
+		-device virtio-rng-pci \
+		-netdev "user,id=n0,restrict=on,hostfwd=udp:$host_ip:$host_port-:$GUEST_PORT" \
+		-device virtio-net-pci,netdev=n0,romfile= \
+		-display none -monitor "unix:$work/monitor.sock,server=on,wait=off" \
+		-serial "file:$work/serial$n.log" -no-reboot &
+	qemu_pid=$!
+	boot_start=$SECONDS
+	log "boot $n: qemu pid $qemu_pid (hard limit ${BOOT_TIMEOUT}s)"
+}
+
+# wait_log N PATTERN LIMIT: wait until serialN.log matches PATTERN; prints the seconds since
+# qemu started.
+wait_log() {
+	local n="$1" pattern="$2" limit="$3"
+	while ! grep -aq -- "$pattern" "$work/serial$n.log"; do
+		kill -0 "$qemu_pid" 2>/dev/null || { tail -40 "$work/serial$n.log" >&2; die "boot $n: qemu exited before '$pattern'"; }
+		((SECONDS - boot_start < limit)) || { tail -40 "$work/serial$n.log" >&2; die "boot $n: no '$pattern' within ${limit}s"; }
+		sleep 1
+	done
+	echo $((SECONDS - boot_start))
+}
+
+shutdown_vm() {
+	local n="$1"
+	echo system_powerdown | socat - "UNIX-CONNECT:$work/monitor.sock" >/dev/null 2>&1 || true
+	local deadline=$((SECONDS + 90))
+	while kill -0 "$qemu_pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 1; done
+	if kill -0 "$qemu_pid" 2>/dev/null; then
+		log "boot $n: no clean power-off within 90 s; stopping qemu"
+		echo quit | socat - "UNIX-CONNECT:$work/monitor.sock" >/dev/null 2>&1 || kill "$qemu_pid"
+	fi
+	wait "$qemu_pid" 2>/dev/null || true
+	qemu_pid=""
+	rm -f "$work/monitor.sock"
+	log "boot $n: powered off"
+}
+
+# tunnel_check CONF: wg-quick up CONF in the namespace, curl the gateway's tunnel address.
+tunnel_check() {
+	local conf="$1"
+	# DNS= would make wg-quick call resolvconf, which the namespace does not need.
+	grep -v '^DNS *=' "$conf" > "$work/$wgif.conf"
+	chmod 600 "$work/$wgif.conf"
+	ip netns exec "$ns" env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go \
+		WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wg-quick up "$work/$wgif.conf" >"$work/wg-quick.log" 2>&1 ||
+		{ cat "$work/wg-quick.log" >&2; die "wg-quick up"; }
+	local code="000" deadline=$((SECONDS + 60))
+	while ((SECONDS < deadline)); do
+		code="$(ip netns exec "$ns" curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://$gw_tunnel/" 2>/dev/null || true)"
+		[[ "$code" != "000" && -n "$code" ]] && break
+		sleep 2
+	done
+	ip netns exec "$ns" wg show "$wgif" >&2 || true
+	ip netns exec "$ns" wg-quick down "$work/$wgif.conf" >/dev/null 2>&1 || true
+	[[ "$code" != "000" && -n "$code" ]] || die "no HTTP answer from $gw_tunnel through the tunnel"
+	log "curl http://$gw_tunnel/ through the tunnel: HTTP $code"
+}
+
+# qr_files: does the boot partition hold printgate-admin.* ? (no pipe into grep -q: pipefail)
+qr_files() {
+	mdir -b -i "$fat" :: > "$work/mdir.txt" 2>/dev/null || true
+	grep -qi 'printgate-admin' "$work/mdir.txt"
+}
+
+check_conf() { # a wg-quick config for this gateway
+	local c="$1"
+	for want in '^\[Interface\]' '^PrivateKey *= *[A-Za-z0-9+/]\{42,43\}=' '^Address *=' '^\[Peer\]' \
+		'^PublicKey *= *[A-Za-z0-9+/]\{42,43\}=' '^AllowedIPs *=' "^Endpoint *= *$host_ip:$host_port\$"; do
+		grep -q -- "$want" "$c" || { cat "$c" >&2; die "config lacks $want"; }
+	done
+}
+
+# ---- boot 1 --------------------------------------------------------------------------------
+boot 1
+ready1=$(wait_log 1 'Started .*printgate\.service' "$QR_TIMEOUT")
+log "boot 1: printgate.service ready (READY=1) after ${ready1}s"
+qr1=$(wait_log 1 '-----END PRINTGATE ADMIN QR-----' "$QR_TIMEOUT")
+log "boot 1: admin QR on the console after ${qr1}s"
+
+"$work/qrconsole" "$work/serial1.log" "$work/console.png"
+zbarimg --raw -q -Sbinary "$work/console.png" > "$work/console.conf" || die "zbarimg could not decode the console QR"
+check_conf "$work/console.conf"
+log "boot 1: console QR decodes to a wg-quick config ($(wc -c < "$work/console.conf") bytes)"
+
+mcopy -n -i "$fat" ::printgate-admin.png "$work/boot.png" || die "no printgate-admin.png on the boot partition"
+mcopy -n -i "$fat" ::printgate-admin.conf "$work/boot.conf" || die "no printgate-admin.conf on the boot partition"
+zbarimg --raw -q -Sbinary "$work/boot.png" > "$work/png.conf" || die "zbarimg could not decode printgate-admin.png"
+cmp -s "$work/png.conf" "$work/console.conf" || die "PNG QR and console QR differ"
+cmp -s "$work/boot.conf" "$work/console.conf" || die "printgate-admin.conf and the console QR differ"
+log "boot 1: boot-partition PNG and .conf carry the same config"
+
+tunnel_check "$work/console.conf"
+
+deadline=$((SECONDS + 60))
+while qr_files; do
+	((SECONDS < deadline)) || die "QR files still on the boot partition 60 s after the admin joined"
+	sleep 2
+done
+log "boot 1: admin joined; QR files removed from the boot partition"
+shutdown_vm 1
+
+# ---- boot 2 --------------------------------------------------------------------------------
+boot 2
+ready2=$(wait_log 2 'Started .*printgate\.service' "$BOOT_TIMEOUT")
+log "boot 2: printgate.service ready after ${ready2}s"
+tunnel_check "$work/console.conf"
+if grep -aq -- '-----BEGIN PRINTGATE ADMIN QR-----' "$work/serial2.log"; then
+	die "boot 2 printed an admin QR although an admin is active"
+fi
+if qr_files; then
+	die "boot 2 wrote QR files although an admin is active"
+fi
+log "boot 2: same gateway key and roster (the boot-1 config still works), no QR shown"
+shutdown_vm 2
+
+log "PASS: boot-to-ready ${ready1}s, boot-to-QR ${qr1}s, second boot ready ${ready2}s, total $((SECONDS - t0))s"
