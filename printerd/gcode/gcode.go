@@ -118,19 +118,21 @@ var (
 // number and checksum, when present, are checked and reported; the checksum must match.
 // A blank or comment-only line parses to an empty Line and no error.
 func Parse(s string) (Line, error) {
+	s = strings.TrimRight(s, "\r\n")
+	// Control characters are refused anywhere in the line: an embedded CR or LF would make the
+	// firmware see two lines where the policy checked one. Non-ASCII is refused only in the
+	// command part; comments may hold any text (slicers write UTF-8 object names there).
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '\t' {
-			continue
-		}
-		if c < 0x20 || c > 0x7e {
-			if (c == '\r' || c == '\n') && i == len(s)-1 {
-				continue
-			}
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
 			return Line{}, fmt.Errorf("%w at byte %d", ErrBadChar, i)
 		}
 	}
-	s = StripComment(strings.TrimRight(s, "\r\n"))
+	s = StripComment(s)
+	for i := 0; i < len(s); i++ {
+		if s[i] > 0x7e {
+			return Line{}, fmt.Errorf("%w in the command part at byte %d", ErrBadChar, i)
+		}
+	}
 	var l Line
 	if s == "" {
 		return l, nil
