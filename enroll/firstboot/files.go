@@ -12,7 +12,8 @@ const syscallNoCTTY = syscall.O_NOCTTY
 
 // writeFileAtomic replaces path with data: temp file in the same directory (mode 0600 by
 // CreateTemp; no chmod, which FAT refuses to anyone but the mount's owner), fsync, rename,
-// fsync the directory. A crash leaves the old file or the new one, never a torn one.
+// fsync the directory and the file under its new name. A crash leaves the old file or the
+// new one, never a torn one.
 func writeFileAtomic(path string, data []byte) (err error) {
 	dir, base := filepath.Split(path)
 	f, err := os.CreateTemp(dir, "."+base+".tmp*")
@@ -38,6 +39,13 @@ func writeFileAtomic(path string, data []byte) (err error) {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	syncDir(dir)
+	// FAT keeps a file's size in its directory entry, and vfat writes the renamed entry
+	// lazily: fsync the file under its new name so a reader of the card (or a power cut)
+	// sees the full file, not an empty one.
+	if g, err := os.Open(path); err == nil {
+		g.Sync()
+		g.Close()
+	}
 	return nil
 }
 
