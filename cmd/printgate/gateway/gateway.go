@@ -499,3 +499,13 @@ func devicePeerOf(p enroll.Peer) enroll.DevicePeer {
 	}
 	return dp
 }
+
+// RosterPeers returns the roster's peers as enroll reports them (first boot watches them).
+func (g *Gateway) RosterPeers() []enroll.Peer {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return nil
+	}
+	return g.reg.r.Peers()
+}
