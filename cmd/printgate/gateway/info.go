@@ -139,9 +139,15 @@ func (g *Gateway) Status() Status {
 }
 
 // OfflineStatus is the status of a state directory with no daemon running: the gateway's
-// configuration and the roster. Printers are listed by `run --printer` only, so none here.
+// configuration, the printers the roster has addresses for (state "stopped") and the roster.
 func OfflineStatus(reg *enroll.Registry) Status {
 	st := baseStatus(reg.Gateway())
+	for _, pa := range reg.PrinterAddrs() {
+		st.Printers = append(st.Printers, PrinterInfo{
+			Name: pa.Name, Address: addrString(pa.IPv4), Address6: addrString(pa.IPv6),
+			URL: "http://" + addrString(pa.IPv4) + "/", State: "stopped",
+		})
+	}
 	now := time.Now()
 	for _, p := range reg.Peers() {
 		st.Peers[PeerInfoFrom(p, nil, now).State]++
