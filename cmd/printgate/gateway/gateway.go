@@ -65,16 +65,17 @@ type Config struct {
 
 // Gateway is a running daemon. Its methods are safe for concurrent use.
 type Gateway struct {
-	cfg   Config
-	logf  func(format string, args ...any)
-	now   func() time.Time
-	gw    enroll.Gateway
-	stack *netstack.Stack
-	dev   *tunnel.Device
-	audit *audit.Log // nil if the audit log could not be opened (logged)
-	ctl   *controlServer
-	web   *webServers
-	prs   []*printer
+	cfg      Config
+	logf     func(format string, args ...any)
+	verbosef func(format string, args ...any)
+	now      func() time.Time
+	gw       enroll.Gateway
+	stack    *netstack.Stack
+	dev      *tunnel.Device
+	audit    *audit.Log // nil if the audit log could not be opened (logged)
+	ctl      *controlServer
+	web      *webServers
+	prs      []*printer
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop
@@ -115,9 +116,9 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.now == nil {
 		g.now = time.Now
 	}
-	verbosef := cfg.Verbosef
-	if verbosef == nil {
-		verbosef = func(string, ...any) {}
+	g.verbosef = cfg.Verbosef
+	if g.verbosef == nil {
+		g.verbosef = func(string, ...any) {}
 	}
 	if err := checkPrinterSpecs(cfg.Printers); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
@@ -154,7 +155,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		}
 	}
 
-	g.stack, err = netstack.New(netstack.Config{Addrs: addrs, Logf: verbosef})
+	g.stack, err = netstack.New(netstack.Config{Addrs: addrs, Logf: g.verbosef})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
@@ -163,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		ListenPort:    g.gw.ListenPort,
 		TUN:           g.stack.TUN(),
 		InterfaceName: cfg.Interface,
-		Logf:          verbosef,
+		Logf:          g.verbosef,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
