@@ -152,7 +152,7 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 			Port:   p.spec.Port,
 			Baud:   p.spec.Baud,
 			Filter: pol,
-			Logf:   g.logf,
+			Logf:   g.verbosef,
 		}
 		if p.spec.Sim() {
 			open, closer, err := g.openSim(ctx, p.spec)
