@@ -13,8 +13,11 @@
 # Boot 2 (same card): the service starts again, prints no QR, and the same admin config still
 #   reaches the gateway: the gateway kept its key and its roster.
 #
-# Traffic stays on a veth pair to a namespace this script creates; qemu's user network is
-# restrict=on (the guest reaches nothing but the forwarded port). Each boot has a hard timeout.
+# Hermetic network: qemu runs in a network namespace of its own ("the LAN"), joined by one veth
+# pair to a second namespace that plays the phone; neither has a route anywhere else, so the
+# guest's user-mode network reaches nothing but the phone, and the host's namespace sees no
+# traffic at all. (qemu's restrict=on is no option: libslirp then drops every UDP datagram
+# from the guest, the WireGuard replies included.) Each boot has a hard timeout.
 # Needs root, qemu-system-arm, ipxe-qemu (or romfile=), mtools, zbar-tools, wireguard-tools,
 # wireguard-go, iproute2, curl, socat, go.
 set -euo pipefail
@@ -39,7 +42,8 @@ done
 
 work="$(mktemp -d /tmp/pgboot.XXXXXX)"
 suffix="$(printf '%04x%02x' $RANDOM $((RANDOM % 256)))"
-ns="pgbt-$suffix"
+ns="pgbt-$suffix"     # the phone
+qns="pgbq-$suffix"    # qemu's LAN
 veth_host="pgbh$suffix"
 veth_ns="pgbn$suffix"
 wgif="pgwg$suffix"
@@ -57,23 +61,27 @@ cleanup() {
 		ip netns pids "$ns" | xargs -r kill 2>/dev/null
 		ip netns del "$ns"
 	fi
-	ip link del "$veth_host" 2>/dev/null
+	if [[ -e "/run/netns/$qns" ]]; then
+		ip netns pids "$qns" | xargs -r kill 2>/dev/null
+		ip netns del "$qns"
+	fi
 	rm -f "/var/run/wireguard/$wgif.sock"
 	if [[ -n "${KEEP:-}" ]]; then log "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-# The namespace that plays the phone, joined to the host by a veth pair only.
+# qemu's namespace and the phone's, joined by one veth pair and nothing else.
+ip netns add "$qns"
 ip netns add "$ns"
-ip link add "$veth_host" type veth peer name "$veth_ns"
-ip link set "$veth_ns" netns "$ns"
-ip addr add "$host_ip/30" dev "$veth_host"
-ip link set "$veth_host" up
+ip link add "$veth_host" netns "$qns" type veth peer name "$veth_ns" netns "$ns"
+ip netns exec "$qns" ip addr add "$host_ip/30" dev "$veth_host"
+ip netns exec "$qns" ip link set "$veth_host" up
+ip netns exec "$qns" ip link set lo up
 ip netns exec "$ns" ip addr add "$ns_ip/30" dev "$veth_ns"
 ip netns exec "$ns" ip link set "$veth_ns" up
 ip netns exec "$ns" ip link set lo up
 host_port=$((20000 + RANDOM % 40000))
-log "namespace $ns: $ns_ip -> $host_ip:$host_port (qemu hostfwd) -> guest udp $GUEST_PORT; mesh $mesh_prefix"
+log "phone netns $ns ($ns_ip) -> qemu netns $qns ($host_ip:$host_port, hostfwd) -> guest udp $GUEST_PORT; mesh $mesh_prefix"
 
 go build -o "$work/qrconsole" "$repo/deploy/image/qrconsole"
 
@@ -92,14 +100,14 @@ mcopy -o -i "$fat" "$work/printgate.txt" ::printgate.txt
 boot() {
 	local n="$1"
 	: > "$work/serial$n.log"
-	timeout --kill-after=10 "$BOOT_TIMEOUT" qemu-system-aarch64 \
+	timeout --kill-after=10 "$BOOT_TIMEOUT" ip netns exec "$qns" qemu-system-aarch64 \
 		-M virt -cpu cortex-a72 -smp 2 -m 1024 \
 		-kernel "$img_dir/vmlinuz" -initrd "$img_dir/initrd.img" \
 		-append "console=ttyAMA0 root=LABEL=rootfs rw rootwait net.ifnames=0 panic=-1" \
 		-drive if=none,id=d0,file="$work/sdcard.img",format=raw \
 		-device virtio-blk-pci,drive=d0 \
 		-device virtio-rng-pci \
-		-netdev "user,id=n0,restrict=on,hostfwd=udp:$host_ip:$host_port-:$GUEST_PORT" \
+		-netdev "user,id=n0,hostfwd=udp:$host_ip:$host_port-:$GUEST_PORT" \
 		-device virtio-net-pci,netdev=n0,romfile= \
 		-display none -monitor "unix:$work/monitor.sock,server=on,wait=off" \
 		-serial "file:$work/serial$n.log" -no-reboot &

@@ -3,6 +3,7 @@
 #
 #   deploy/image/build.sh [--base-only] [DEB...]
 #
+# Without DEB it first runs deploy/dist.sh --deb and uses the arm64 package that makes.
 # 1. base root filesystem: mmdebstrap (arm64, under qemu-user) with the kernel, a small
 #    initramfs (MODULES=list, seeded BEFORE the kernel is installed) and raspi-firmware; cached
 #    as a tarball keyed on everything that goes into it, so warm runs skip the ~7 minute step;
@@ -73,7 +74,14 @@ else
 fi
 $base_only && exit 0
 
-(($# > 0)) || die "usage: $0 [--base-only] DEB..."
+if (($# == 0)); then
+	log "no .deb given: deploy/dist.sh --deb"
+	start=$SECONDS
+	mapfile -t built < <("$here/../dist.sh" --deb | grep '_arm64\.deb$')
+	((${#built[@]} == 1)) || die "deploy/dist.sh --deb made no single arm64 .deb"
+	log "release builds and packages in $((SECONDS - start)) s"
+	set -- "${built[@]}"
+fi
 debs=()
 for d in "$@"; do
 	[[ -f "$d" ]] || die "no such .deb: $d"
@@ -127,6 +135,7 @@ image sdcard.img {
 }
 CFG
 rm -rf "$work/genimage-tmp"
-genimage --config "$work/genimage.cfg" --rootpath "$work/rootfs" --tmppath "$work/genimage-tmp" \
-	--inputpath "$work" --outputpath "$OUT" >/dev/null
+mkdir -p "$work/empty"
+genimage --config "$work/genimage.cfg" --rootpath "$work/empty" --tmppath "$work/genimage-tmp" \
+	--inputpath "$work" --outputpath "$OUT" >"$work/genimage.log" 2>&1 || { cat "$work/genimage.log" >&2; die "genimage failed"; }
 log "built $OUT/sdcard.img in $((SECONDS - start)) s (after the base)"
