@@ -164,6 +164,10 @@ func TestGatewayEndToEnd(t *testing.T) {
 		if err != nil || !strings.Contains(body, "you: phone (admin)") {
 			t.Fatalf("curl %s through the tunnel: %v\n%s", gwURL, err, body)
 		}
+		url6 := "http://[" + st.Addresses[1] + "]/"
+		if body, err := curl(l.cl, url6); err != nil || !strings.Contains(body, "you: phone (admin)") {
+			t.Errorf("curl %s through the tunnel: %v\n%s", url6, err, body)
+		}
 		hs := latestHandshake(t, gwIface)
 		if hs == 0 || time.Since(time.Unix(hs, 0)) > time.Minute {
 			t.Errorf("wg show %s: latest handshake %d, want a recent one", gwIface, hs)
@@ -238,9 +242,37 @@ func TestGatewayEndToEnd(t *testing.T) {
 		}
 	})
 
+	// One client interface at a time holds the mesh route in the client namespace.
+	phone.down(t)
+
+	t.Run("OwnKey", func(t *testing.T) {
+		// A laptop keeps its own key: the gateway never has a private key for it.
+		priv := strings.TrimSpace(sh(t, "wg", "genkey"))
+		cmd := exec.Command("wg", "pubkey")
+		cmd.Stdin = strings.NewReader(priv + "\n")
+		pubb, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := filepath.Join(t.TempDir(), "laptop.conf")
+		pgOK(t, "enroll", "--state", state, "laptop", "--pubkey", strings.TrimSpace(string(pubb)), "--conf", conf, "--qr", "none")
+		text, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(text), "PrivateKey = REPLACE-WITH-YOUR-PRIVATE-KEY") {
+			t.Fatalf("--pubkey config does not leave the private key to the owner:\n%s", text)
+		}
+		filled := strings.Replace(string(text), "REPLACE-WITH-YOUR-PRIVATE-KEY", priv, 1)
+		laptop := newWGClient(t, l.cl, l.prefix+"k", filled)
+		laptop.up(t)
+		if body, err := curl(l.cl, gwURL); err != nil || !strings.Contains(body, "you: laptop (viewer)") {
+			t.Errorf("own-key laptop through the tunnel: %v\n%s", err, body)
+		}
+		laptop.down(t)
+	})
+
 	t.Run("Revocation", func(t *testing.T) {
-		// One client interface at a time holds the mesh route in the client namespace.
-		phone.down(t)
 		revocationTrials(t, top, l, state, 20)
 	})
 
