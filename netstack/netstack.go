@@ -24,7 +24,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -76,7 +75,7 @@ type Config struct {
 type Stack struct {
 	logf  func(format string, args ...any)
 	mtu   int
-	ep    *channel.Endpoint
+	ep    *link
 	stack *stack.Stack
 	tun   *tunDevice
 
@@ -116,7 +115,7 @@ func New(cfg Config) (*Stack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})
-	s := &Stack{logf: logf, mtu: mtu, stack: st, ep: channel.New(QueueSize, uint32(mtu), "")}
+	s := &Stack{logf: logf, mtu: mtu, stack: st, ep: newLink(QueueSize, uint32(mtu))}
 	s.mu.addrs = map[netip.Addr]bool{}
 	if err := s.tune(rcv, snd); err != nil {
 		st.Destroy()
