@@ -93,6 +93,8 @@ type Gateway struct {
 		sync.Mutex
 		byKey    map[wgtypes.Key]tunnel.PeerStats
 		lastTick time.Time
+		// lastRevoke is the last revocation's time from request to applied (a metric).
+		lastRevoke time.Duration
 	}
 
 	closeOnce sync.Once
@@ -419,6 +421,9 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 	// not on the device (an expired pending peer) in case anything of it remains.
 	n += g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
 	took := time.Since(start)
+	g.stats.Lock()
+	g.stats.lastRevoke = took
+	g.stats.Unlock()
 	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
 	g.record(audit.ActionRevoke, p, "ok")
 	st := g.statsFor(p.PublicKey)
