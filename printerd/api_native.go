@@ -1,0 +1,382 @@
+package printerd
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/qr"
+	"github.com/printgate/printgate/printerd/audit"
+	"github.com/printgate/printgate/printerd/files"
+)
+
+// This file is the native JSON API on the gateway address, /api/v1/…, used by the web UI. It
+// shares the printer actions (ops.go) and the route table with the OctoPrint face.
+
+func (s *Server) nWhoAmI(q *request) error {
+	writeJSON(q.w, http.StatusOK, map[string]any{"name": q.caller.Name, "role": q.role, "peer_role": q.caller.Role})
+	return nil
+}
+
+func (s *Server) nPrinters(q *request) error {
+	out := make([]nativeStatus, 0, len(s.names))
+	for _, n := range s.names {
+		p := s.printers[n]
+		out = append(out, p.nativeStatus(p.Printer.Status()))
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"printers": out})
+	return nil
+}
+
+func (s *Server) nPrinter(q *request) error {
+	writeJSON(q.w, http.StatusOK, q.p.nativeStatus(q.p.Printer.Status()))
+	return nil
+}
+
+func (s *Server) nTemps(q *request) error {
+	hq, err := parseHistoryQuery(q.r.URL.Query())
+	if err != nil {
+		return err
+	}
+	all := q.p.Printer.History()
+	if hq.limit > 0 && len(all) > hq.limit {
+		all = all[len(all)-hq.limit:]
+	}
+	if all == nil {
+		all = nil
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"history": all})
+	return nil
+}
+
+// nativeFile is a stored file as the UI lists it.
+type nativeFile struct {
+	files.FileInfo
+	Estimate float64 `json:"estimate"` // seconds; 0 unknown
+	Printing bool    `json:"printing"`
+}
+
+func (s *Server) nFiles(q *request) error {
+	list, err := q.p.Files.List("", true)
+	if err != nil {
+		return err
+	}
+	out := make([]nativeFile, 0, len(list))
+	for _, fi := range list {
+		out = append(out, nativeFile{FileInfo: fi, Estimate: fi.Estimate.Seconds(), Printing: !fi.Folder && q.p.inUse(fi.Path)})
+	}
+	free, total := diskSpace(q.p.Files)
+	writeJSON(q.w, http.StatusOK, map[string]any{"files": out, "free": free, "total": total})
+	return nil
+}
+
+func (s *Server) nUpload(q *request) error {
+	res, err := s.receiveUpload(q, uploadPathParam(q.r.URL.Query()))
+	if err != nil {
+		return err
+	}
+	writeJSON(q.w, http.StatusCreated, map[string]any{
+		"file": res.info, "selected": res.effectiveSelect, "printing": res.effectivePrint,
+	})
+	return nil
+}
+
+func (s *Server) nFileDelete(q *request) error { return s.deleteFile(q, q.r.PathValue("path")) }
+
+func (s *Server) nDownload(q *request) error { return s.download(q, q.r.PathValue("path")) }
+
+func (s *Server) nPrint(q *request) error {
+	var body struct {
+		Path string `json:"path"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if err := s.selectFile(q, body.Path); err != nil {
+		return err
+	}
+	if err := s.startFile(q.r.Context(), q, body.Path); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nJob(q *request) error {
+	var body struct {
+		Action string `json:"action"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if err := s.jobAction(q.r.Context(), q, body.Action); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nConnection(q *request) error {
+	var body struct {
+		Action string `json:"action"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if body.Action == "fake_ack" {
+		return errorf(http.StatusBadRequest, "unknown action")
+	}
+	if err := s.connection(q, body.Action); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nTemperature(q *request) error {
+	var body struct {
+		Heater string   `json:"heater"`
+		Target *float64 `json:"target"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if body.Target == nil {
+		return errorf(http.StatusBadRequest, "target missing")
+	}
+	if err := s.setTargets(q.r.Context(), q, map[string]float64{body.Heater: *body.Target}); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nJog(q *request) error {
+	var body struct {
+		X, Y, Z float64
+		Feed    float64 `json:"feed"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if err := s.jog(q.r.Context(), q, body.X, body.Y, body.Z, body.Feed); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nHome(q *request) error {
+	var body struct {
+		Axes []string `json:"axes"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if err := s.home(q.r.Context(), q, body.Axes); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nEmergency(q *request) error {
+	if err := s.emergency(q); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) nTerminal(q *request) error {
+	var body struct {
+		Command string `json:"command"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if body.Command == "" {
+		return errorf(http.StatusBadRequest, "no command given")
+	}
+	if err := s.terminal(q.r.Context(), q, []string{body.Command}); err != nil {
+		return err
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deviceJSON is one device with honest status: what the roster last observed, not guesses.
+type deviceJSON struct {
+	Name          string         `json:"name"`
+	Role          enroll.Role    `json:"role"`
+	State         enroll.State   `json:"state"`
+	Address       netip.Addr     `json:"address"`
+	Address6      netip.Addr     `json:"address6,omitzero"`
+	PublicKey     string         `json:"public_key"`
+	Created       time.Time      `json:"created"`
+	LastHandshake time.Time      `json:"last_handshake,omitzero"`
+	HandshakeAge  *float64       `json:"handshake_age_seconds"` // null: never
+	Endpoint      netip.AddrPort `json:"endpoint,omitzero"`
+	RxBytes       int64          `json:"rx_bytes"`
+	TxBytes       int64          `json:"tx_bytes"`
+	Clone         bool           `json:"clone"`
+	OwnKey        bool           `json:"own_key"`
+	ExpiresAt     time.Time      `json:"expires_at,omitzero"`
+	RevokedAt     time.Time      `json:"revoked_at,omitzero"`
+}
+
+func (s *Server) devices() (Devices, error) {
+	if s.cfg.Devices == nil {
+		return nil, errorf(http.StatusServiceUnavailable, "devices are not available on this gateway")
+	}
+	return s.cfg.Devices, nil
+}
+
+func (s *Server) nDevices(q *request) error {
+	d, err := s.devices()
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	peers := d.Peers()
+	out := make([]deviceJSON, 0, len(peers))
+	for _, p := range peers {
+		dj := deviceJSON{
+			Name: p.Name, Role: p.Role, State: p.StateAt(now), Address: p.IPv4, Address6: p.IPv6,
+			PublicKey: p.PublicKey.String(), Created: p.Created, LastHandshake: p.LastHandshake,
+			Endpoint: p.Endpoint, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone,
+			OwnKey: p.OwnKey, ExpiresAt: p.ExpiresAt, RevokedAt: p.RevokedAt,
+		}
+		if !p.LastHandshake.IsZero() {
+			dj.HandshakeAge = ptr(now.Sub(p.LastHandshake).Round(time.Second).Seconds())
+		}
+		out = append(out, dj)
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"devices": out})
+	return nil
+}
+
+// nEnroll enrolls a device and returns its secrets once: the QR code (SVG, and as a data URL
+// for an <img>), the wg-quick config and the API key. Nothing of them is kept.
+func (s *Server) nEnroll(q *request) error {
+	d, err := s.devices()
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Name       string      `json:"name"`
+		Role       enroll.Role `json:"role"`
+		TTL        string      `json:"ttl"`
+		APIKeyRole enroll.Role `json:"api_key_role"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	req := enroll.Request{Name: body.Name, Role: body.Role, APIKeyRole: body.APIKeyRole}
+	if body.TTL != "" {
+		ttl, err := enroll.ParseTTL(body.TTL)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "%v", err)
+		}
+		req.TTL = ttl
+	}
+	e, err := d.Enroll(req)
+	args := map[string]string{"device": body.Name, "role": string(body.Role)}
+	if err != nil {
+		s.record(q, audit.ActionEnroll, args, err)
+		if errors.Is(err, enroll.ErrInvalid) {
+			return errorf(http.StatusBadRequest, "%v", err)
+		}
+		return conflict(err)
+	}
+	defer e.Forget()
+	s.record(q, audit.ActionEnroll, args, nil)
+	code, err := qr.Encode(e.Config)
+	if err != nil {
+		return err
+	}
+	svg := code.SVG()
+	q.w.Header().Set("Cache-Control", "no-store")
+	writeJSON(q.w, http.StatusCreated, map[string]any{
+		"name":        e.Peer.Name,
+		"role":        e.Peer.Role,
+		"address":     e.Peer.IPv4,
+		"expires_at":  e.Peer.ExpiresAt,
+		"config":      e.Config,
+		"api_key":     e.APIKey,
+		"qr_svg":      svg,
+		"qr_data_url": "data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString([]byte(svg)),
+	})
+	return nil
+}
+
+func (s *Server) nRevoke(q *request) error {
+	d, err := s.devices()
+	if err != nil {
+		return err
+	}
+	name := q.r.PathValue("name")
+	_, err = d.Revoke(name)
+	s.record(q, audit.ActionRevoke, map[string]string{"device": name}, err)
+	if err != nil {
+		if errors.Is(err, enroll.ErrNotFound) {
+			return errorf(http.StatusNotFound, "no device named %q", clip(name, 40))
+		}
+		return conflict(err)
+	}
+	q.w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// auditJSON is one audit record for the UI.
+type auditJSON struct {
+	Seq    uint64            `json:"seq"`
+	Time   time.Time         `json:"time"`
+	Peer   string            `json:"peer"`
+	Role   string            `json:"role"`
+	Action string            `json:"action"`
+	Args   map[string]string `json:"args"`
+	Result string            `json:"result"`
+	Hash   string            `json:"hash"`
+}
+
+func (s *Server) nAudit(q *request) error {
+	if s.cfg.Audit == nil {
+		return errorf(http.StatusServiceUnavailable, "no audit log on this gateway")
+	}
+	n := 100
+	if v := q.r.URL.Query().Get("n"); v != "" {
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 1 || k > 10000 {
+			return errorf(http.StatusBadRequest, "bad n")
+		}
+		n = k
+	}
+	recs, err := s.cfg.Audit.Tail(n)
+	if err != nil {
+		return err
+	}
+	out := make([]auditJSON, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, auditJSON{Seq: r.Seq, Time: r.Time, Peer: r.Peer, Role: r.Role, Action: r.Action, Args: r.Args, Result: r.Result, Hash: r.Hash})
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"records": out})
+	return nil
+}
+
+func (s *Server) nAuditVerify(q *request) error {
+	if s.cfg.VerifyAudit == nil {
+		return errorf(http.StatusServiceUnavailable, "audit verification is not available on this gateway")
+	}
+	h, err := s.cfg.VerifyAudit()
+	out := map[string]any{"ok": err == nil, "seq": h.Seq, "hash": h.Hash}
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	writeJSON(q.w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,400 @@
+package printerd
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/printgate/printgate/enroll"
+)
+
+// face says where a route is served.
+type face uint8
+
+const (
+	faceGateway face = 1 << iota // gateway address: web UI, native API, push, metrics
+	facePrinter                  // a printer's address: the OctoPrint-compatible API
+)
+
+// route is one row of the table: every route of both faces, with the role it needs.
+type route struct {
+	face    face
+	pattern string      // net/http ServeMux pattern, method first
+	need    enroll.Role // the least role allowed
+	h       func(s *Server, q *request) error
+}
+
+// request is one authorized request.
+type request struct {
+	w      http.ResponseWriter
+	r      *http.Request
+	caller Caller
+	role   enroll.Role // the caller's role, narrowed by an API key
+	p      *printer    // the printer: the face's own, or {printer} on the gateway; nil otherwise
+}
+
+// routes is THE route table: route → required role, for the native and the
+// OctoPrint-compatible API alike. authz_test.go walks it route by route for every role.
+//
+// Viewer: state, temperatures, job progress, file list, webcam, the UI itself.
+// Operator: upload, select, start/pause/resume/cancel, temperatures and moves within policy,
+// connect/disconnect. Admin: devices, terminal, app-key grants, audit log, metrics.
+var routes = []route{
+	// OctoPrint-compatible API on a printer's address (octoprint-api.md).
+	{facePrinter, "GET /api/version", enroll.Viewer, (*Server).opVersion},
+	{facePrinter, "GET /api/server", enroll.Viewer, (*Server).opServer},
+	{facePrinter, "POST /api/login", enroll.Viewer, (*Server).opLogin},
+	{facePrinter, "POST /api/logout", enroll.Viewer, (*Server).opLogout},
+	{facePrinter, "GET /api/currentuser", enroll.Viewer, (*Server).opCurrentUser},
+	{facePrinter, "GET /api/settings", enroll.Viewer, (*Server).opSettings},
+	{facePrinter, "GET /api/printerprofiles", enroll.Viewer, (*Server).opProfiles},
+	{facePrinter, "GET /api/connection", enroll.Viewer, (*Server).opConnection},
+	{facePrinter, "POST /api/connection", enroll.Operator, (*Server).opConnectionCommand},
+	{facePrinter, "GET /api/files", enroll.Viewer, (*Server).opFiles},
+	{facePrinter, "GET /api/files/{origin}", enroll.Viewer, (*Server).opFiles},
+	{facePrinter, "POST /api/files/{origin}", enroll.Operator, (*Server).opUpload},
+	{facePrinter, "GET /api/files/{origin}/{path...}", enroll.Viewer, (*Server).opFile},
+	{facePrinter, "POST /api/files/{origin}/{path...}", enroll.Operator, (*Server).opFileCommand},
+	{facePrinter, "DELETE /api/files/{origin}/{path...}", enroll.Operator, (*Server).opFileDelete},
+	{facePrinter, "GET /downloads/files/{origin}/{path...}", enroll.Viewer, (*Server).opDownload},
+	{facePrinter, "GET /api/job", enroll.Viewer, (*Server).opJob},
+	{facePrinter, "POST /api/job", enroll.Operator, (*Server).opJobCommand},
+	{facePrinter, "GET /api/printer", enroll.Viewer, (*Server).opPrinter},
+	{facePrinter, "GET /api/printer/tool", enroll.Viewer, (*Server).opTool},
+	{facePrinter, "POST /api/printer/tool", enroll.Operator, (*Server).opToolCommand},
+	{facePrinter, "GET /api/printer/bed", enroll.Viewer, (*Server).opBed},
+	{facePrinter, "POST /api/printer/bed", enroll.Operator, (*Server).opBedCommand},
+	{facePrinter, "POST /api/printer/printhead", enroll.Operator, (*Server).opPrintheadCommand},
+	{facePrinter, "POST /api/printer/command", enroll.Operator, (*Server).opCommand},
+	{facePrinter, "GET /plugin/appkeys/probe", enroll.Viewer, (*Server).opAppKeysProbe},
+	{facePrinter, "POST /plugin/appkeys/request", enroll.Viewer, (*Server).opAppKeysRequest},
+	{facePrinter, "GET /plugin/appkeys/request/{token}", enroll.Viewer, (*Server).opAppKeysPoll},
+	{facePrinter, "GET /sockjs/websocket", enroll.Viewer, (*Server).opSockJS},
+	{facePrinter, "GET /webcam/stream", enroll.Viewer, (*Server).webcamStream},
+	{facePrinter, "GET /webcam/snapshot", enroll.Viewer, (*Server).webcamSnapshot},
+
+	// The web UI and native JSON API on the gateway address.
+	{faceGateway, "GET /{$}", enroll.Viewer, (*Server).uiAsset},
+	{faceGateway, "GET /ui/{file}", enroll.Viewer, (*Server).uiAsset},
+	{faceGateway, "GET /api/v1/whoami", enroll.Viewer, (*Server).nWhoAmI},
+	{faceGateway, "GET /api/v1/printers", enroll.Viewer, (*Server).nPrinters},
+	{faceGateway, "GET /api/v1/printers/{printer}", enroll.Viewer, (*Server).nPrinter},
+	{faceGateway, "GET /api/v1/printers/{printer}/temps", enroll.Viewer, (*Server).nTemps},
+	{faceGateway, "GET /api/v1/printers/{printer}/files", enroll.Viewer, (*Server).nFiles},
+	{faceGateway, "POST /api/v1/printers/{printer}/files", enroll.Operator, (*Server).nUpload},
+	{faceGateway, "DELETE /api/v1/printers/{printer}/files/{path...}", enroll.Operator, (*Server).nFileDelete},
+	{faceGateway, "GET /api/v1/printers/{printer}/download/{path...}", enroll.Viewer, (*Server).nDownload},
+	{faceGateway, "POST /api/v1/printers/{printer}/print", enroll.Operator, (*Server).nPrint},
+	{faceGateway, "POST /api/v1/printers/{printer}/job", enroll.Operator, (*Server).nJob},
+	{faceGateway, "POST /api/v1/printers/{printer}/connection", enroll.Operator, (*Server).nConnection},
+	{faceGateway, "POST /api/v1/printers/{printer}/temperature", enroll.Operator, (*Server).nTemperature},
+	{faceGateway, "POST /api/v1/printers/{printer}/jog", enroll.Operator, (*Server).nJog},
+	{faceGateway, "POST /api/v1/printers/{printer}/home", enroll.Operator, (*Server).nHome},
+	{faceGateway, "POST /api/v1/printers/{printer}/emergency", enroll.Operator, (*Server).nEmergency},
+	{faceGateway, "POST /api/v1/printers/{printer}/terminal", enroll.Admin, (*Server).nTerminal},
+	{faceGateway, "GET /api/v1/printers/{printer}/webcam/stream", enroll.Viewer, (*Server).webcamStream},
+	{faceGateway, "GET /api/v1/printers/{printer}/webcam/snapshot", enroll.Viewer, (*Server).webcamSnapshot},
+	{faceGateway, "GET /api/v1/push", enroll.Viewer, (*Server).nPush},
+	{faceGateway, "GET /api/v1/devices", enroll.Admin, (*Server).nDevices},
+	{faceGateway, "POST /api/v1/devices", enroll.Admin, (*Server).nEnroll},
+	{faceGateway, "DELETE /api/v1/devices/{name}", enroll.Admin, (*Server).nRevoke},
+	{faceGateway, "GET /api/v1/appkeys", enroll.Admin, (*Server).nAppKeys},
+	{faceGateway, "POST /api/v1/appkeys/{token}", enroll.Admin, (*Server).nAppKeyDecision},
+	{faceGateway, "GET /api/v1/audit", enroll.Admin, (*Server).nAudit},
+	{faceGateway, "GET /api/v1/audit/verify", enroll.Admin, (*Server).nAuditVerify},
+	{faceGateway, "GET /metrics", enroll.Admin, (*Server).nMetrics},
+}
+
+// handler builds one face's handler from the route table. p is the printer of a printer face.
+func (s *Server) handler(f face, p *printer) http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		if rt.face&f == 0 {
+			continue
+		}
+		mux.Handle(rt.pattern, s.wrap(rt, p))
+	}
+	// Everything else: the peer must still be known before it learns that a path is missing.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := s.authenticate(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeError(w, r, errorf(http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path))
+	})
+	return s.front(mux)
+}
+
+// front applies the checks every request of either face gets before routing: security
+// headers and the Host check.
+func (s *Server) front(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setSecurityHeaders(w.Header(), r.Host)
+		if err := s.checkHost(r); err != nil {
+			s.metrics.request("host", http.StatusMisdirectedRequest)
+			s.writeError(w, r, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// setSecurityHeaders sets the headers of every response: a strict CSP (no inline script or
+// style, connections only to this origin), nosniff, no framing, no referrer.
+func setSecurityHeaders(h http.Header, host string) {
+	csp := "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+		"connect-src 'self'"
+	if validHostHeader(host) {
+		csp += " ws://" + host
+	}
+	csp += "; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+}
+
+// validHostHeader reports whether h is made only of characters that may appear in a
+// host[:port], so that it can be placed in a header value.
+func validHostHeader(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHost refuses a Host header that is neither the tunnel address the connection arrived
+// on (with an optional port) nor a configured name of this gateway: a page on another site
+// that rebinds its DNS name to a tunnel address still sends its own name.
+func (s *Server) checkHost(r *http.Request) error {
+	host, ok := hostOnly(r.Host)
+	if ok {
+		if a, err := netip.ParseAddr(host); err == nil {
+			if local := addrsFrom(r.Context()).local; local.IsValid() && a.Unmap() == local && a.Zone() == "" {
+				return nil
+			}
+		} else {
+			for _, n := range s.cfg.Hosts {
+				if strings.EqualFold(n, host) {
+					return nil
+				}
+			}
+		}
+	}
+	return errorf(http.StatusMisdirectedRequest, "host not served here: use the tunnel address of this gateway or printer")
+}
+
+// hostOnly strips the optional port from a Host header (and the brackets of an IPv6
+// literal).
+func hostOnly(h string) (string, bool) {
+	if !validHostHeader(h) {
+		return "", false
+	}
+	if strings.HasPrefix(h, "[") {
+		end := strings.Index(h, "]")
+		if end < 0 {
+			return "", false
+		}
+		rest := h[end+1:]
+		if rest != "" && !validPort(strings.TrimPrefix(rest, ":")) || rest != "" && rest[0] != ':' {
+			return "", false
+		}
+		return h[1:end], true
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		if strings.Count(h, ":") > 1 || !validPort(h[i+1:]) {
+			return "", false
+		}
+		return h[:i], true
+	}
+	return h, true
+}
+
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for _, c := range p {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n > 0 && n < 65536
+}
+
+// wrap authorizes one route and runs its handler.
+func (s *Server) wrap(rt route, p *printer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		err := s.authorize(rec, r, rt, p)
+		if err != nil {
+			if code, _ := statusOf(err); code == http.StatusForbidden {
+				s.metrics.denied()
+			}
+			s.writeError(rec, r, err)
+		}
+		s.metrics.request(rt.pattern, rec.code())
+	})
+}
+
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route, p *printer) error {
+	caller, role, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	if !role.Includes(rt.need) {
+		return errorf(http.StatusForbidden, "forbidden: this needs the %s role, the request has %s", rt.need, role)
+	}
+	if stateChanging(r.Method) {
+		if err := checkCSRF(r); err != nil {
+			return err
+		}
+	}
+	q := &request{w: w, r: r, caller: caller, role: role, p: p}
+	if name := r.PathValue("printer"); name != "" && p == nil {
+		if q.p = s.printers[name]; q.p == nil {
+			return errorf(http.StatusNotFound, "no printer named %q", name)
+		}
+	}
+	return rt.h(s, q)
+}
+
+// authenticate finds the peer from the connection's remote address and narrows its role by
+// an API key when one is presented.
+func (s *Server) authenticate(r *http.Request) (Caller, enroll.Role, error) {
+	remote := addrsFrom(r.Context()).remote
+	if !remote.IsValid() {
+		return Caller{}, "", errorf(http.StatusForbidden, "forbidden: unknown peer")
+	}
+	c, ok := s.cfg.Identity.WhoIs(remote)
+	if !ok || !c.Role.Valid() {
+		return Caller{}, "", errorf(http.StatusForbidden, "forbidden: unknown peer (not enrolled, or revoked)")
+	}
+	key, present := apiKey(r)
+	if !present {
+		return c, c.Role, nil
+	}
+	kr, ok := s.cfg.Identity.CheckAPIKey(c.Name, key)
+	if !ok || !kr.Valid() {
+		return Caller{}, "", errorf(http.StatusForbidden, "forbidden: invalid API key for this device")
+	}
+	if !c.Role.Includes(kr) {
+		kr = c.Role // a key never widens
+	}
+	return c, kr, nil
+}
+
+// apiKey returns the API key of a request, checked in OctoPrint's order: ?apikey=, X-Api-Key,
+// Authorization: Bearer. present is true when any of them is given, even empty.
+func apiKey(r *http.Request) (key string, present bool) {
+	if vs, ok := r.URL.Query()["apikey"]; ok {
+		if len(vs) > 0 {
+			return vs[0], true
+		}
+		return "", true
+	}
+	if vs, ok := r.Header["X-Api-Key"]; ok {
+		return strings.TrimSpace(vs[0]), true
+	}
+	if a := r.Header.Get("Authorization"); a != "" {
+		if k, ok := strings.CutPrefix(a, "Bearer "); ok {
+			return strings.TrimSpace(k), true
+		}
+	}
+	return "", false
+}
+
+// stateChanging reports whether a method may change state.
+func stateChanging(m string) bool {
+	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
+}
+
+// checkCSRF guards state-changing requests against pages a browser inside the tunnel
+// visits: an Origin, when sent (browsers send one on every POST and DELETE; slicers send
+// none), must be this very origin, and the request must carry a header a cross-site page
+// cannot set without a CORS preflight, which is never granted: X-Api-Key, Authorization or
+// X-Printgate.
+func checkCSRF(r *http.Request) error {
+	if o, ok := r.Header["Origin"]; ok {
+		u, err := url.Parse(o[0])
+		if err != nil || u.Scheme != "http" || !strings.EqualFold(u.Host, r.Host) || u.Path != "" || u.User != nil {
+			return errorf(http.StatusForbidden, "forbidden: cross-origin request (Origin %q)", clip(o[0], 80))
+		}
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return errorf(http.StatusForbidden, "forbidden: cross-site request")
+	}
+	if r.Header.Get("X-Printgate") == "" && r.Header.Get("X-Api-Key") == "" && r.Header.Get("Authorization") == "" {
+		return errorf(http.StatusForbidden, "forbidden: state-changing requests need an X-Api-Key or X-Printgate header")
+	}
+	return nil
+}
+
+// keyEqual compares secrets in constant time.
+func keyEqual(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// statusRecorder remembers the status for metrics; it passes Flush and Hijack through for
+// streams and websockets.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusRecorder) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+func (w *statusRecorder) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
+		w.status = http.StatusSwitchingProtocols
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("hijack not supported")
+}
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

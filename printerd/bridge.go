@@ -1,0 +1,231 @@
+package printerd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/printerd/gcode"
+	"github.com/printgate/printgate/printerd/policy"
+)
+
+// This file is the raw serial bridge for desktop hosts (Pronterface/printcore, Repetier-Host,
+// OctoPrint on a laptop): a plain TCP port on the printer's tunnel address (BridgePort) that
+// speaks Marlin's line protocol. It is not a passthrough: each line the host sends is
+// unwrapped from its N<n> … *<checksum> framing, checked by the policy with the admin role,
+// and queued with the controller's Send (whose filter checks it again); the host gets "ok"
+// once a line is queued, "echo:printgate refused …" plus "ok" when the policy refuses it,
+// and the firmware's own replies (temperatures, echo:, errors) as the controller logs them.
+//
+//	host line ─▶ strip N/checksum ─▶ M110: ok │ M112: Emergency │ else policy (admin) ─▶ Send ─▶ ok
+//	controller "Recv: …" log events ─▶ host (bare "ok" dropped: the bridge acknowledges itself)
+
+// BridgePort is the TCP port the daemon should give ServeBridge on each printer's tunnel
+// address (ESP3D and many serial-over-TCP bridges use it too).
+const BridgePort = 8888
+
+// maxBridgeLine caps one line from the host.
+const maxBridgeLine = 4096
+
+// ServeBridge serves the raw serial bridge of the named printer on l until Close. Only admin
+// peers may use it (identity from the connection's remote address), one client at a time.
+// It returns nil after Close.
+func (s *Server) ServeBridge(name string, l net.Listener) error {
+	p, ok := s.printers[name]
+	if !ok {
+		l.Close()
+		return fmt.Errorf("printerd: serve bridge %q: no such printer", name)
+	}
+	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		l.Close()
+		return fmt.Errorf("printerd: serve bridge: %w", net.ErrClosed)
+	}
+	s.mu.listeners = append(s.mu.listeners, l)
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("printerd: bridge %s: accept: %w", name, err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.bridgeConn(p, c)
+		}()
+	}
+}
+
+// lockedWriter serializes writes from the line loop and the reply relay.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *lockedWriter) line(s string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := io.WriteString(w.w, s+"\n")
+	return err
+}
+
+func (s *Server) bridgeConn(p *printer, c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	w := &lockedWriter{w: c}
+	caller, ok := s.cfg.Identity.WhoIs(addrOf(c.RemoteAddr()))
+	if !ok || !caller.Role.Includes(enroll.Admin) {
+		w.line("printgate: the serial bridge is for admin devices only")
+		return
+	}
+	p.bridge.Lock()
+	if p.bridge.busy {
+		p.bridge.Unlock()
+		w.line("printgate: bridge busy: another client is connected to " + p.name)
+		return
+	}
+	p.bridge.busy = true
+	p.bridge.Unlock()
+	defer func() {
+		p.bridge.Lock()
+		p.bridge.busy = false
+		p.bridge.Unlock()
+	}()
+	q := &request{caller: caller, role: enroll.Admin, p: p}
+	s.record(q, "bridge.open", nil, nil)
+	defer s.record(q, "bridge.close", nil, nil)
+	s.logf("printerd: bridge %s: %s connected", p.name, caller.Name)
+
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	events, unsub := p.Printer.Subscribe()
+	defer unsub()
+	var relay sync.WaitGroup
+	relay.Add(1)
+	go func() {
+		defer relay.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-events:
+				if !ok {
+					return
+				}
+				if e.Kind != "log" {
+					continue
+				}
+				text, ok := strings.CutPrefix(e.Line, "Recv: ")
+				if !ok {
+					continue
+				}
+				if text == "ok" || strings.HasPrefix(text, "ok ") {
+					text = strings.TrimSpace(strings.TrimPrefix(text, "ok"))
+					if text == "" {
+						continue
+					}
+				}
+				if w.line(text) != nil {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	defer relay.Wait()
+	defer cancel()
+
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 0, 512), maxBridgeLine)
+	for sc.Scan() {
+		for _, reply := range s.bridgeLine(ctx, q, sc.Text()) {
+			if w.line(reply) != nil {
+				return
+			}
+		}
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		w.line("Error:line too long")
+	}
+}
+
+// unframe removes a host's "N<n> " prefix and "*<checksum>" suffix. ok is false when the
+// checksum does not match; n is the line number (-1 when none).
+func unframe(line string) (cmd string, n int64, ok bool) {
+	line = strings.TrimSpace(line)
+	n = -1
+	if len(line) > 1 && (line[0] == 'N' || line[0] == 'n') && line[1] >= '0' && line[1] <= '9' {
+		if star := strings.LastIndexByte(line, '*'); star >= 0 {
+			want, err := strconv.Atoi(strings.TrimSpace(line[star+1:]))
+			if err != nil || want != int(gcode.Checksum(line[:star])) {
+				i := 1
+				for i < len(line) && line[i] >= '0' && line[i] <= '9' {
+					i++
+				}
+				n, _ = strconv.ParseInt(line[1:i], 10, 64)
+				return "", n, false
+			}
+			line = line[:star]
+		}
+		i := 1
+		for i < len(line) && line[i] >= '0' && line[i] <= '9' {
+			i++
+		}
+		n, _ = strconv.ParseInt(line[1:i], 10, 64)
+		line = strings.TrimSpace(line[i:])
+	} else if star := strings.LastIndexByte(line, '*'); star >= 0 && !strings.ContainsRune(line[:star], ';') {
+		line = strings.TrimSpace(line[:star])
+	}
+	return line, n, true
+}
+
+// bridgeLine handles one host line and returns the replies.
+func (s *Server) bridgeLine(ctx context.Context, q *request, raw string) []string {
+	cmd, n, ok := unframe(raw)
+	if !ok {
+		return []string{"Error:checksum mismatch, Last Line: " + strconv.FormatInt(n-1, 10), "Resend: " + strconv.FormatInt(n, 10), "ok"}
+	}
+	cmd = strings.TrimSpace(gcode.StripComment(cmd))
+	if cmd == "" {
+		return []string{"ok"}
+	}
+	word := strings.ToUpper(strings.Fields(cmd)[0])
+	p := q.p
+	switch word {
+	case "M110":
+		return []string{"ok"} // the gateway numbers lines itself
+	case "M112":
+		if err := s.emergency(q); err != nil {
+			return []string{"Error:" + err.Error(), "ok"}
+		}
+		return []string{"ok"}
+	}
+	l, err := p.Policy.CheckLine(policy.Admin, cmd, p.Printer.Status())
+	if err == nil {
+		err = p.Printer.Send(ctx, l.Raw)
+	}
+	if err != nil {
+		if errors.Is(err, policy.ErrRefused) {
+			s.refused(q, cmd, err)
+			return []string{"echo:printgate refused: " + oneLine(err.Error()), "ok"}
+		}
+		return []string{"Error:printgate: " + oneLine(err.Error()), "ok"}
+	}
+	// Accepted lines are not audited one by one: a host streams whole prints through here.
+	// The session (bridge.open/close) and every refusal are.
+	return []string{"ok"}
+}
+
+func oneLine(s string) string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(s) }
