@@ -333,7 +333,9 @@ func (s *Server) opFiles(q *request) error {
 
 // diskSpace asks the store for free and total bytes when it can tell.
 func diskSpace(f Files) (free, total int64) {
-	if d, ok := f.(interface{ DiskSpace() (free, total int64, err error) }); ok {
+	if d, ok := f.(interface {
+		DiskSpace() (free, total int64, err error)
+	}); ok {
 		if fr, to, err := d.DiskSpace(); err == nil {
 			return fr, to
 		}

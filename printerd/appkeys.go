@@ -322,5 +322,3 @@ func (s *sessions) valid(peer, token string) bool {
 	}
 	return ok
 }
-
-

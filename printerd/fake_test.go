@@ -512,7 +512,9 @@ type addrConn struct {
 func (c addrConn) RemoteAddr() net.Addr {
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.remote, 40000))
 }
-func (c addrConn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.local, 80)) }
+func (c addrConn) LocalAddr() net.Addr {
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(c.local, 80))
+}
 
 // serveAs serves a face on loopback where every connection claims to come from peer.
 func (h *harness) serveAs(peer, local netip.Addr, serve func(net.Listener) error) string {

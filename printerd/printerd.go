@@ -201,7 +201,7 @@ type Server struct {
 
 // printer is one printer's runtime state beside its config.
 type printer struct {
-	name    string
+	name string
 	PrinterConfig
 	handler http.Handler
 

@@ -382,5 +382,3 @@ func (s *Server) nPush(q *request) error {
 		}
 	}
 }
-
-
