@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -111,7 +112,12 @@ func ParsePublicKey(s string) (wgtypes.Key, error) {
 			return wgtypes.Key{}, fmt.Errorf("public key: character %d is not base64: %w", i, ErrInvalid)
 		}
 	}
-	k, err := wgtypes.ParseKey(s)
+	// Strict: non-zero padding bits would let two spellings name one key.
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return wgtypes.Key{}, fmt.Errorf("public key: not canonical base64: %w", ErrInvalid)
+	}
+	k, err := wgtypes.NewKey(b)
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("public key: %w", errors.Join(ErrInvalid, err))
 	}
