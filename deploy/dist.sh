@@ -17,7 +17,7 @@ if [[ "${1:-}" == "--deb" ]]; then
 fi
 VERSION="${1:-${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}}"
 GO="${GO:-go}"
-DIST="${DIST:-dist}"
+DIST="${DIST:-$PWD/dist}"
 ldflags="-s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$VERSION"
 
 mkdir -p "$DIST"
