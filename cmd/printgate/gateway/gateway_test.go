@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -231,15 +232,16 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 	}
 	c := newClient(t, en.Config)
 	defer c.close()
-	url := "http://" + g.Addrs()[0].String() + "/"
+	url := "http://" + g.Addrs()[0].String() + "/api/v1/whoami"
 	hc := c.httpClient(true)
 	var body string
 	waitFor(t, "first GET through the tunnel", func() bool {
 		body, err = get(hc, url)
 		return err == nil
 	})
-	if !strings.Contains(body, "you: phone (operator)") {
-		t.Errorf("GET %s = %q, want the caller named from the tunnel address", url, body)
+	var who struct{ Name, Role string }
+	if err := json.Unmarshal([]byte(body), &who); err != nil || who.Name != "phone" || who.Role != "operator" {
+		t.Errorf("GET %s = %q, want phone as operator, named from the tunnel address", url, body)
 	}
 	waitFor(t, "peer active", func() bool { return peerState(g, "phone") == "active" })
 
@@ -250,7 +252,7 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 	}
 	defer conn.Close()
 	br := bufio.NewReader(conn)
-	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", g.Addrs()[0])
+	fmt.Fprintf(conn, "GET /api/v1/whoami HTTP/1.1\r\nHost: %s\r\n\r\n", g.Addrs()[0])
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("keep-alive GET: %v", err)
@@ -266,7 +268,7 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 		t.Errorf("Revoke closed %d connections, want at least the open keep-alive", res.ClosedConns)
 	}
 	conn.SetDeadline(time.Now().Add(time.Second))
-	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", g.Addrs()[0])
+	fmt.Fprintf(conn, "GET /api/v1/whoami HTTP/1.1\r\nHost: %s\r\n\r\n", g.Addrs()[0])
 	if _, err := http.ReadResponse(br, nil); err == nil {
 		t.Errorf("keep-alive connection still served after revocation")
 	}

@@ -110,6 +110,14 @@ func (g *Gateway) gatewayHandler() http.Handler {
 			fmt.Fprintf(w, "printer %s at %s: %s\n", p.Name, p.Address, p.State)
 		}
 	})
+	mux.HandleFunc("GET /api/v1/whoami", func(w http.ResponseWriter, r *http.Request) {
+		name, role, ok := g.caller(r)
+		if !ok {
+			http.Error(w, "unknown peer", http.StatusForbidden)
+			return
+		}
+		writeJSON(w, map[string]string{"name": name, "role": role, "peer_role": role})
+	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		if _, _, ok := g.caller(r); !ok {
 			http.Error(w, "unknown peer", http.StatusForbidden)
