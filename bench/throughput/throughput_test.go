@@ -8,7 +8,8 @@
 //	PRINTGATE_BENCH=1 go test -v -count=1 -timeout 30m ./bench/throughput/
 //
 // PRINTGATE_BENCH_RUNS (default 3) and PRINTGATE_BENCH_MB (default 200) change the size.
-// PRINTGATE_BENCH_ENV passes extra environment to printgate's server only (e.g. "GOGC=50").
+// PRINTGATE_BENCH_ENV passes extra environment to printgate's server only (e.g. "GOGC=50"),
+// PRINTGATE_BENCH_ARGS extra flags (e.g. "-rcvbuf 2097152 -cpuprofile /tmp/sink.prof").
 package throughput
 
 import (
@@ -43,6 +44,7 @@ type result struct {
 	idleRSS   int64         // KiB, VmRSS after start and one request through the tunnel
 	ready     time.Duration // exec to UDP port bound
 	firstResp time.Duration // UDP port bound to the first HTTP response through the tunnel
+	cpu       time.Duration // server CPU time (user+system) spent on the upload
 }
 
 func TestThroughput(t *testing.T) {
@@ -84,12 +86,14 @@ func TestThroughput(t *testing.T) {
 	for i := range runs {
 		for _, name := range []string{"baseline", "printgate"} {
 			var env []string
-			if name == "printgate" && os.Getenv("PRINTGATE_BENCH_ENV") != "" {
+			argv := servers[name]
+			if name == "printgate" {
 				env = strings.Fields(os.Getenv("PRINTGATE_BENCH_ENV"))
+				argv = append(slices.Clone(argv), strings.Fields(os.Getenv("PRINTGATE_BENCH_ARGS"))...)
 			}
-			r := n.run(t, name, servers[name], env, serverKey, clientKey, payload, mb)
-			t.Logf("run %d %-9s %6.1f MB/s  peak RSS %5.1f MiB  idle RSS %5.1f MiB  ready %v  first response %v",
-				i+1, name, r.mbps, mib(r.peakRSS), mib(r.idleRSS), r.ready.Round(time.Millisecond), r.firstResp.Round(time.Millisecond))
+			r := n.run(t, name, argv, env, serverKey, clientKey, payload, mb)
+			t.Logf("run %d %-9s %6.1f MB/s  cpu %5.2fs  peak RSS %5.1f MiB  idle RSS %5.1f MiB  ready %v  first response %v",
+				i+1, name, r.mbps, r.cpu.Seconds(), mib(r.peakRSS), mib(r.idleRSS), r.ready.Round(time.Millisecond), r.firstResp.Round(time.Millisecond))
 			results = append(results, r)
 		}
 	}
@@ -111,18 +115,20 @@ func report(t *testing.T, results []result, mb int) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nmedians over %d alternating runs, %d MB upload:\n", len(results)/2, mb)
-	fmt.Fprintf(&b, "%-10s %10s %14s %14s %12s %16s\n", "server", "MB/s", "peak RSS MiB", "idle RSS MiB", "ready ms", "1st response ms")
+	fmt.Fprintf(&b, "%-10s %8s %8s %14s %14s %10s %16s\n", "server", "MB/s", "cpu s", "peak RSS MiB", "idle RSS MiB", "ready ms", "1st response ms")
 	for _, name := range []string{"baseline", "printgate"} {
-		fmt.Fprintf(&b, "%-10s %10.1f %14.1f %14.1f %12.1f %16.1f\n", name,
+		fmt.Fprintf(&b, "%-10s %8.1f %8.2f %14.1f %14.1f %10.1f %16.1f\n", name,
 			med(name, func(r result) float64 { return r.mbps }),
+			med(name, func(r result) float64 { return r.cpu.Seconds() }),
 			med(name, func(r result) float64 { return mib(r.peakRSS) }),
 			med(name, func(r result) float64 { return mib(r.idleRSS) }),
 			med(name, func(r result) float64 { return float64(r.ready.Microseconds()) / 1000 }),
 			med(name, func(r result) float64 { return float64(r.firstResp.Microseconds()) / 1000 }))
 	}
 	ratio := func(f func(r result) float64) float64 { return med("printgate", f) / med("baseline", f) }
-	fmt.Fprintf(&b, "ratio printgate/baseline: throughput %.2f×, peak RSS %.2f×, idle RSS %.2f×\n",
+	fmt.Fprintf(&b, "ratio printgate/baseline: throughput %.2f×, cpu %.2f×, peak RSS %.2f×, idle RSS %.2f×\n",
 		ratio(func(r result) float64 { return r.mbps }),
+		ratio(func(r result) float64 { return r.cpu.Seconds() }),
 		ratio(func(r result) float64 { return float64(r.peakRSS) }),
 		ratio(func(r result) float64 { return float64(r.idleRSS) }))
 	t.Log(b.String())
@@ -315,6 +321,22 @@ func statusKiB(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
+// cpuTime returns the user+system CPU time of pid so far (/proc/PID/stat, clock ticks of
+// 1/100 s, the Linux USER_HZ).
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read stat of %d: %v", pid, err)
+	}
+	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+	rest := string(b[bytes.LastIndexByte(b, ')')+2:])
+	f := strings.Fields(rest)
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // udpBound reports whether pid's network namespace has a UDP socket on port.
 func udpBound(pid, port int) bool {
 	for _, f := range []string{"udp", "udp6"} {
@@ -378,6 +400,7 @@ func (n *benchNet) run(t *testing.T, name string, argv, env []string, serverKey,
 	time.Sleep(500 * time.Millisecond) // let the first request's garbage settle before sampling
 	r.idleRSS = statusKiB(t, pid, "VmRSS")
 
+	cpu0 := cpuTime(t, pid)
 	o, err := n.curl(ctx, "-o", "/dev/null", "-H", "Expect:", "-w", "%{time_total} %{size_upload}",
 		"-T", payload, "http://"+tunGateway+"/upload")
 	if err != nil {
@@ -388,6 +411,7 @@ func (n *benchNet) run(t *testing.T, name string, argv, env []string, serverKey,
 		t.Fatalf("%s: upload: curl reported %q, want %d bytes", name, o, mb*1_000_000)
 	}
 	r.mbps = size / secs / 1e6
+	r.cpu = cpuTime(t, pid) - cpu0
 	r.peakRSS = statusKiB(t, pid, "VmHWM")
 
 	cmd.Process.Signal(os.Interrupt)

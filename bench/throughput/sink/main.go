@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -31,10 +32,20 @@ func main() {
 		port    = flag.Int("port", 51820, "UDP listen port")
 		rcvBuf  = flag.Int("rcvbuf", 0, "TCP receive buffer bound (0: netstack default)")
 		sndBuf  = flag.Int("sndbuf", 0, "TCP send buffer bound (0: netstack default)")
+		cpuProf = flag.String("cpuprofile", "", "write a CPU profile to this file until exit")
 	)
 	flag.Parse()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	if err := run(start, *privKey, *peerKey, *addr, *peerIP, *port, *rcvBuf, *sndBuf); err != nil {
-		log.Fatal(err)
+		log.Print(err)
+		os.Exit(1)
 	}
 }
 
