@@ -245,6 +245,7 @@ func (g *Gateway) teardown() error {
 	if g.web != nil {
 		g.web.Close()
 	}
+	g.releasePrinters()
 	if g.ctl != nil {
 		g.ctl.Close()
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/printerd/files"
 	"github.com/printgate/printgate/printerd/marlin"
 	"github.com/printgate/printgate/printerd/policy"
 )
@@ -26,6 +28,9 @@ type PrinterSpec struct {
 	Name string
 	Port string // serial device path, or SimPort
 	Baud int    // zero: the controller's default (250000)
+	// Webcam and Snapshot are a local camera daemon's MJPEG stream and snapshot URLs
+	// (loopback only), proxied into the tunnel; empty: none.
+	Webcam, Snapshot string
 }
 
 // Sim reports whether the spec asks for a simulated printer.
@@ -37,10 +42,16 @@ func (s PrinterSpec) String() string {
 	if s.Baud != 0 {
 		out += ",baud=" + strconv.Itoa(s.Baud)
 	}
+	if s.Webcam != "" {
+		out += ",webcam=" + s.Webcam
+	}
+	if s.Snapshot != "" {
+		out += ",snapshot=" + s.Snapshot
+	}
 	return out
 }
 
-// ParsePrinterSpec parses NAME=PATH[,baud=N] or NAME=sim[,baud=N].
+// ParsePrinterSpec parses NAME=PATH[,baud=N][,webcam=URL][,snapshot=URL] or NAME=sim[,...].
 func ParsePrinterSpec(v string) (PrinterSpec, error) {
 	name, rest, ok := strings.Cut(v, "=")
 	if !ok || name == "" || rest == "" {
@@ -66,8 +77,18 @@ func ParsePrinterSpec(v string) (PrinterSpec, error) {
 				return PrinterSpec{}, fmt.Errorf("printer %q: baud %q: want a number from 300 to 4000000", v, val)
 			}
 			spec.Baud = n
+		case "webcam", "snapshot":
+			u, err := url.Parse(val)
+			if err != nil || u.Scheme != "http" || u.Host == "" {
+				return PrinterSpec{}, fmt.Errorf("printer %q: %s %q: want an http URL of a camera on this machine", v, k, val)
+			}
+			if k == "webcam" {
+				spec.Webcam = val
+			} else {
+				spec.Snapshot = val
+			}
 		default:
-			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N)", v, k)
+			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N, webcam=URL or snapshot=URL)", v, k)
 		}
 	}
 	return spec, nil
@@ -94,6 +115,7 @@ type printer struct {
 	addr6  netip.Addr
 	pol    *policy.Policy
 	ctl    *marlin.Controller
+	files  *files.Store // closed by stopPrinters
 	closer func() error // releases what the printer's link needs (the simulator); may be nil
 	done   chan struct{}
 
@@ -185,7 +207,7 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 }
 
 // stopPrinters waits (bounded) for the controllers, whose context is already cancelled, to
-// finish their heaters-off path, then releases simulators.
+// finish their heaters-off path.
 func (g *Gateway) stopPrinters() {
 	deadline := time.After(stopTimeout)
 	for _, p := range g.prs {
@@ -198,7 +220,16 @@ func (g *Gateway) stopPrinters() {
 			g.logf("gateway: printer %s: controller did not stop within %v", p.spec.Name, stopTimeout)
 		}
 	}
+}
+
+// releasePrinters closes the file stores and stops the simulators, once nothing serves them.
+func (g *Gateway) releasePrinters() {
 	for _, p := range g.prs {
+		if p.files != nil {
+			if err := p.files.Close(); err != nil {
+				g.logf("gateway: printer %s: files: %v", p.spec.Name, err)
+			}
+		}
 		if p.closer != nil {
 			if err := p.closer(); err != nil {
 				g.logf("gateway: printer %s: %v", p.spec.Name, err)
