@@ -1,10 +1,14 @@
 // Package marlin drives one printer running Marlin firmware over a serial link: connecting,
 // line numbering and resends, streaming jobs, temperatures, and the halt states.
+//
+// The files follow the pipeline: link.go opens the port and reads lines; protocol.go parses
+// what the firmware says, numbers and checksums what is sent, and handles resends; stream.go
+// feeds jobs; watchdog.go guards the heaters; controller.go holds the state machine and the one
+// goroutine that owns a connection.
 package marlin
 
 import (
 	"context"
-	"errors"
 	"io"
 	"time"
 
@@ -74,7 +78,7 @@ type Status struct {
 type Event struct {
 	Kind   string // "state", "temps", "job", "log", "alarm"
 	Status Status
-	Line   string // for "log": a line sent (prefixed "Send: ") or received ("Recv: ")
+	Line   string // for "log": a line sent (prefixed "Send: ") or received ("Recv: "); for "alarm": the reason
 }
 
 // Filter is the safety policy as the controller sees it: every line, whatever its path, is
@@ -83,7 +87,8 @@ type Filter interface {
 	Check(l gcode.Line, s Status) error
 }
 
-// Config configures a Controller.
+// Config configures a Controller. The zero value of every field but Name and Port means the
+// documented default.
 type Config struct {
 	// Name is the printer's name (unique per gateway).
 	Name string
@@ -96,52 +101,43 @@ type Config struct {
 	// Filter checks every line; nil allows everything (tests only).
 	Filter Filter
 	// PauseScript and CancelScript run on pause and cancel; nil means the documented defaults.
+	// ResumeScript runs on resume. See DefaultPauseScript, DefaultResumeScript and
+	// DefaultCancelScript for the defaults and the {X} {Y} {Z} {E} {F} placeholders.
 	PauseScript  []string
 	ResumeScript []string
 	CancelScript []string
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
+
+	// Extruders is the number of hotends to turn off on connect (M104 T<n> S0 each); zero
+	// means 1. More are turned off once M115 reports a higher EXTRUDER_COUNT.
+	Extruders int
+	// Chamber says the printer has a heated chamber: M141 S0 is part of every heaters-off.
+	// A chamber seen in a temperature report counts too.
+	Chamber bool
+
+	// MaxInFlight caps the lines in flight with ADVANCED_OK; zero means the firmware's command
+	// buffer as learned from its B field (BUFSIZE, 4 by default), never more than 16.
+	// Without ADVANCED_OK the controller always waits for each ok (ping-pong).
+	MaxInFlight int
+	// Timeout is how long the controller waits for any answer before it pokes the firmware
+	// (M105); zero means 30 s (OctoPrint's "communication"). BusyTimeout replaces it once
+	// the firmware has sent echo:busy: keepalives; zero means 3 s beyond the 2 s keepalive.
+	Timeout     time.Duration
+	BusyTimeout time.Duration
+	// PollInterval is the temperature report interval (M155 S<n> or M105 polling); zero
+	// means 2 s.
+	PollInterval time.Duration
+	// BootWait is how long to wait for "start" (or silence) after opening the port; zero
+	// means 2 s.
+	BootWait time.Duration
+	// ReconnectMin and ReconnectMax bound the reconnect back-off after a link loss; zero
+	// means 1 s and 30 s.
+	ReconnectMin, ReconnectMax time.Duration
+	// HistorySize is the number of temperature reports History keeps; zero means 900
+	// (30 minutes at 2 s).
+	HistorySize int
+
+	// Watchdog configures the thermal watchdog; see WatchdogConfig.
+	Watchdog WatchdogConfig
 }
-
-// Controller owns one printer link.
-type Controller struct{}
-
-var errUnbuilt = errors.New("marlin: not built yet")
-
-// New returns a controller; Run drives it.
-func New(cfg Config) *Controller { return &Controller{} }
-
-// Run connects and keeps the link up (reconnecting with back-off) until ctx is done, then turns
-// heaters off and disconnects. The caller runs it in a goroutine.
-func (c *Controller) Run(ctx context.Context) error { return errUnbuilt }
-
-// Status returns a snapshot.
-func (c *Controller) Status() Status { return Status{} }
-
-// History returns recent temperature reports, oldest first.
-func (c *Controller) History() []Temps { return nil }
-
-// Subscribe returns a channel of events and a function that ends the subscription. Slow
-// subscribers miss events rather than block the controller.
-func (c *Controller) Subscribe() (<-chan Event, func()) { return nil, func() {} }
-
-// Connect asks for the link to be opened; Disconnect closes it (heaters off first).
-func (c *Controller) Connect() error    { return errUnbuilt }
-func (c *Controller) Disconnect() error { return errUnbuilt }
-
-// Send queues one command line (terminal or API) after the Filter allows it.
-func (c *Controller) Send(ctx context.Context, line string) error { return errUnbuilt }
-
-// Emergency sends M112 ahead of everything queued.
-func (c *Controller) Emergency() error { return errUnbuilt }
-
-// Start starts printing a job read from r (size bytes, named name). Each line passes the Filter
-// again as it is sent.
-func (c *Controller) Start(ctx context.Context, name string, r io.ReaderAt, size int64) error {
-	return errUnbuilt
-}
-
-// Pause, Resume and Cancel act on the running job.
-func (c *Controller) Pause() error  { return errUnbuilt }
-func (c *Controller) Resume() error { return errUnbuilt }
-func (c *Controller) Cancel() error { return errUnbuilt }
