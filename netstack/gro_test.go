@@ -39,7 +39,7 @@ func TestWriteDeliversWholeBatch(t *testing.T) {
 	l := newLink(16, 1420)
 	d := &countingDispatcher{}
 	l.Attach(d)
-	dev := newTUN(l, 1420)
+	dev := newTUN(l, 1420, 64)
 	defer dev.Close()
 
 	var batch [][]byte

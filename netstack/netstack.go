@@ -46,12 +46,13 @@ const (
 	DefaultTCPReceiveBuffer = 1 << 20
 	// DefaultTCPSendBuffer bounds each connection's send buffer (bytes).
 	DefaultTCPSendBuffer = 512 << 10
-	// QueueSize is the number of outbound packets the link queue holds before the stack sees
-	// "no buffer space" (and TCP backs off). 512 packets of 1420 bytes is 0.7 MiB: enough to
-	// absorb a burst while wireguard-go encrypts, small enough to keep latency and RSS low.
-	QueueSize = 512
-	// BatchSize is the most packets handed to wireguard-go per TUN Read.
-	BatchSize = 64
+	// DefaultQueueSize is the number of outbound packets the link queue holds before the
+	// stack sees "no buffer space" (and TCP backs off). 512 packets of 1420 bytes is 0.7 MiB:
+	// enough to absorb a burst while wireguard-go encrypts, small enough to keep latency and
+	// RSS low. See BenchmarkThroughput in tunnel/ for the measurements.
+	DefaultQueueSize = 512
+	// DefaultBatchSize is the most packets handed to wireguard-go per TUN Read.
+	DefaultBatchSize = 64
 )
 
 const nicID tcpip.NICID = 1
@@ -67,6 +68,10 @@ type Config struct {
 	// the package defaults (documented with the constants), sized for a Raspberry Pi.
 	TCPReceiveBuffer int
 	TCPSendBuffer    int
+	// QueueSize is the outbound packet queue length; zero means DefaultQueueSize.
+	QueueSize int
+	// BatchSize is the most packets per TUN Read; zero means DefaultBatchSize.
+	BatchSize int
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
 }
@@ -105,6 +110,16 @@ func New(cfg Config) (*Stack, error) {
 	if rcv < tcp.MinBufferSize || snd < tcp.MinBufferSize {
 		return nil, fmt.Errorf("netstack: tcp buffers %d/%d below minimum %d", rcv, snd, tcp.MinBufferSize)
 	}
+	queue, batch := cfg.QueueSize, cfg.BatchSize
+	if queue == 0 {
+		queue = DefaultQueueSize
+	}
+	if batch == 0 {
+		batch = DefaultBatchSize
+	}
+	if queue < 1 || batch < 1 || batch > 1024 {
+		return nil, fmt.Errorf("netstack: queue size %d or batch size %d out of range", queue, batch)
+	}
 	logf := cfg.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -115,7 +130,7 @@ func New(cfg Config) (*Stack, error) {
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		HandleLocal:        true,
 	})
-	s := &Stack{logf: logf, mtu: mtu, stack: st, ep: newLink(QueueSize, uint32(mtu))}
+	s := &Stack{logf: logf, mtu: mtu, stack: st, ep: newLink(queue, uint32(mtu))}
 	s.mu.addrs = map[netip.Addr]bool{}
 	if err := s.tune(rcv, snd); err != nil {
 		st.Destroy()
@@ -137,7 +152,7 @@ func New(cfg Config) (*Stack, error) {
 			return nil, err
 		}
 	}
-	s.tun = newTUN(s.ep, mtu)
+	s.tun = newTUN(s.ep, mtu, batch)
 	return s, nil
 }
 

@@ -41,11 +41,11 @@ func wire(t *testing.T, x, y *Stack) {
 	var wg sync.WaitGroup
 	pump := func(from, to tun.Device) {
 		defer wg.Done()
-		bufs := make([][]byte, BatchSize)
+		bufs := make([][]byte, from.BatchSize())
 		for i := range bufs {
 			bufs[i] = make([]byte, 65535)
 		}
-		sizes := make([]int, BatchSize)
+		sizes := make([]int, len(bufs))
 		for {
 			n, err := from.Read(bufs, sizes, 0)
 			if err != nil {

@@ -30,6 +30,7 @@ import (
 type tunDevice struct {
 	ep     *link
 	mtu    int
+	batch  int
 	events chan tun.Event
 
 	ctx       context.Context // done once closed; cancels a blocked Read
@@ -39,9 +40,9 @@ type tunDevice struct {
 
 var _ tun.Device = (*tunDevice)(nil)
 
-func newTUN(ep *link, mtu int) *tunDevice {
+func newTUN(ep *link, mtu, batch int) *tunDevice {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &tunDevice{ep: ep, mtu: mtu, events: make(chan tun.Event, 1), ctx: ctx, cancel: cancel}
+	t := &tunDevice{ep: ep, mtu: mtu, batch: batch, events: make(chan tun.Event, 1), ctx: ctx, cancel: cancel}
 	t.events <- tun.EventUp
 	return t
 }
@@ -49,7 +50,7 @@ func newTUN(ep *link, mtu int) *tunDevice {
 func (t *tunDevice) File() *os.File           { return nil }
 func (t *tunDevice) Name() (string, error)    { return "printgate", nil }
 func (t *tunDevice) MTU() (int, error)        { return t.mtu, nil }
-func (t *tunDevice) BatchSize() int           { return BatchSize }
+func (t *tunDevice) BatchSize() int           { return t.batch }
 func (t *tunDevice) Events() <-chan tun.Event { return t.events }
 
 // Read implements tun.Device.

@@ -114,8 +114,31 @@ func BenchmarkApply1000(b *testing.B) {
 // gateway (a printer job upload), "download" gateway to client.
 func BenchmarkThroughput(b *testing.B) {
 	for _, dir := range []string{"upload", "download"} {
-		b.Run(dir, func(b *testing.B) {
-			gw, cl := tunneltest.NewPair(b)
+		b.Run(dir, func(b *testing.B) { benchTransfer(b, dir, netstack.Config{}) })
+	}
+}
+
+// BenchmarkTUNTuning measures the gateway's outbound queue length on a download (gateway to
+// client, the path it shapes) and the receive buffer bound on an upload. The TUN batch size
+// is not varied: wireguard-go reads the TUN with max(bind, TUN) buffers, 128 on Linux.
+// Memory is measured out of process, in bench/throughput.
+func BenchmarkTUNTuning(b *testing.B) {
+	for _, q := range []int{128, 512, 2048} {
+		b.Run(fmt.Sprintf("download/queue=%d", q), func(b *testing.B) {
+			benchTransfer(b, "download", netstack.Config{QueueSize: q})
+		})
+	}
+	for _, r := range []int{256 << 10, 1 << 20, 4 << 20} {
+		b.Run(fmt.Sprintf("upload/rcvbuf=%dKiB", r>>10), func(b *testing.B) {
+			benchTransfer(b, "upload", netstack.Config{TCPReceiveBuffer: r})
+		})
+	}
+}
+
+func benchTransfer(b *testing.B, dir string, cfg netstack.Config) {
+	{
+		{
+			gw, cl := tunneltest.NewPair(b, tunneltest.WithStackConfig(cfg))
 			ln, err := gw.Stack.ListenTCP(netip.AddrPortFrom(gw.Addr4, 9))
 			if err != nil {
 				b.Fatal(err)
@@ -153,7 +176,7 @@ func BenchmarkThroughput(b *testing.B) {
 			c.Close()
 			ln.Close()
 			wg.Wait()
-		})
+		}
 	}
 }
 
