@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,8 @@ type fakePrinter struct {
 	subs map[int]chan marlin.Event
 	next int
 	job  []byte // content of the started job
+	// filter is the controller's Filter (the same policy), as the daemon wires it.
+	filter marlin.Filter
 }
 
 func newFakePrinter() *fakePrinter {
@@ -145,6 +148,15 @@ func (f *fakePrinter) Send(ctx context.Context, line string) error {
 	defer f.mu.Unlock()
 	if !operational(f.st.State) {
 		return errFakeNotConnected
+	}
+	if f.filter != nil {
+		l, err := policy.Parse(line)
+		if err == nil {
+			err = f.filter.Check(l, f.st)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	f.sent = append(f.sent, line)
 	f.publishLocked("log", "Send: "+line)
@@ -336,6 +348,7 @@ type harness struct {
 	s       *Server
 	pr      *fakePrinter
 	store   *files.Store
+	dir     string // holds the uploads root "uploads" and nothing else
 	id      *fakeIdentity
 	devices *fakeDevices
 	audit   *memAudit
@@ -347,7 +360,8 @@ func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := files.New(files.Config{Dir: t.TempDir(), MaxSize: 1 << 20, Check: pol.CheckFile})
+	dir := t.TempDir()
+	store, err := files.New(files.Config{Dir: filepath.Join(dir, "uploads"), MaxSize: 1 << 20, Check: pol.CheckFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +378,8 @@ func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 			"vera":  {"vera-key": enroll.Viewer, "vera-admin-key": enroll.Admin},
 		},
 	}
-	h := &harness{t: t, pr: newFakePrinter(), store: store, id: id, audit: &memAudit{}}
+	h := &harness{t: t, pr: newFakePrinter(), store: store, dir: dir, id: id, audit: &memAudit{}}
+	h.pr.filter = pol
 	h.devices = &fakeDevices{id: id, peers: []enroll.Peer{
 		{Name: "alice", Role: enroll.Admin, State: enroll.Active, IPv4: adminAddr, LastHandshake: time.Now().Add(-30 * time.Second), RxBytes: 1234},
 		{Name: "oscar", Role: enroll.Operator, State: enroll.Active, IPv4: operatorAddr, Clone: true},
@@ -422,6 +437,10 @@ func (h *harness) do(r req) *httptest.ResponseRecorder {
 		hr.Header.Set("X-Printgate", "1")
 	}
 	for k, v := range r.header {
+		if k == "Host" {
+			hr.Host = v
+			continue
+		}
 		hr.Header.Set(k, v)
 	}
 	w := httptest.NewRecorder()

@@ -290,7 +290,9 @@ func (s *Server) jobAction(ctx context.Context, q *request, action string) error
 		p.mu.Lock()
 		path := p.mu.jobPath
 		p.mu.Unlock()
-		if err := p.Printer.Cancel(); err != nil {
+		err := p.Printer.Cancel()
+		s.record(q, audit.ActionCancel, map[string]string{"for": "restart"}, err)
+		if err != nil {
 			return conflict(err)
 		}
 		if err := waitState(ctx, p.Printer, marlin.Operational, 60*time.Second); err != nil {
