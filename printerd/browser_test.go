@@ -16,11 +16,11 @@ func TestHostCheck(t *testing.T) {
 		{"10.99.0.11:80", http.StatusOK},
 		{"printgate.internal", http.StatusOK},
 		{"PrintGate.Internal:80", http.StatusOK},
-		{"evil.example", http.StatusMisdirectedRequest},       // DNS rebinding
-		{"10.99.0.1", http.StatusMisdirectedRequest},          // another tunnel address than this face's
-		{"127.0.0.1", http.StatusMisdirectedRequest},          // not a tunnel address
-		{"10.99.0.11:0", http.StatusMisdirectedRequest},       // bad port
-		{"10.99.0.11:80:80", http.StatusMisdirectedRequest},   // junk
+		{"evil.example", http.StatusMisdirectedRequest},     // DNS rebinding
+		{"10.99.0.1", http.StatusMisdirectedRequest},        // another tunnel address than this face's
+		{"127.0.0.1", http.StatusMisdirectedRequest},        // not a tunnel address
+		{"10.99.0.11:0", http.StatusMisdirectedRequest},     // bad port
+		{"10.99.0.11:80:80", http.StatusMisdirectedRequest}, // junk
 		{"10.99.0.11.evil.example", http.StatusMisdirectedRequest},
 		{"", http.StatusMisdirectedRequest},
 		{"[::ffff:10.99.0.11]", http.StatusOK}, // the same address, v4-mapped

@@ -103,7 +103,9 @@ func TestUploadEdgeCases(t *testing.T) {
 
 func TestUploadNoOverwriteAndFolders(t *testing.T) {
 	h := newHarness(t)
-	up := func(parts ...formPart) int { return h.do(uploadReq(operatorAddr, "/api/files/local", parts, true)).Code }
+	up := func(parts ...formPart) int {
+		return h.do(uploadReq(operatorAddr, "/api/files/local", parts, true)).Code
+	}
 	if c := up(formPart{name: "file", filename: "a.gcode", value: goodGcode}); c != http.StatusCreated {
 		t.Fatalf("upload = %d", c)
 	}
