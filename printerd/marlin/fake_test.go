@@ -196,8 +196,11 @@ func (f *fakeMarlin) process(raw string) {
 			ok = fmt.Sprintf("ok P15 B%d", b)
 		}
 	}
-	if f.onCommand != nil {
-		if reply, handled := f.onCommand(f, s); handled {
+	f.mu.Lock()
+	onCommand := f.onCommand
+	f.mu.Unlock()
+	if onCommand != nil {
+		if reply, handled := onCommand(f, s); handled {
 			f.write(reply...)
 			return
 		}

@@ -81,7 +81,7 @@ func ParseReply(line string) Reply {
 	line = strings.TrimRight(line, "\r\n")
 	r := Reply{Raw: line}
 	s := strings.TrimSpace(line)
-	lower := strings.ToLower(s)
+	lower := asciiLower(s)
 	switch {
 	case lower == "ok" || strings.HasPrefix(lower, "ok ") || strings.HasPrefix(lower, "ok\t"):
 		r.Kind = ReplyOK
@@ -191,7 +191,7 @@ func resendLine(s string) (int64, bool) {
 // parseHalt recognises the kill and stop messages of reference A.9.
 func parseHalt(r *Reply) {
 	t := r.Text
-	lt := strings.ToLower(t)
+	lt := asciiLower(t)
 	switch {
 	case strings.Contains(lt, "system stopped"):
 		r.Halt = Killed
@@ -814,4 +814,20 @@ func (s *session) holdLocked(now time.Time) {
 		return
 	}
 	s.rs.hold = now.Add(resendQuiet)
+}
+
+// asciiLower lower-cases ASCII letters only, so byte offsets stay valid in the original.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }

@@ -441,7 +441,7 @@ func (s *session) onError(r Reply) {
 		}
 		return
 	}
-	lt := strings.ToLower(r.Text)
+	lt := asciiLower(r.Text)
 	for _, k := range []string{"line number", "checksum", "expected line", "format error", "missing linenumber"} {
 		if strings.Contains(lt, k) {
 			return // a Resend follows
