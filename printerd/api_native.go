@@ -12,6 +12,7 @@ import (
 	"github.com/printgate/printgate/enroll/qr"
 	"github.com/printgate/printgate/printerd/audit"
 	"github.com/printgate/printgate/printerd/files"
+	"github.com/printgate/printgate/printerd/marlin"
 )
 
 // This file is the native JSON API on the gateway address, /api/v1/…, used by the web UI. It
@@ -47,7 +48,7 @@ func (s *Server) nTemps(q *request) error {
 		all = all[len(all)-hq.limit:]
 	}
 	if all == nil {
-		all = nil
+		all = []marlin.Temps{}
 	}
 	writeJSON(q.w, http.StatusOK, map[string]any{"history": all})
 	return nil
