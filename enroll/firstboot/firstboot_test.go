@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/enroll"
-	qrcode "github.com/skip2/go-qrcode"
+	"github.com/printgate/printgate/enroll/qr"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -287,11 +287,18 @@ func (f *fixture) checkShown(t *testing.T, conf string) {
 	if err != nil {
 		t.Fatalf("decode %s: %v", PNGName, err)
 	}
-	q, err := qrcode.New(conf, qrcode.Medium)
+	c, err := qr.Encode(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkQR(t, PNGName, img, q.Bitmap(), 8, 0, conf)
+	bits := make([][]bool, c.Size())
+	for y := range bits {
+		bits[y] = make([]bool, c.Size())
+		for x := range bits[y] {
+			bits[y][x] = c.Dark(x, y)
+		}
+	}
+	checkQR(t, PNGName, img, bits, 8, 0, conf)
 }
 
 func lastConfig(t *testing.T, f *fixture) string {

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	qrcode "github.com/skip2/go-qrcode"
+
+	"github.com/printgate/printgate/enroll/qr"
 )
 
 // maxConsoleWidth keeps the terminal QR inside an 80-column serial console.
@@ -32,6 +34,11 @@ func encode(text string) (*qrcode.QRCode, error) {
 // U+2580 ▀ and U+2584 ▄, the full block U+2588 █ and space. A drawn (lit) half is a LIGHT
 // module, so on a dark screen the code shows the right way round; the quiet zone is lit. Each
 // line is exactly as wide as the symbol, so a log of it converts back into an image.
+//
+// It differs from enroll/qr's terminal renderings on purpose: those draw dark modules and set
+// black-on-white colours, which a serial log keeps as escape codes on every line and an
+// 80-column console cannot fit for a version-14 symbol; this one needs no colour support and
+// drops to error correction L when M would be wider than 80 columns.
 func HalfBlockQR(text string) (string, error) {
 	q, err := encode(text)
 	if err != nil {
@@ -63,14 +70,14 @@ func halfBlocks(bits [][]bool) string {
 	return b.String()
 }
 
-// PNGQR renders text as a PNG QR with dark modules on white, 8 pixels per module (about
-// 600 pixels square for a device config): whole pixels per module keep every module square.
+// PNGQR renders text as a PNG QR with enroll/qr (error correction M, the product's size
+// limits), dark modules on white, 8 pixels per module.
 func PNGQR(text string) ([]byte, error) {
-	q, err := qrcode.New(text, qrcode.Medium)
+	c, err := qr.Encode(text)
 	if err != nil {
 		return nil, fmt.Errorf("encode qr: %w", err)
 	}
-	png, err := q.PNG(-8)
+	png, err := c.PNG(8)
 	if err != nil {
 		return nil, fmt.Errorf("encode png: %w", err)
 	}
