@@ -496,3 +496,23 @@ func TestUnitDirectives(t *testing.T) {
 		t.Errorf("unit TimeoutStopSec = %q, want >= 20 s for the heaters-off path", v[0])
 	}
 }
+
+func TestDebDoc(t *testing.T) {
+	doc := filepath.Join(t.TempDir(), "appliance.md")
+	if err := os.WriteFile(doc, []byte("# appliance\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := buildDeb(t, Options{Arch: "arm64", Version: "1", Binary: fakeBinary(t), Doc: doc})
+	ms, err := readAr(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := readTarGz(t, ms[2].name, ms[2].data)
+	f, ok := data[DocPath]
+	if !ok {
+		t.Fatalf("%s not in the package", DocPath)
+	}
+	if m := f.hdr.FileInfo().Mode().Perm(); m != 0o644 || string(f.data) != "# appliance\n" {
+		t.Errorf("%s: mode %o, content %q; want 644 and the doc", DocPath, m, f.data)
+	}
+}
