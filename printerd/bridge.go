@@ -185,8 +185,6 @@ func unframe(line string) (cmd string, n int64, ok bool) {
 		}
 		n, _ = strconv.ParseInt(line[1:i], 10, 64)
 		line = strings.TrimSpace(line[i:])
-	} else if star := strings.LastIndexByte(line, '*'); star >= 0 && !strings.ContainsRune(line[:star], ';') {
-		line = strings.TrimSpace(line[:star])
 	}
 	return line, n, true
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -550,4 +551,25 @@ func (h *harness) serveAs(peer, local netip.Addr, serve func(net.Listener) error
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+// nopFiles is an empty store for config tests.
+type nopFiles struct{}
+
+func (nopFiles) Put(ctx context.Context, folder, name string, r io.Reader) (files.FileInfo, error) {
+	return files.FileInfo{}, errors.New("read-only")
+}
+func (nopFiles) MkdirAll(string) error                       { return errors.New("read-only") }
+func (nopFiles) Stat(string) (files.FileInfo, error)         { return files.FileInfo{}, fs.ErrNotExist }
+func (nopFiles) List(string, bool) ([]files.FileInfo, error) { return nil, nil }
+func (nopFiles) Open(string) (*files.File, error)            { return nil, fs.ErrNotExist }
+func (nopFiles) Delete(string) error                         { return fs.ErrNotExist }
+
+func nopPolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.New(policy.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
