@@ -126,7 +126,11 @@ func TestGatewayEndToEnd(t *testing.T) {
 	out := pgOK(t, "init", "--state", state, "--endpoint", fmt.Sprintf("%s:%d", l.gwIP, listenPort), "--listen-port", strconv.Itoa(listenPort))
 	t.Logf("init:\n%s", out)
 	gwIface := l.prefix + "w"
-	d := startDaemon(t, l.gw, state, gwIface)
+	var printerArgs []string
+	if gateway.SimAvailable {
+		printerArgs = []string{"--printer", "mk=sim"}
+	}
+	d := startDaemon(t, l.gw, state, gwIface, printerArgs...)
 
 	var st gateway.Status
 	if err := json.Unmarshal([]byte(pgOK(t, "status", "--state", state, "--json")), &st); err != nil {
@@ -151,12 +155,14 @@ func TestGatewayEndToEnd(t *testing.T) {
 	phoneDir := t.TempDir()
 	png := filepath.Join(phoneDir, "phone.png")
 	var phone *wgClient
-	var config string
+	var config, apiKey string
 	ok := t.Run("RealClient", func(t *testing.T) {
 		out := pgOK(t, "enroll", "--state", state, "phone", "--role", "admin", "--png", png, "--qr", "none")
-		if !regexp.MustCompile(`API key .*: [A-Za-z0-9_-]{43}`).MatchString(out) {
-			t.Errorf("enroll printed no API key:\n%s", out)
+		m := regexp.MustCompile(`API key .*: ([A-Za-z0-9_-]{43})`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("enroll printed no API key:\n%s", out)
 		}
+		apiKey = m[1]
 		fi, err := os.Stat(png)
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("PNG %s: %v, mode %v; want 0600", png, err, fi.Mode())
@@ -196,6 +202,16 @@ func TestGatewayEndToEnd(t *testing.T) {
 	if !ok {
 		t.Fatalf("real client failed; the remaining subtests need it\n%s", d.stderr)
 	}
+
+	t.Run("PrinterThroughTunnel", func(t *testing.T) {
+		if !gateway.SimAvailable {
+			t.Skip("this build has no simulated printer (printerd/marlinsim)")
+		}
+		if len(st.Printers) != 1 || st.Printers[0].Name != "mk" || st.Printers[0].Address != "10.77.0.11" {
+			t.Fatalf("status printers = %+v, want mk at 10.77.0.11", st.Printers)
+		}
+		printerFlow(t, l, st.Printers[0].Address, gwURL, apiKey)
+	})
 
 	t.Run("Silence", func(t *testing.T) {
 		silence(t, l, st.PublicKey, d.pid())
