@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -39,7 +40,7 @@ type Options struct {
 	// Arch is a Go architecture name as nfpm knows it: amd64, arm64, arm6 or arm7 (both
 	// armhf; build the armhf binary with GOARM=6 so it runs on every Raspberry Pi).
 	Arch string
-	// Version is the package version; a leading "v" is dropped.
+	// Version is the release version; DebVersion makes the package version of it.
 	Version string
 	// Binary is the path of the printgate executable built for Arch.
 	Binary string
@@ -61,6 +62,9 @@ func Info(o Options, dir string) (*nfpm.Info, error) {
 		return nil, fmt.Errorf("debian: info: %w", err)
 	} else if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("debian: info: %s is not a regular file", o.Binary)
+	}
+	if v := DebVersion(o.Version); !debVersionRE.MatchString(v) {
+		return nil, fmt.Errorf("debian: info: version %q (as %q) is not a Debian version", o.Version, v)
 	}
 	if o.Maintainer == "" {
 		o.Maintainer = DefaultMaintainer
@@ -88,7 +92,7 @@ func Info(o Options, dir string) (*nfpm.Info, error) {
 		Name:        "printgate",
 		Arch:        o.Arch,
 		Platform:    "linux",
-		Version:     strings.TrimPrefix(o.Version, "v"),
+		Version:     DebVersion(o.Version),
 		Section:     "net",
 		Priority:    "optional",
 		Maintainer:  o.Maintainer,
@@ -118,6 +122,32 @@ func Info(o Options, dir string) (*nfpm.Info, error) {
 		return nil, fmt.Errorf("debian: info: %w", err)
 	}
 	return info, nil
+}
+
+// debVersionRE is what dpkg accepts (without an epoch): a digit first, then
+// alphanumerics and . + ~ -, not ending in a hyphen.
+var debVersionRE = regexp.MustCompile(`^[0-9][A-Za-z0-9.+~-]*[A-Za-z0-9.+~]$|^[0-9]$`)
+
+// DebVersion turns a release version into a Debian one: a leading "v" is dropped ("v1.2.3"
+// -> "1.2.3"), and a version that does not start with a digit, such as an untagged `git
+// describe` ("f8d2b97-dirty"), sorts before every release as "0~git" + it, with the
+// characters dpkg refuses and hyphens turned into dots ("0~gitf8d2b97.dirty").
+func DebVersion(v string) string {
+	v = strings.TrimPrefix(v, "v")
+	if v != "" && v[0] >= '0' && v[0] <= '9' {
+		return v
+	}
+	var b strings.Builder
+	b.WriteString("0~git")
+	for _, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '+', c == '~', c == '.':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('.')
+		}
+	}
+	return b.String()
 }
 
 const longDescription = ` printgate puts 3D printers on a private WireGuard mesh and nowhere else: a

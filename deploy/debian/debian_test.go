@@ -516,3 +516,23 @@ func TestDebDoc(t *testing.T) {
 		t.Errorf("%s: mode %o, content %q; want 644 and the doc", DocPath, m, f.data)
 	}
 }
+
+func TestDebVersion(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"1.2.3", "1.2.3"},
+		{"v1.2.3", "1.2.3"},
+		{"v0.3.0-4-gabc1234", "0.3.0-4-gabc1234"},
+		{"f8d2b97-dirty", "0~gitf8d2b97.dirty"},
+		{"dev", "0~gitdev"},
+		{"feature/x_y", "0~gitfeature.x.y"},
+	}
+	for _, tt := range tests {
+		got := DebVersion(tt.in)
+		if got != tt.want || !debVersionRE.MatchString(got) {
+			t.Errorf("DebVersion(%q) = %q, want %q (valid for dpkg)", tt.in, got, tt.want)
+		}
+	}
+	if _, err := FileName(Options{Arch: "amd64", Version: "1.0-", Binary: fakeBinary(t)}); err == nil {
+		t.Errorf("FileName with version %q = nil error, want one", "1.0-")
+	}
+}
