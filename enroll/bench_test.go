@@ -61,7 +61,7 @@ func benchState(b *testing.B, n int) (string, []Peer) {
 			IPv4: offsetAddr4(g.Prefix4, off), IPv6: offsetAddr6(g.Prefix6, off),
 			APIKeyHash: h[:], Created: now, ExpiresAt: now.Add(DefaultTTL), FirstHandshake: now, LastHandshake: now,
 			Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(40000+i)),
-			RxBytes: int64(i) * 1000, TxBytes: int64(i) * 2000,
+			RxBytes:  int64(i) * 1000, TxBytes: int64(i) * 2000,
 		}
 		if i%10 == 9 {
 			peers[i].State, peers[i].RevokedAt = Revoked, now
