@@ -545,4 +545,11 @@ async function start() {
   document.body.dataset.ready = 'true';
 }
 
+// CSP violations are counted on <html data-csp-violations> so browser tests can assert none.
+document.addEventListener('securitypolicyviolation', (e) => {
+  const d = document.documentElement.dataset;
+  d.cspViolations = String(Number(d.cspViolations || 0) + 1);
+  d.cspLast = e.violatedDirective + ' ' + e.blockedURI;
+});
+
 document.addEventListener('DOMContentLoaded', start);
