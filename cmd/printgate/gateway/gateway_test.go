@@ -427,3 +427,26 @@ func TestParsePrinterSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestSimPrinter: a NAME=sim printer gets its own tunnel address, connects, and Close stops the
+// controller (its heaters-off path) and the simulator with no goroutine left behind.
+func TestSimPrinter(t *testing.T) {
+	checkNoLeaks(t)
+	dir := newState(t)
+	g, err := Start(context.Background(), Config{StateDir: dir, Printers: []PrinterSpec{{Name: "mk", Port: SimPort}}, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, "simulated printer operational", func() bool {
+		st := g.Status()
+		return len(st.Printers) == 1 && st.Printers[0].State == "operational"
+	})
+	st := g.Status()
+	if p := st.Printers[0]; p.Name != "mk" || p.Address == "" || p.Address == st.Addresses[0] {
+		t.Errorf("printer = %+v, want mk with an address of its own", p)
+	}
+	if err := g.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
