@@ -222,7 +222,9 @@ func (c *conn) checkFaults() error {
 		if s.faults.fired[i] {
 			continue
 		}
-		if (t.AtLine > 0 && s.executedCount() >= t.AtLine) || (t.After > 0 && c.now >= int64(t.After)) {
+		// Line triggers fire between commands, never inside a handler.
+		atLine := t.AtLine > 0 && c.busy == "" && s.executedCount() >= t.AtLine
+		if atLine || (t.After > 0 && c.now >= int64(t.After)) {
 			s.faults.fired[i] = true
 			fire = append(fire, t.Fault)
 		}
