@@ -200,7 +200,7 @@ func (s *Server) opAppKeysRequest(q *request) error {
 	q.w.Header().Set("Location", absURL(q.r, "/plugin/appkeys/request/"+r.Token))
 	out := map[string]any{"app_token": r.Token}
 	if s.cfg.GatewayURL != "" {
-		out["auth_dialog"] = s.cfg.GatewayURL + "/#devices"
+		out["auth_dialog"] = s.cfg.GatewayURL + "/#/devices"
 	}
 	writeJSON(q.w, http.StatusCreated, out)
 	return nil
