@@ -36,6 +36,7 @@ func TestSystemdNotify(t *testing.T) {
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=200000")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +61,7 @@ func TestSystemdNotify(t *testing.T) {
 		}
 	}
 	read("READY=1")
+	t.Logf("process start to READY=1 (tunnel up, control socket listening): %v", time.Since(started))
 	if _, err := os.Stat(filepath.Join(state, "control.sock")); err != nil {
 		t.Errorf("READY=1 before the control socket exists: %v", err)
 	}
