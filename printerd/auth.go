@@ -204,7 +204,7 @@ func hostOnly(h string) (string, bool) {
 	}
 	if strings.HasPrefix(h, "[") {
 		end := strings.Index(h, "]")
-		if end < 0 {
+		if end < 0 || strings.ContainsAny(h[1:end], "[") || strings.ContainsAny(h[end+1:], "[]") {
 			return "", false
 		}
 		rest := h[end+1:]
@@ -212,6 +212,9 @@ func hostOnly(h string) (string, bool) {
 			return "", false
 		}
 		return h[1:end], true
+	}
+	if strings.ContainsAny(h, "[]") {
+		return "", false
 	}
 	if i := strings.LastIndexByte(h, ':'); i >= 0 {
 		if strings.Count(h, ":") > 1 || !validPort(h[i+1:]) {
