@@ -740,13 +740,12 @@ func (s *session) ack(e *sent) {
 // onResend handles "Resend: n": the firmware drained its receive buffer and wants line n
 // and everything after it again.
 //
-// With several lines in flight, the lines that were on the wire when the firmware drained
-// each draw another "Line Number is not Last Line Number+1" and "Resend: n" (duplicates), and
-// each such error drains again, possibly eating a copy of line n sent in between. So with a
-// window the rewrite waits for a short silence (resendQuiet) after the last firmware line:
-// by then every stale line has been answered or drained, and exactly one copy of n goes out.
-// An ok N>=n arriving meanwhile cancels what it covers. Ping-pong has no stale lines and
-// rewrites at once.
+// Lines that were on the wire when the firmware drained each draw another "Line Number is
+// not Last Line Number+1" and "Resend: n" (duplicates), and each such error drains again,
+// possibly eating a copy of line n sent in between. So the rewrite waits for a short
+// silence (resendQuiet) after the last firmware line: by then every stale line has been
+// answered or drained, duplicates that came meanwhile were ignored, and exactly one copy of
+// n goes out. An ok N>=n arriving meanwhile (ADVANCED_OK) cancels what it covers.
 func (s *session) onResend(n int64) {
 	c := s.c
 	if s.halted {
@@ -806,13 +805,10 @@ func (s *session) onResend(n int64) {
 }
 
 // resendQuiet is the silence after a Resend that ends a resend storm (with a window).
-const resendQuiet = 30 * time.Millisecond
+const resendQuiet = 20 * time.Millisecond
 
 // holdLocked delays the rewrite until resendQuiet after now; c.tx must be held.
 func (s *session) holdLocked(now time.Time) {
-	if !s.win.advanced {
-		return
-	}
 	s.rs.hold = now.Add(resendQuiet)
 }
 
