@@ -374,8 +374,18 @@ func (g *Gateway) Alive() bool {
 	return last.IsZero() || g.now().Sub(last) < 5*g.cfg.StatsInterval
 }
 
-// Enroll adds a pending peer and puts it on the device at once.
+// Enroll adds a pending peer and puts it on the device at once, and records it in the audit
+// log as done by the local operator (the control socket, first boot).
 func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
+	e, err := g.enroll(req)
+	if err == nil {
+		g.record(audit.ActionEnroll, e.Peer, "ok")
+	}
+	return e, err
+}
+
+// enroll is Enroll without the audit record (printerd records its callers' own).
+func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	g.reg.Lock()
 	defer g.reg.Unlock()
 	if g.reg.r == nil {
@@ -390,7 +400,6 @@ func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
 	}
 	g.logf("gateway: enrolled %s (%s, %s, %v)", e.Peer.Name, e.Peer.Role, e.Peer.State, e.Peer.IPv4)
-	g.record(audit.ActionEnroll, e.Peer, "ok")
 	return e, nil
 }
 
@@ -398,15 +407,29 @@ func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 // then every open connection of the peer inside the stack. When it returns, nothing of the
 // peer is served.
 func (g *Gateway) Revoke(name string) (RevokeResult, error) {
+	res, err := g.revoke(name)
+	if err == nil {
+		g.record(audit.ActionRevoke, res.peer, "ok")
+	}
+	return res.RevokeResult, err
+}
+
+type revokeResult struct {
+	RevokeResult
+	peer enroll.Peer
+}
+
+// revoke is Revoke without the audit record (printerd records its callers' own).
+func (g *Gateway) revoke(name string) (revokeResult, error) {
 	start := time.Now()
 	g.reg.Lock()
 	defer g.reg.Unlock()
 	if g.reg.r == nil {
-		return RevokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
+		return revokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
 	}
 	p, err := g.reg.r.Revoke(name)
 	if err != nil {
-		return RevokeResult{}, err
+		return revokeResult{}, err
 	}
 	_, n, err := g.applyLocked()
 	if err != nil {
@@ -426,9 +449,8 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 	g.stats.lastRevoke = took
 	g.stats.Unlock()
 	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
-	g.record(audit.ActionRevoke, p, "ok")
 	st := g.statsFor(p.PublicKey)
-	return RevokeResult{Peer: PeerInfoFrom(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, nil
+	return revokeResult{RevokeResult{Peer: PeerInfoFrom(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
 }
 
 func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {

@@ -450,3 +450,58 @@ func TestSimPrinter(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 }
+
+// TestAdminRevokeThroughTunnel: an admin revokes a device with the native API inside the
+// tunnel (printerd → the gateway's revoke path): the device's open connection is closed and
+// the audit log holds one revoke record, the admin's.
+func TestAdminRevokeThroughTunnel(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	adminEn, err := g.Enroll(enroll.Request{Name: "admin", Role: enroll.Admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimEn, err := g.Enroll(enroll.Request{Name: "victim", Role: enroll.Viewer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, victim := newClient(t, adminEn.Config), newClient(t, victimEn.Config)
+	gw := g.Addrs()[0]
+	base := "http://" + gw.String()
+	vc := victim.httpClient(true)
+	waitFor(t, "victim through the tunnel", func() bool { _, err := get(vc, base+"/api/v1/whoami"); return err == nil })
+	conn, err := victim.stack.DialTCP(context.Background(), netip.AddrPortFrom(gw, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	ac := admin.httpClient(false)
+	req, _ := http.NewRequest("DELETE", base+"/api/v1/devices/victim", nil)
+	req.Header.Set("X-Printgate", "1")
+	var resp *http.Response
+	waitFor(t, "admin's DELETE answered", func() bool {
+		resp, err = ac.Do(req)
+		return err == nil
+	})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE /api/v1/devices/victim = %s, want 204", resp.Status)
+	}
+	conn.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(conn, "GET /api/v1/whoami HTTP/1.1\r\nHost: %s\r\n\r\n", gw)
+	if _, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+		t.Errorf("revoked device's open connection still served")
+	}
+	if got := peerState(g, "victim"); got != "revoked" {
+		t.Errorf("victim state %q, want revoked", got)
+	}
+	g.Close()
+	b, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `"action":"revoke"`); n != 1 {
+		t.Errorf("audit log has %d revoke records, want 1:\n%s", n, b)
+	}
+}

@@ -55,17 +55,10 @@ func (id identity) CheckAPIKey(peer, key string) (enroll.Role, bool) {
 type devices struct{ g *Gateway }
 
 func (d devices) Peers() []enroll.Peer                                  { return d.g.RosterPeers() }
-func (d devices) Enroll(req enroll.Request) (*enroll.Enrollment, error) { return d.g.Enroll(req) }
+func (d devices) Enroll(req enroll.Request) (*enroll.Enrollment, error) { return d.g.enroll(req) }
 func (d devices) Revoke(name string) (enroll.Peer, error) {
-	if _, err := d.g.Revoke(name); err != nil {
-		return enroll.Peer{}, err
-	}
-	for _, p := range d.g.RosterPeers() {
-		if p.Name == name && p.State == enroll.Revoked {
-			return p, nil
-		}
-	}
-	return enroll.Peer{}, fmt.Errorf("revoke %s: not in the roster after revocation", name)
+	res, err := d.g.revoke(name)
+	return res.peer, err
 }
 func (d devices) RotateAPIKey(name string, role enroll.Role) (string, error) {
 	d.g.reg.Lock()
