@@ -6,9 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"syscall"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
