@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/subtle"
 	"errors"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -263,7 +264,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route, p *
 		return errorf(http.StatusForbidden, "forbidden: this needs the %s role, the request has %s", rt.need, role)
 	}
 	if stateChanging(r.Method) {
-		if err := checkCSRF(r); err != nil {
+		if err := checkCSRF(r, jsonProof[rt.pattern]); err != nil {
 			return err
 		}
 	}
@@ -326,12 +327,19 @@ func stateChanging(m string) bool {
 	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
 }
 
+// jsonProof are the routes where a JSON content type stands in for the non-cookie header:
+// Cura asks for an app key before it has one, with no X-Api-Key. A cross-site page cannot send
+// application/json without a CORS preflight (never granted), and the handler refuses any other
+// content type; the result is only a request an admin must approve, for the asking device.
+var jsonProof = map[string]bool{"POST /plugin/appkeys/request": true}
+
 // checkCSRF guards state-changing requests against pages a browser inside the tunnel
 // visits: an Origin, when sent (browsers send one on every POST and DELETE; slicers send
-// none), must be this very origin, and the request must carry a header a cross-site page
-// cannot set without a CORS preflight, which is never granted: X-Api-Key, Authorization or
-// X-Printgate.
-func checkCSRF(r *http.Request) error {
+// none), must be this very origin, and the request must carry something a cross-site page
+// cannot send without a CORS preflight, which is never granted: an X-Api-Key, Authorization
+// or X-Printgate header, an API key in the query (already checked to be the peer's own), or,
+// on jsonProof routes, an application/json body.
+func checkCSRF(r *http.Request, jsonOK bool) error {
 	if o, ok := r.Header["Origin"]; ok {
 		u, err := url.Parse(o[0])
 		if err != nil || u.Scheme != "http" || !strings.EqualFold(u.Host, r.Host) || u.Path != "" || u.User != nil {
@@ -342,10 +350,16 @@ func checkCSRF(r *http.Request) error {
 	case "cross-site", "same-site":
 		return errorf(http.StatusForbidden, "forbidden: cross-site request")
 	}
-	if r.Header.Get("X-Printgate") == "" && r.Header.Get("X-Api-Key") == "" && r.Header.Get("Authorization") == "" {
-		return errorf(http.StatusForbidden, "forbidden: state-changing requests need an X-Api-Key or X-Printgate header")
+	if r.Header.Get("X-Printgate") != "" || r.Header.Get("X-Api-Key") != "" || r.Header.Get("Authorization") != "" {
+		return nil
 	}
-	return nil
+	if _, ok := r.URL.Query()["apikey"]; ok {
+		return nil
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); jsonOK && err == nil && mt == "application/json" {
+		return nil
+	}
+	return errorf(http.StatusForbidden, "forbidden: state-changing requests need an X-Api-Key or X-Printgate header")
 }
 
 // keyEqual compares secrets in constant time.

@@ -73,6 +73,38 @@ func TestCSRF(t *testing.T) {
 	}
 }
 
+// TestCSRFAppKeys: Cura's key request carries no key, so a JSON body stands in for the
+// header there, and only there; a page on another site still cannot make one.
+func TestCSRFAppKeys(t *testing.T) {
+	tests := []struct {
+		name   string
+		target string
+		ctype  string
+		header map[string]string
+		want   int
+	}{
+		{"cura: json, no key", "/plugin/appkeys/request", "application/json", nil, http.StatusCreated},
+		{"text/plain", "/plugin/appkeys/request", "text/plain", nil, http.StatusForbidden},
+		{"form", "/plugin/appkeys/request", "application/x-www-form-urlencoded", nil, http.StatusForbidden},
+		{"cross-origin json", "/plugin/appkeys/request", "application/json", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"json elsewhere is not enough", "/api/printer/command", "application/json", nil, http.StatusForbidden},
+		{"key in the query", "/api/printer/command?apikey=oscar-key", "application/json", nil, http.StatusNoContent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			body := `{"app":"Cura"}`
+			if strings.HasPrefix(tt.target, "/api/printer/command") {
+				body = `{"command":"M105"}`
+			}
+			w := h.do(req{method: "POST", target: tt.target, from: operatorAddr, body: body, ctype: tt.ctype, header: tt.header, noCSRF: true})
+			if w.Code != tt.want {
+				t.Errorf("POST %s (%s) = %d (%s), want %d", tt.target, tt.ctype, w.Code, w.Body, tt.want)
+			}
+		})
+	}
+}
+
 func TestSecurityHeaders(t *testing.T) {
 	h := newHarness(t)
 	for _, r := range []req{
