@@ -31,6 +31,9 @@ func ConsoleImage(log string, scale int) (*image.Gray, error) {
 	return nil, errors.New("console image: no complete QR block between the markers")
 }
 
+// maxConsoleQRWidth bounds a QR line: version 40 is 177 modules plus the quiet zone.
+const maxConsoleQRWidth = 200
+
 func drawBlock(lines []string, scale int) (*image.Gray, error) {
 	var rows [][]rune
 	for _, l := range lines {
@@ -39,6 +42,9 @@ func drawBlock(lines []string, scale int) (*image.Gray, error) {
 			continue
 		}
 		r := []rune(l)
+		if len(r) > maxConsoleQRWidth {
+			return nil, fmt.Errorf("console image: QR line %d is %d wide, at most %d", len(rows)+1, len(r), maxConsoleQRWidth)
+		}
 		if len(rows) > 0 && len(r) != len(rows[0]) {
 			// A console may drop trailing spaces; all-dark cells at the end are padded back.
 			if len(r) > len(rows[0]) {
@@ -47,11 +53,11 @@ func drawBlock(lines []string, scale int) (*image.Gray, error) {
 			r = append(r, []rune(strings.Repeat(" ", len(rows[0])-len(r)))...)
 		}
 		rows = append(rows, r)
-		if len(rows) > 200 {
+		if len(rows) > maxConsoleQRWidth/2+1 {
 			return nil, errors.New("console image: QR block too tall")
 		}
 	}
-	if len(rows) == 0 || len(rows[0]) > 400 {
+	if len(rows) == 0 {
 		return nil, errors.New("console image: no QR lines in the block")
 	}
 	const margin = 4 // modules of extra white around the symbol's own quiet zone
