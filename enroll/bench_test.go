@@ -145,6 +145,31 @@ func Benchmark1000Peers(b *testing.B) {
 			}
 		}
 	})
+	b.Run("Observe", func(b *testing.B) {
+		// One poll of the device with every live peer's stats, as the daemon does each second.
+		r, err := Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		var obs []Observation
+		for _, p := range peers {
+			if p.State == Active {
+				obs = append(obs, Observation{PublicKey: p.PublicKey, Endpoint: p.Endpoint, LastHandshake: p.LastHandshake, Rx: p.RxBytes, Tx: p.TxBytes})
+			}
+		}
+		now := time.Now()
+		b.ReportAllocs()
+		for b.Loop() {
+			now = now.Add(time.Second)
+			for i := range obs {
+				obs[i].Rx++
+			}
+			if _, err := r.Observe(obs, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("Memory", func(b *testing.B) {
 		var per float64
 		for b.Loop() {

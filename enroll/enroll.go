@@ -219,6 +219,11 @@ type DevicePeer struct {
 type Options struct {
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// Monotonic is a clock that never jumps, as time elapsed since some fixed point; nil: the
+	// runtime's monotonic clock. A pending peer enrolled by this process also expires when its
+	// TTL has passed on this clock, so a wall clock set back (a Pi without RTC before NTP,
+	// reference/threats.md #40) cannot stretch a QR code's life.
+	Monotonic func() time.Duration
 	// Logf logs state changes; nil discards.
 	Logf func(format string, args ...any)
 	// FlushInterval is how often Observe writes handshake times and byte counters to disk
@@ -248,12 +253,13 @@ type Registry struct {
 		next     uint32 // next device offset to try
 		peers    []Peer // enrollment order, tombstones included
 		printers []PrinterAddr
-		byAddr   map[netip.Addr]int     // every device address ever handed out → index
-		byKey    map[wgtypes.Key]int    // every device key ever enrolled → index
-		byAPIKey map[[32]byte]int       // API key hash → index
-		tracks   map[wgtypes.Key]*track // clone detection, in memory only
-		dirty    bool                   // observations not yet on disk
-		saved    time.Time              // last write
+		byAddr   map[netip.Addr]int            // every device address ever handed out → index
+		byKey    map[wgtypes.Key]int           // every device key ever enrolled → index
+		byAPIKey map[[32]byte]int              // API key hash → index
+		tracks   map[wgtypes.Key]*track        // clone detection, in memory only
+		deadline map[wgtypes.Key]time.Duration // monotonic expiry of peers enrolled by this process
+		dirty    bool                          // observations not yet on disk
+		saved    time.Time                     // last write
 	}
 }
 
@@ -354,6 +360,10 @@ func Open(dir string) (*Registry, error) { return OpenWith(dir, Options{}) }
 func OpenWith(dir string, opts Options) (*Registry, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Monotonic == nil {
+		start := time.Now()
+		opts.Monotonic = func() time.Duration { return time.Since(start) }
 	}
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
@@ -557,6 +567,7 @@ func (r *Registry) install(body *rosterBody) {
 	r.reindexLocked()
 	if m.tracks == nil {
 		m.tracks = map[wgtypes.Key]*track{}
+		m.deadline = map[wgtypes.Key]time.Duration{}
 	}
 }
 
@@ -626,11 +637,26 @@ func (r *Registry) copyPeersLocked() []Peer {
 	return out
 }
 
-// expire marks pending peers past their expiry as expired, returning their indexes.
-func expire(peers []Peer, now time.Time) []int {
+// liveLocked is Peer.Live, with the monotonic deadline of peers this process enrolled.
+// r.mu held.
+func (r *Registry) liveLocked(p *Peer, now time.Time) bool {
+	if !p.Live(now) {
+		return false
+	}
+	if p.State == Pending {
+		if d, ok := r.mu.deadline[p.PublicKey]; ok && r.opts.Monotonic() >= d {
+			return false
+		}
+	}
+	return true
+}
+
+// expireLocked marks pending peers past their expiry as expired, returning their indexes.
+// r.mu held.
+func (r *Registry) expireLocked(peers []Peer, now time.Time) []int {
 	var out []int
 	for i := range peers {
-		if peers[i].State == Pending && !now.Before(peers[i].ExpiresAt) {
+		if peers[i].State == Pending && !r.liveLocked(&peers[i], now) {
 			peers[i].State = Expired
 			out = append(out, i)
 		}
@@ -665,6 +691,10 @@ func newAPIKey() (string, [32]byte, error) {
 func HashAPIKey(key string) [32]byte { return sha256.Sum256([]byte(key)) }
 
 // Enroll adds a pending peer and returns its one-time secrets.
+//
+// The name must be free among pending and active peers; a revoked or expired peer's name may
+// be enrolled again (the tombstone stays, sorted beside the new peer). Addresses and public
+// keys are never reused: a key that was ever enrolled is refused.
 func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	if err := ValidateName(req.Name); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
@@ -725,9 +755,9 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	}
 	now := r.opts.Now().UTC()
 	peers := r.copyPeersLocked()
-	expire(peers, now)
+	r.expireLocked(peers, now)
 	for _, p := range peers {
-		if p.Name == req.Name && p.Live(now) {
+		if p.Name == req.Name && r.liveLocked(&p, now) {
 			return nil, fmt.Errorf("enroll %s: a %s peer of that name exists (revoke it first): %w", req.Name, p.State, ErrExists)
 		}
 	}
@@ -760,6 +790,7 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	if err := r.commitLocked(peers, r.mu.printers, next); err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
+	r.mu.deadline[p.PublicKey] = r.opts.Monotonic() + ttl
 	r.opts.Logf("enroll: %s enrolled as %s, pending until %s", p.Name, p.Role, p.ExpiresAt.Format(time.RFC3339))
 	e.Peer = p.clone()
 	e.Config = RenderConfig(r.gw, p, e.PrivateKey, ConfigOptions{})
@@ -800,10 +831,10 @@ func (r *Registry) Revoke(name string) (Peer, error) {
 	}
 	now := r.opts.Now().UTC()
 	peers := r.copyPeersLocked()
-	expire(peers, now)
+	r.expireLocked(peers, now)
 	idx := -1
 	for i, p := range peers {
-		if p.Name == name && p.Live(now) {
+		if p.Name == name && r.liveLocked(&p, now) {
 			idx = i
 		}
 	}
@@ -829,7 +860,9 @@ func (r *Registry) Peers() []Peer {
 	out := make([]Peer, len(r.mu.peers))
 	for i, p := range r.mu.peers {
 		out[i] = p.clone()
-		out[i].State = p.StateAt(now)
+		if p.State == Pending && !r.liveLocked(&p, now) {
+			out[i].State = Expired
+		}
 	}
 	sortPeers(out)
 	return out
@@ -850,7 +883,7 @@ func (r *Registry) Peer(name string) (Peer, bool) {
 	defer r.mu.RUnlock()
 	now := r.opts.Now()
 	for _, p := range r.mu.peers {
-		if p.Name == name && p.Live(now) {
+		if p.Name == name && r.liveLocked(&p, now) {
 			return p.clone(), true
 		}
 	}
@@ -863,7 +896,7 @@ func (r *Registry) WhoIs(addr netip.Addr) (Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	i, ok := r.mu.byAddr[addr]
-	if !ok || !r.mu.peers[i].Live(r.opts.Now()) {
+	if !ok || !r.liveLocked(&r.mu.peers[i], r.opts.Now()) {
 		return Peer{}, false
 	}
 	return r.mu.peers[i].clone(), true
@@ -877,7 +910,7 @@ func (r *Registry) DevicePeers() []DevicePeer {
 	now := r.opts.Now()
 	var out []DevicePeer
 	for _, p := range r.mu.peers {
-		if !p.Live(now) {
+		if !r.liveLocked(&p, now) {
 			continue
 		}
 		allowed := []netip.Prefix{netip.PrefixFrom(p.IPv4, 32)}
@@ -911,7 +944,7 @@ func (r *Registry) APIKeyPeer(key string) (Peer, bool) {
 		return Peer{}, false
 	}
 	p := r.mu.peers[i]
-	if !p.Live(r.opts.Now()) || subtle.ConstantTimeCompare(p.APIKeyHash, h[:]) != 1 {
+	if !r.liveLocked(&p, r.opts.Now()) || subtle.ConstantTimeCompare(p.APIKeyHash, h[:]) != 1 {
 		return Peer{}, false
 	}
 	return p.clone(), true
@@ -934,10 +967,10 @@ func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
 	}
 	now := r.opts.Now().UTC()
 	peers := r.copyPeersLocked()
-	expire(peers, now)
+	r.expireLocked(peers, now)
 	for i := range peers {
 		p := &peers[i]
-		if p.Name != name || !p.Live(now) {
+		if p.Name != name || !r.liveLocked(p, now) {
 			continue
 		}
 		if role != "" {

@@ -55,13 +55,12 @@ type track struct {
 // (A→B→A→B…). A phone roaming Wi-Fi → LTE → Wi-Fi returns once; a NAT rebinding moves to a
 // new port and never returns; two devices sharing one key return with every keepalive.
 func (t *track) note(ep netip.AddrPort, now time.Time, window time.Duration, flips int) bool {
-	if !ep.IsValid() || ep == t.cur {
-		return false
+	if ep.IsValid() && ep != t.cur {
+		if t.cur.IsValid() && ep == t.prev {
+			t.returns = append(t.returns, now)
+		}
+		t.prev, t.cur = t.cur, ep
 	}
-	if t.cur.IsValid() && ep == t.prev {
-		t.returns = append(t.returns, now)
-	}
-	t.prev, t.cur = t.cur, ep
 	keep := t.returns[:0]
 	for _, at := range t.returns {
 		if now.Sub(at) < window {
@@ -90,25 +89,32 @@ func (r *Registry) Observe(stats []Observation, now time.Time) ([]Event, error) 
 		return nil, fmt.Errorf("observe: %w", errClosed)
 	}
 	now = now.UTC()
-	peers := r.copyPeersLocked()
+	// Observation fields change in place (they are in-memory facts either way); state
+	// changes are collected and committed as one new generation, or not at all.
+	type change struct {
+		i    int
+		kind EventKind
+		hs   time.Time
+		eps  []netip.AddrPort
+	}
+	var changes []change
 	var events []Event
-	changed := false
+	activated := map[int]bool{}
 	observed := false
 	for _, o := range stats {
 		i, ok := r.mu.byKey[o.PublicKey]
 		if !ok {
 			continue
 		}
-		p := &peers[i]
+		p := &r.mu.peers[i]
 		if p.State != Pending && p.State != Active {
 			continue
 		}
 		if !o.LastHandshake.IsZero() {
 			hs := o.LastHandshake.UTC()
-			if p.State == Pending && hs.Before(p.ExpiresAt) {
-				p.State = Active
-				p.FirstHandshake = hs
-				changed = true
+			if p.State == Pending && hs.Before(p.ExpiresAt) && !activated[i] {
+				activated[i] = true
+				changes = append(changes, change{i: i, kind: EventActivated, hs: hs})
 				events = append(events, Event{Kind: EventActivated, Name: p.Name, PublicKey: p.PublicKey, At: now,
 					Detail: "first handshake from " + o.Endpoint.String()})
 			}
@@ -134,33 +140,51 @@ func (r *Registry) Observe(stats []Observation, now time.Time) ([]Event, error) 
 			r.mu.tracks[o.PublicKey] = t
 		}
 		if t.note(o.Endpoint, now, r.opts.CloneWindow, r.opts.CloneFlips) && !p.Clone {
-			p.Clone = true
-			p.CloneAt = now
-			p.CloneEndpoints = []netip.AddrPort{t.prev, t.cur}
-			changed = true
+			eps := []netip.AddrPort{t.prev, t.cur}
+			changes = append(changes, change{i: i, kind: EventClone, eps: eps})
 			events = append(events, Event{Kind: EventClone, Name: p.Name, PublicKey: p.PublicKey, At: now,
-				Detail: fmt.Sprintf("endpoint alternates between %v and %v: the same config is in use on two devices", t.prev, t.cur)})
+				Detail: fmt.Sprintf("endpoint alternates between %v and %v: the same config is in use on two devices", eps[0], eps[1])})
 		}
 	}
 	// Expiry after activation: a handshake just before the TTL ran out counts.
-	for _, i := range expire(peers, now) {
-		changed = true
-		events = append(events, Event{Kind: EventExpired, Name: peers[i].Name, PublicKey: peers[i].PublicKey, At: now,
-			Detail: "no handshake before " + peers[i].ExpiresAt.Format(time.RFC3339)})
+	for i := range r.mu.peers {
+		p := &r.mu.peers[i]
+		if p.State == Pending && !activated[i] && !r.liveLocked(p, now) {
+			changes = append(changes, change{i: i, kind: EventExpired})
+			events = append(events, Event{Kind: EventExpired, Name: p.Name, PublicKey: p.PublicKey, At: now,
+				Detail: "no handshake before " + p.ExpiresAt.Format(time.RFC3339)})
+		}
+	}
+	if observed {
+		r.mu.dirty = true
+	}
+	switch {
+	case len(changes) > 0:
+		peers := r.copyPeersLocked()
+		for _, c := range changes {
+			p := &peers[c.i]
+			switch c.kind {
+			case EventActivated:
+				p.State, p.FirstHandshake = Active, c.hs
+			case EventClone:
+				p.Clone, p.CloneAt, p.CloneEndpoints = true, now, c.eps
+			case EventExpired:
+				p.State = Expired
+			}
+		}
+		if err := r.commitLocked(peers, r.mu.printers, r.mu.next); err != nil {
+			// Nothing changed state; the next observation tries again.
+			return nil, fmt.Errorf("observe: %w", err)
+		}
+		r.mu.saved = now // the flush interval runs on the caller's clock
+	case r.mu.dirty && now.Sub(r.mu.saved) >= r.opts.FlushInterval:
+		if err := r.flushLocked(); err != nil {
+			return nil, fmt.Errorf("observe: %w", err)
+		}
+		r.mu.saved = now
 	}
 	for _, e := range events {
 		r.opts.Logf("enroll: %v", e)
-	}
-	switch {
-	case changed, (observed || r.mu.dirty) && now.Sub(r.mu.saved) >= r.opts.FlushInterval:
-		if err := r.commitLocked(peers, r.mu.printers, r.mu.next); err != nil {
-			// Keep the observations in memory; the state changes are retried next time.
-			return events, fmt.Errorf("observe: %w", err)
-		}
-	case observed:
-		// In memory only; written at the next flush.
-		r.mu.peers = peers
-		r.mu.dirty = true
 	}
 	return events, nil
 }
@@ -176,7 +200,7 @@ func (r *Registry) ClearClone(name string) error {
 	peers := r.copyPeersLocked()
 	for i := range peers {
 		p := &peers[i]
-		if p.Name == name && p.Live(now) {
+		if p.Name == name && r.liveLocked(p, now) {
 			p.Clone, p.CloneAt, p.CloneEndpoints = false, time.Time{}, nil
 			delete(r.mu.tracks, p.PublicKey)
 			return r.commitLocked(peers, r.mu.printers, r.mu.next)

@@ -199,3 +199,32 @@ func TestObserveThrottlesWrites(t *testing.T) {
 		t.Errorf("after Close and reopen RxBytes = %d, handshake %v; want 600, %v", p.RxBytes, p.LastHandshake, clk.Now())
 	}
 }
+
+func TestExpiryDespiteWallClockSetBack(t *testing.T) {
+	dir, _ := newState(t, InitOptions{})
+	clk := newClock()
+	var mono time.Duration
+	r, err := OpenWith(dir, Options{Now: clk.Now, Monotonic: func() time.Duration { return mono }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	e := mustEnroll(t, r, Request{Name: "phone", TTL: 10 * time.Minute})
+	// NTP sets the wall clock a day back; ten minutes really pass.
+	clk.Advance(-24 * time.Hour)
+	mono += 9 * time.Minute
+	if _, ok := r.WhoIs(e.Peer.IPv4); !ok {
+		t.Fatal("peer dead before its TTL passed on the monotonic clock")
+	}
+	mono += time.Minute
+	if _, ok := r.WhoIs(e.Peer.IPv4); ok {
+		t.Error("WhoIs finds a pending peer whose TTL passed on the monotonic clock")
+	}
+	if ps := r.Peers(); ps[0].State != Expired {
+		t.Errorf("Peers state = %s, want expired", ps[0].State)
+	}
+	ev, err := r.Observe(nil, clk.Now())
+	if err != nil || len(ev) != 1 || ev[0].Kind != EventExpired {
+		t.Errorf("Observe = %v, %v; want one expiry", ev, err)
+	}
+}
