@@ -49,7 +49,7 @@ const (
 	// DefaultQueueSize is the number of outbound packets the link queue holds before the
 	// stack sees "no buffer space" (and TCP backs off). 512 packets of 1420 bytes is 0.7 MiB:
 	// enough to absorb a burst while wireguard-go encrypts, small enough to keep latency and
-	// RSS low. See BenchmarkThroughput in tunnel/ for the measurements.
+	// RSS low. See BenchmarkTUNTuning in tunnel/ and bench/throughput/RESULTS.md.
 	DefaultQueueSize = 512
 	// DefaultBatchSize is the most packets handed to wireguard-go per TUN Read.
 	DefaultBatchSize = 64
