@@ -1,0 +1,265 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// uiBridgePort is printerd.BridgePort, the serial bridge on each printer's tunnel address.
+const uiBridgePort = "8888"
+
+// uiSocat is socat between a pipe and the bridge, run in p's namespace: what a desktop host
+// (Pronterface, Repetier-Host) does with a TCP serial port.
+type uiSocat struct {
+	in    io.WriteCloser
+	lines chan string // lines from the bridge; closed at EOF
+}
+
+func uiStartSocat(t *testing.T, p *uiPeer, addr string) *uiSocat {
+	t.Helper()
+	cmd := p.ns.cmd("socat", "-T", "30", "-", "TCP:"+addr)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &uiSocat{in: in, lines: make(chan string, 1024)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(s.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			s.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if s := stderr.String(); s != "" {
+			t.Logf("socat stderr: %s", s)
+		}
+	})
+	return s
+}
+
+func (s *uiSocat) send(t *testing.T, line string) {
+	t.Helper()
+	if _, err := io.WriteString(s.in, line+"\n"); err != nil {
+		t.Fatalf("socat write %q: %v", line, err)
+	}
+}
+
+// until reads lines until one satisfies stop; it returns every line read.
+func (s *uiSocat) until(t *testing.T, what string, stop func(string) bool) []string {
+	t.Helper()
+	var got []string
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-s.lines:
+			if !ok {
+				t.Fatalf("bridge closed waiting for %s; got %q", what, got)
+			}
+			got = append(got, l)
+			if stop(l) {
+				return got
+			}
+		case <-timeout:
+			t.Fatalf("no %s from the bridge within 20 s; got %q", what, got)
+		}
+	}
+}
+
+// uiTerminal follows the admin's native push (/api/v1/push), whose log messages are every
+// line the controller writes to the printer ("Send: …") and reads from it ("Recv: …"): the
+// record of what reached the simulator.
+type uiTerminal struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func uiFollowTerminal(t *testing.T, ctx context.Context, u *uiLab) *uiTerminal {
+	t.Helper()
+	c := uiWS(t, ctx, u.admin, "ws://"+u.gw+"/api/v1/push")
+	term := &uiTerminal{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var m struct{ Type, Printer, Line string }
+			if json.Unmarshal(b, &m) == nil && m.Type == "log" && m.Printer == uiPrinter {
+				term.mu.Lock()
+				term.lines = append(term.lines, m.Line)
+				term.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { c.CloseNow(); <-done })
+	return term
+}
+
+func (tm *uiTerminal) snapshot() []string {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	return append([]string(nil), tm.lines...)
+}
+
+// sent returns the lines sent to the printer whose command contains s.
+func (tm *uiTerminal) sent(s string) []string {
+	var out []string
+	for _, l := range tm.snapshot() {
+		if rest, ok := strings.CutPrefix(l, "Send: "); ok && strings.Contains(rest, s) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// uiBridgeTest: socat from the admin's namespace through the tunnel to the bridge. A safe
+// line reaches the simulator and its answer and ok come back; refused lines get the refusal
+// and an ok and are never sent to the printer (the controller's own record of sent lines, as
+// the admin's terminal push shows it, and the audit log prove it). A second client while one
+// is connected, an operator and a viewer are all turned away.
+func uiBridgeTest(t *testing.T, u *uiLab) {
+	requireRoot(t, "socat")
+	uiWaitIdle(t, u)
+	addr := net.JoinHostPort(u.pr, uiBridgePort)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	term := uiFollowTerminal(t, ctx, u)
+
+	t.Run("Admin", func(t *testing.T) {
+		s := uiStartSocat(t, u.admin, addr)
+		// M115: the simulator answers with its firmware name, relayed through the bridge.
+		s.send(t, "M115")
+		got := s.until(t, "FIRMWARE_NAME", func(l string) bool { return strings.Contains(l, "FIRMWARE_NAME") })
+		s.send(t, "M105")
+		got = append(got, s.until(t, "ok", func(l string) bool { return strings.HasPrefix(l, "ok") })...)
+		t.Logf("bridge answered M115/M105: %q", got)
+
+		// A numbered, checksummed line as printcore sends it.
+		line := "N1 M114"
+		s.send(t, fmt.Sprintf("%s*%d", line, uiChecksum(line)))
+		s.until(t, "ok for N1 M114", func(l string) bool { return strings.HasPrefix(l, "ok") })
+
+		for _, bad := range []string{"M104 S400", "M997"} {
+			s.send(t, bad)
+			got := s.until(t, "ok after "+bad, func(l string) bool { return strings.HasPrefix(l, "ok") })
+			refused := false
+			for _, l := range got {
+				refused = refused || strings.Contains(l, "refused")
+			}
+			if !refused {
+				t.Errorf("bridge answer to %q = %q, want a refusal", bad, got)
+			}
+		}
+		// Let the last sent lines reach the terminal push before it is read.
+		s.send(t, "M114")
+		s.until(t, "ok", func(l string) bool { return strings.HasPrefix(l, "ok") })
+		waitFor(t, "M115 and M114 in the sent-lines record", 10*time.Second, func() bool {
+			return len(term.sent("M115")) > 0 && len(term.sent("M114")) > 0
+		})
+		for _, bad := range []string{"M104 S400", "M997"} {
+			if s := term.sent(bad); len(s) > 0 {
+				t.Errorf("refused %q reached the printer: %q", bad, s)
+			}
+		}
+		// Second client while this one is connected: busy.
+		s2 := uiStartSocat(t, u.admin, addr)
+		busy := s2.until(t, "busy", func(l string) bool { return strings.Contains(l, "busy") })
+		t.Logf("second bridge client: %q", busy)
+	})
+
+	t.Run("AuditRecordsRefusals", func(t *testing.T) {
+		r := uiMustCurl(t, u.admin.ns, "http://"+u.gw+"/api/v1/audit?n=200")
+		var a struct {
+			Records []struct {
+				Peer, Action, Result string
+				Args                 map[string]string
+			}
+		}
+		if err := json.Unmarshal(r.body, &a); err != nil || r.code != 200 {
+			t.Fatalf("GET /api/v1/audit = %v (%v), headers %v", r, err, r.h)
+		}
+		var refusals, opens int
+		for _, rec := range a.Records {
+			if rec.Peer != u.admin.name {
+				continue
+			}
+			all := rec.Action + " " + rec.Result
+			for _, v := range rec.Args {
+				all += " " + v
+			}
+			if strings.Contains(all, "M104 S400") || strings.Contains(all, "M997") {
+				refusals++
+			}
+			if rec.Action == "bridge.open" {
+				opens++
+			}
+		}
+		if refusals < 2 || opens < 1 {
+			t.Errorf("audit log: %d refusal records of the admin's bridge lines and %d bridge.open, want 2 and 1:\n%s", refusals, opens, uiClip(r.body))
+		}
+	})
+
+	for _, p := range []*uiPeer{u.operator, u.viewer} {
+		t.Run("Refused/"+p.role, func(t *testing.T) {
+			before := len(term.snapshot())
+			s := uiStartSocat(t, p, addr)
+			s.send(t, "M115")
+			got := s.until(t, "admin-only refusal", func(l string) bool { return strings.Contains(l, "admin") })
+			for l := range s.lines { // the bridge then closes the connection
+				got = append(got, l)
+			}
+			for _, l := range got {
+				if strings.Contains(l, "FIRMWARE_NAME") || strings.HasPrefix(l, "ok") {
+					t.Errorf("%s got %q from the bridge", p.role, l)
+				}
+			}
+			time.Sleep(0) // nothing to wait for: the refusal came before any line was read
+			for _, l := range term.snapshot()[before:] {
+				if strings.HasPrefix(l, "Send: ") && strings.Contains(l, "M115") {
+					t.Errorf("%s's M115 reached the printer: %q", p.role, l)
+				}
+			}
+		})
+	}
+}
+
+// uiChecksum is Marlin's line checksum: the XOR of the bytes.
+func uiChecksum(s string) int {
+	c := 0
+	for i := 0; i < len(s); i++ {
+		c ^= int(s[i])
+	}
+	return c
+}

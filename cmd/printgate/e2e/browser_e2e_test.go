@@ -1,0 +1,311 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// uiChromium is Debian's chromium.
+const uiChromium = "/usr/bin/chromium"
+
+// uiBrowserLog is what the page did that the test checks afterwards: every request's URL,
+// console errors, uncaught exceptions and browser-log errors (CSP violations among them).
+type uiBrowserLog struct {
+	mu       sync.Mutex
+	requests []string
+	problems []string
+}
+
+func (b *uiBrowserLog) listen(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ev := ev.(type) {
+	case *network.EventRequestWillBeSent:
+		if ev.Request != nil {
+			b.requests = append(b.requests, ev.Request.URL)
+		}
+	case *network.EventWebSocketCreated:
+		b.requests = append(b.requests, ev.URL)
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == "error" || ev.Type == "assert" {
+			var args []string
+			for _, a := range ev.Args {
+				if a.Value != nil {
+					args = append(args, string(a.Value))
+				} else {
+					args = append(args, a.Description)
+				}
+			}
+			b.problems = append(b.problems, fmt.Sprintf("console.%s: %s", ev.Type, strings.Join(args, " ")))
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		text := d.Text
+		if d.Exception != nil {
+			text += " " + d.Exception.Description
+		}
+		b.problems = append(b.problems, fmt.Sprintf("exception: %s (%s:%d)", text, d.URL, d.LineNumber))
+	case *log.EventEntryAdded:
+		e := ev.Entry
+		if e.Level == "error" || e.Source == "security" || e.Source == "violation" {
+			b.problems = append(b.problems, fmt.Sprintf("log %s/%s: %s (%s)", e.Source, e.Level, e.Text, e.URL))
+		}
+	}
+}
+
+func (b *uiBrowserLog) snapshot() (requests, problems []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.requests...), append([]string(nil), b.problems...)
+}
+
+// uiArtifacts is the directory for screenshots: $PRINTGATE_ARTIFACTS/<test name> when the
+// variable is set (CI keeps it), else a temporary directory.
+func uiArtifacts(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if base := os.Getenv("PRINTGATE_ARTIFACTS"); base != "" {
+		dir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("screenshots in %s", dir)
+	return dir
+}
+
+// uiBrowserTest drives Debian's headless chromium, run inside the admin's client namespace,
+// through the tunnel to the web UI on the gateway address: it loads the printer page, uploads
+// a file with a visible progress bar, starts the print from the file list, sees the
+// temperature chart move and the job finish. Screenshots are kept. The page must log no
+// console error, no exception, no CSP violation, and make no request to any host but the
+// gateway's tunnel address.
+func uiBrowserTest(t *testing.T, u *uiLab) {
+	if _, err := os.Stat(uiChromium); err != nil {
+		t.Skipf("needs Debian's chromium at %s (apt-get install chromium): %v", uiChromium, err)
+	}
+	uiWaitIdle(t, u)
+	art := uiArtifacts(t)
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skipf("needs ip: %v", err)
+	}
+
+	// chromedp talks to the browser over --remote-debugging-pipe (fds 3 and 4), so no
+	// debugging port exists anywhere; `ip netns exec` puts the browser in the namespace and
+	// keeps those descriptors.
+	var out syncBuffer
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(uiChromium),
+		chromedp.DisableGPU,
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.WindowSize(1000, 1500),
+		chromedp.CombinedOutput(&out),
+		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Args = append([]string{"ip", "netns", "exec", u.admin.ns.name, uiChromium}, cmd.Args[1:]...)
+			cmd.Path = ipPath
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		}),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	blog := &uiBrowserLog{}
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithListener(blog.listen))
+	defer cancelBrowser()
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium in %s: %v\n%s", u.admin.ns.name, err, out.String())
+	}
+	ctx, cancel := context.WithTimeout(bctx, 4*time.Minute)
+	defer cancel()
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v\nbrowser output:\n%s", what, err, uiClip([]byte(out.String())))
+		}
+	}
+	_, err = chromedp.Call(ctx, network.Enable, network.EnableParams{})
+	must("Network.enable", err)
+	_, err = chromedp.Call(ctx, log.Enable, struct{}{})
+	must("Log.enable", err)
+	_, err = chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.__uiCSP = [];
+document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(e.violatedDirective + ' ' + e.blockedURI));`,
+	})
+	must("inject the CSP listener", err)
+
+	shot := func(name string) {
+		t.Helper()
+		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
+			return
+		}
+		p := filepath.Join(art, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
+		}
+	}
+	eval := func(expr string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
+		must("evaluate "+expr, err)
+		return v
+	}
+	waitJS := func(what string, timeout time.Duration, expr string) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for eval(expr) != "true" {
+			if time.Now().After(deadline) {
+				shot("timeout.png")
+				t.Fatalf("timed out after %v waiting in the browser for %s (%s)", timeout, what, expr)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	// Load the printer page through the tunnel.
+	page0 := "http://" + u.gw + "/#/printer/" + uiPrinter
+	must("navigate "+page0, chromedp.Do(ctx,
+		chromedp.Navigate(page0),
+		chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)),
+		chromedp.WaitVisible(chromedp.ID("view-printer")),
+	))
+	waitJS("the printer shown operational", 30*time.Second,
+		`String(document.getElementById('job-state').dataset.state === 'operational')`)
+	if who := eval(`document.getElementById('whoami').dataset.role`); who != "admin" {
+		t.Errorf("whoami role in the page = %q, want admin", who)
+	}
+	shot("01-printer.png")
+
+	// Upload a file with visible progress: the upload is throttled to 1 MiB/s by the
+	// browser's network emulation so that a 3 MiB file takes a few seconds, and a mutation
+	// observer records every value the progress bar shows.
+	f := uiGcode(t, t.TempDir(), "browser.gcode", 300, 3<<20)
+	_, err = chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+		MatchedNetworkConditions: []*network.Conditions{{DownloadThroughput: -1, UploadThroughput: 1 << 20}},
+	})
+	must("throttle uploads", err)
+	eval(`(() => {
+  const bar = document.getElementById('upload-progress');
+  window.__uiProgress = [];
+  new MutationObserver(() => window.__uiProgress.push(bar.value)).observe(bar, {attributes: true, attributeFilter: ['value']});
+  document.getElementById('upload-print').checked = false;
+  return 'ok';
+})()`)
+	must("choose the file", chromedp.Do(ctx, chromedp.SetUploadFiles(chromedp.ID("file-input"), []string{f})))
+	must("click upload", chromedp.Do(ctx, chromedp.Click(chromedp.ID("btn-upload"))))
+	waitJS("the progress bar part way", 30*time.Second,
+		`String((() => { const v = document.getElementById('upload-progress').value; return v > 0 && v < 100 || document.getElementById('upload-status').dataset.state !== 'uploading'; })())`)
+	shot("02-uploading.png")
+	waitJS("the upload done", 60*time.Second, `String(document.getElementById('upload-status').dataset.state !== 'uploading')`)
+	if st := eval(`document.getElementById('upload-status').dataset.state + ': ' + document.getElementById('upload-status').textContent`); !strings.HasPrefix(st, "done") {
+		t.Fatalf("upload status %q, want done", st)
+	}
+	progress := eval(`JSON.stringify(window.__uiProgress)`)
+	t.Logf("upload progress values shown: %s", progress)
+	if !uiPartWay(progress) {
+		t.Errorf("the progress bar showed %s: want a value between 0 and 100 during the upload, and 100 at the end", progress)
+	}
+	_, err = chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+		MatchedNetworkConditions: []*network.Conditions{{DownloadThroughput: -1, UploadThroughput: -1}},
+	})
+	must("stop throttling", err)
+
+	// Start the print from the file list; remember the chart as it was.
+	row := `#file-list tr[data-path="browser.gcode"] .btn-print`
+	must("file listed", chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row))))
+	chart0 := eval(`document.getElementById('temp-chart').toDataURL()`)
+	points0 := eval(`document.getElementById('temp-chart').dataset.points || '0'`)
+	must("click Print", chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row))))
+	waitJS("the job of browser.gcode to start", 30*time.Second,
+		`String(document.getElementById('job-file').textContent === 'browser.gcode' && ['printing', 'done'].includes(document.getElementById('job-progress').dataset.state))`)
+	if eval(`document.getElementById('job-progress').dataset.state`) == "printing" {
+		shot("03-printing.png")
+	}
+
+	// The job finishes: progress 100, state done, printer operational again.
+	waitJS("the job to finish", 2*time.Minute,
+		`String(document.getElementById('job-progress').dataset.state === 'done' && document.getElementById('job-progress').value === 100)`)
+	waitJS("the printer operational again", 30*time.Second,
+		`String(document.getElementById('job-state').dataset.state === 'operational')`)
+	if txt := eval(`document.getElementById('job-progress-text').textContent`); !strings.HasPrefix(txt, "100") {
+		t.Errorf("job progress text = %q, want 100 %%", txt)
+	}
+
+	// The chart moved: new points drawn, and the canvas pixels differ.
+	waitJS("the temperature chart to move", 30*time.Second,
+		`String(Number(document.getElementById('temp-chart').dataset.points || 0) >= `+points0+` + 2 && document.getElementById('temp-chart').toDataURL() !== `+fmt.Sprintf("%q", chart0)+`)`)
+	t.Logf("chart points: %s at print start, %s now", points0, eval(`document.getElementById('temp-chart').dataset.points`))
+	shot("04-done.png")
+
+	csp := eval(`JSON.stringify(window.__uiCSP || null)`)
+	if csp != "[]" {
+		t.Errorf("CSP violations seen by the page: %s", csp)
+	}
+	msg := eval(`(() => { const m = document.getElementById('message'); return m.hidden || m.dataset.kind === 'info' ? '' : m.dataset.kind + ': ' + m.textContent; })()`)
+	if msg != "" {
+		t.Errorf("the page shows an error message: %q", msg)
+	}
+
+	requests, problems := blog.snapshot()
+	for _, p := range problems {
+		t.Errorf("browser: %s", p)
+	}
+	hosts := map[string]int{}
+	for _, r := range requests {
+		pu, err := url.Parse(r)
+		if err != nil {
+			t.Errorf("request to an unparsable URL %q", r)
+			continue
+		}
+		switch pu.Scheme {
+		case "data", "blob", "about":
+			continue
+		}
+		hosts[pu.Scheme+"://"+pu.Host]++
+		if pu.Host != u.gw || (pu.Scheme != "http" && pu.Scheme != "ws") {
+			t.Errorf("request to %s: only http/ws to the gateway %s is allowed", r, u.gw)
+		}
+	}
+	t.Logf("browser requests by origin: %v (%d in all)", hosts, len(requests))
+	if len(requests) == 0 {
+		t.Errorf("no requests recorded: the network listener saw nothing")
+	}
+}
+
+// uiPartWay reports whether a JSON list of progress values has one strictly between 0 and
+// 100 and ends at 100.
+func uiPartWay(list string) bool {
+	list = strings.Trim(list, "[]")
+	if list == "" {
+		return false
+	}
+	vals := strings.Split(list, ",")
+	part := false
+	for _, v := range vals {
+		var f float64
+		fmt.Sscan(v, &f)
+		part = part || f > 0 && f < 100
+	}
+	return part && strings.TrimSpace(vals[len(vals)-1]) == "100"
+}
