@@ -248,3 +248,40 @@ func FuzzEnroll(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRosterBody fuzzes what lies behind the checksum: any body, correctly sealed, must
+// decode and validate, or be refused, never panic or load something the validator rejects.
+func FuzzRosterBody(f *testing.F) {
+	var env envelope
+	if err := json.Unmarshal(sampleRoster(f), &env); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(env.Body))
+	f.Add([]byte(`{"generation":1,"next_device":100,"peers":[],"printers":[]}`))
+	f.Add([]byte(`{"generation":1,"next_device":100,"peers":null,"printers":[]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var raw json.RawMessage
+		if json.Unmarshal(body, &raw) != nil {
+			return
+		}
+		data, err := seal(kindRoster, raw)
+		if err != nil {
+			return
+		}
+		b, err := decodeRoster(data, fuzzGateway)
+		if err != nil {
+			return
+		}
+		if err := b.validate(fuzzGateway); err != nil {
+			t.Fatalf("loaded a roster that does not validate: %v", err)
+		}
+		// Every live address maps to one peer in a registry built from it.
+		r := &Registry{gw: fuzzGateway, opts: Options{Now: time.Now, Monotonic: func() time.Duration { return 0 }}}
+		r.install(b)
+		for _, p := range r.mu.peers {
+			if q, ok := r.WhoIs(p.IPv4); ok && q.PublicKey != p.PublicKey {
+				t.Fatalf("WhoIs(%v) = %s, want %s", p.IPv4, q.Name, p.Name)
+			}
+		}
+	})
+}
