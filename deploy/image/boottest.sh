@@ -33,7 +33,7 @@ log() { printf '%s boottest [%3ds]: %s\n' "$(date +%T)" $((SECONDS - t0)) "$*" >
 die() { log "FAIL: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "needs root (network namespace, veth)"
-for tool in qemu-system-aarch64 mcopy mdir partx zbarimg wg wg-quick ip curl socat go timeout; do
+for tool in qemu-system-aarch64 mcopy mdir partx debugfs journalctl zbarimg wg wg-quick ip curl socat go timeout; do
 	command -v "$tool" >/dev/null || die "missing $tool"
 done
 for f in sdcard.img vmlinuz initrd.img; do
@@ -220,5 +220,29 @@ if qr_files; then
 fi
 log "boot 2: same gateway key and roster (the boot-1 config still works), no QR shown"
 shutdown_vm 2
+
+# ---- at rest: the admin's private key is on no disk ------------------------------------------
+# The QR went to the console only (StandardOutput=tty), never into the journal, and the state
+# directory keeps no device private key (DESIGN.md invariant 4).
+root_off=$(( $(partx -g -o START -n 2 "$work/sdcard.img") * 512 ))
+ext="$work/sdcard.img?offset=$root_off"
+mkdir -p "$work/rest"
+debugfs -R "rdump /var/lib/printgate $work/rest" "$ext" >/dev/null 2>&1 || die "cannot read /var/lib/printgate from the image"
+debugfs -R "rdump /var/log/journal $work/rest" "$ext" >/dev/null 2>&1 || true
+[[ -n "$(ls -A "$work/rest/printgate")" ]] || die "/var/lib/printgate is empty after two boots"
+key="$(sed -n 's/^PrivateKey *= *//p' "$work/console.conf")"
+[[ -n "$key" ]] || die "no PrivateKey in the admin config"
+if grep -r -a -q -F -- "$key" "$work/rest"; then
+	die "the admin's private key is stored on the root file system"
+fi
+if [[ -d "$work/rest/journal" ]]; then
+	journalctl -D "$work/rest/journal" -o cat --no-pager > "$work/journal.txt" 2>/dev/null || true
+	if grep -a -q -F -e "$key" -e 'BEGIN PRINTGATE ADMIN QR' "$work/journal.txt" "$work/rest/journal" -r; then
+		die "the admin QR or key reached the journal"
+	fi
+	log "at rest: no admin key in /var/lib/printgate nor the journal ($(wc -l < "$work/journal.txt") journal lines checked)"
+else
+	log "at rest: no admin key in /var/lib/printgate (no persistent journal)"
+fi
 
 log "PASS: boot-to-ready ${ready1}s, boot-to-QR ${qr1}s, second boot ready ${ready2}s, total $((SECONDS - t0))s"
