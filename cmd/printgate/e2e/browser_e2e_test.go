@@ -216,6 +216,9 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 	must("click upload", chromedp.Do(ctx, chromedp.Click(chromedp.ID("btn-upload"))))
 	waitJS("the progress bar part way", 30*time.Second,
 		`String((() => { const v = document.getElementById('upload-progress').value; return v > 0 && v < 100 || document.getElementById('upload-status').dataset.state !== 'uploading'; })())`)
+	if eval(`String(document.getElementById('upload-status').dataset.state === 'uploading' && document.getElementById('upload-progress').hidden)`) == "true" {
+		t.Errorf("the upload progress bar is hidden during the upload")
+	}
 	shot("02-uploading.png")
 	waitJS("the upload done", 60*time.Second, `String(document.getElementById('upload-status').dataset.state !== 'uploading')`)
 	if st := eval(`document.getElementById('upload-status').dataset.state + ': ' + document.getElementById('upload-status').textContent`); !strings.HasPrefix(st, "done") {

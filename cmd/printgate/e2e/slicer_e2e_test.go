@@ -279,7 +279,7 @@ func uiWaitIdle(t *testing.T, u *uiLab) {
 }
 
 // uiGcode writes a small job to dir/name: heaters to modest targets (so temperatures move),
-// `lines` short G1 moves inside a 40 mm square with a short dwell every 20 lines, heaters
+// `lines` short G1 moves (0.5 mm) inside a 20 mm square with a short dwell every 20 lines, heaters
 // off at the end. Every line passes the default policy. pad adds comment bytes at the top (a
 // bigger file for upload progress; comments are never sent).
 func uiGcode(t *testing.T, dir, name string, lines, pad int) string {
@@ -291,7 +291,7 @@ func uiGcode(t *testing.T, dir, name string, lines, pad int) string {
 	}
 	b.WriteString("M140 S50\nM104 S180\nG28\nG90\nG1 Z0.3 F600\n")
 	for i := range lines {
-		x, y := 10+float64(i%40), 10+float64((i/40)%40)
+		x, y := 10+float64(i%40)/2, 10+float64((i/40)%40)/2
 		fmt.Fprintf(&b, "G1 X%.1f Y%.1f F3000\n", x, y)
 		if i%20 == 19 {
 			b.WriteString("G4 P50\n")
