@@ -345,7 +345,7 @@ var (
 
 // harness is a Server with one fake printer "mk3", a real file store and a real policy.
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	s       *Server
 	pr      *fakePrinter
 	store   *files.Store
@@ -355,7 +355,7 @@ type harness struct {
 	audit   *memAudit
 }
 
-func newHarness(t *testing.T, mod ...func(*Config)) *harness {
+func newHarness(t testing.TB, mod ...func(*Config)) *harness {
 	t.Helper()
 	pol, err := policy.New(policy.Limits{})
 	if err != nil {

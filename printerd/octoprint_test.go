@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/printgate/printgate/printerd/marlin"
 )
@@ -449,5 +450,40 @@ func TestConnection(t *testing.T) {
 	}
 	if w := h.do(req{method: "POST", target: "/api/connection", from: operatorAddr, body: `{"command":"explode"}`}); w.Code != http.StatusBadRequest {
 		t.Errorf("bad command = %d, want 400", w.Code)
+	}
+}
+
+// TestAppKeyExpiry: a request nobody polls for appKeyPollTimeout, or older than
+// appKeyMaxAge, is gone (404), as OctoPrint expires unpolled requests.
+func TestAppKeyExpiry(t *testing.T) {
+	var now time.Time = time.Unix(1800000000, 0)
+	h := newHarness(t, func(c *Config) { c.Now = func() time.Time { return now } })
+	ask := func() string {
+		w := h.do(req{method: "POST", target: "/plugin/appkeys/request", from: operatorAddr, body: `{"app":"Cura"}`})
+		return decode(t, w)["app_token"].(string)
+	}
+	poll := func(tok string) int {
+		return h.do(req{method: "GET", target: "/plugin/appkeys/request/" + tok, from: operatorAddr}).Code
+	}
+	tok := ask()
+	now = now.Add(appKeyPollTimeout - time.Second)
+	if c := poll(tok); c != http.StatusAccepted {
+		t.Fatalf("poll within the timeout = %d", c)
+	}
+	now = now.Add(appKeyPollTimeout + time.Second)
+	if c := poll(tok); c != http.StatusNotFound {
+		t.Errorf("poll after the timeout = %d, want 404", c)
+	}
+	tok = ask()
+	for range int(appKeyMaxAge/(appKeyPollTimeout/2)) + 1 {
+		now = now.Add(appKeyPollTimeout / 2)
+		poll(tok)
+	}
+	if c := poll(tok); c != http.StatusNotFound {
+		t.Errorf("poll after the maximum age = %d, want 404", c)
+	}
+	// An expired request cannot be approved either.
+	if w := h.do(req{method: "POST", target: "/api/v1/appkeys/" + tok, from: adminAddr, to: gwAddr, body: `{"decision":true}`}); w.Code != http.StatusNotFound {
+		t.Errorf("approve an expired request = %d, want 404", w.Code)
 	}
 }

@@ -1,8 +1,11 @@
 package printerd
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -151,5 +154,50 @@ func TestUploadNoOverwriteAndFolders(t *testing.T) {
 	}
 	if w := h.do(req{method: "POST", target: "/api/files/local/box/b.gcode", from: operatorAddr, body: `{"command":"slice"}`}); w.Code != http.StatusBadRequest {
 		t.Errorf("slice = %d, want 400", w.Code)
+	}
+}
+
+// TestUploadStreams: the file reaches the disk while the body is still arriving, so an upload
+// is never held whole in memory.
+func TestUploadStreams(t *testing.T) {
+	h := newHarness(t)
+	pr, pw := io.Pipe()
+	head := "--" + testBoundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.gcode\"\r\n\r\n"
+	chunk := strings.Repeat("G1 X10 Y10\n", 1<<14) // 176 KiB
+	hr := httptest.NewRequest("POST", "http://10.99.0.11/api/files/local", pr)
+	hr = hr.WithContext(WithConnAddrs(hr.Context(), operatorAddr, printerAddr))
+	hr.Header.Set("Content-Type", "multipart/form-data; boundary="+testBoundary)
+	hr.Header.Set("X-Api-Key", "oscar-key")
+	w := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		handler, _ := h.s.PrinterHandler("mk3")
+		handler.ServeHTTP(w, hr)
+	}()
+	if _, err := io.WriteString(pw, head+chunk+chunk+chunk); err != nil {
+		t.Fatal(err)
+	}
+	uploads := filepath.Join(h.dir, "uploads")
+	waitFor(t, "temporary file on disk", func() bool {
+		ents, _ := os.ReadDir(uploads)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && strings.HasPrefix(e.Name(), ".upload-") && fi.Size() >= int64(len(chunk)) {
+				return true
+			}
+		}
+		return false
+	})
+	if got := h.listing(); len(got) != 0 {
+		t.Errorf("listed %q before the upload ended", got)
+	}
+	io.WriteString(pw, chunk+"\r\n--"+testBoundary+"--\r\n")
+	pw.Close()
+	<-done
+	if w.Code != http.StatusCreated {
+		t.Fatalf("upload = %d %s", w.Code, w.Body)
+	}
+	if fi, err := h.store.Stat("s.gcode"); err != nil || fi.Size != int64(4*len(chunk)) {
+		t.Errorf("stored %+v, %v", fi, err)
 	}
 }
