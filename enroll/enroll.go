@@ -328,28 +328,38 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 		return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
 	}
 	g.PrivateKey = key
-	if err := writeGatewayKey(dir, key); err != nil {
+	if err := writeState(dir, g); err != nil {
+		// Leave no half-made state behind: these files did not exist and we hold the lock.
+		for _, name := range []string{FileRoster, FileGateway, FileGatewayKey} {
+			os.Remove(filepath.Join(dir, name))
+		}
 		return Gateway{}, fmt.Errorf("init: %w", err)
+	}
+	return g, nil
+}
+
+// writeState writes the files of a new state directory, the roster last (its presence
+// marks a finished init).
+func writeState(dir string, g Gateway) error {
+	if err := writeGatewayKey(dir, g.PrivateKey); err != nil {
+		return err
 	}
 	gb, err := seal(kindGateway, gatewayBody{
 		ListenPort: g.ListenPort, Prefix4: g.Prefix4, Prefix6: g.Prefix6,
 		Endpoint: g.Endpoint, EndpointGuessed: g.EndpointGuessed,
-		PublicKey: keyText(key.PublicKey()), Created: time.Now().UTC(),
+		PublicKey: keyText(g.PublicKey()), Created: time.Now().UTC(),
 	})
 	if err != nil {
-		return Gateway{}, fmt.Errorf("init: %w", err)
+		return err
 	}
 	if err := writeFileAtomic(dir, FileGateway, gb, 0o600); err != nil {
-		return Gateway{}, fmt.Errorf("init: %w", err)
+		return err
 	}
 	rb, err := seal(kindRoster, rosterBody{Generation: 1, NextDevice: firstDeviceOffset, Peers: []diskPeer{}, Printers: []PrinterAddr{}})
 	if err != nil {
-		return Gateway{}, fmt.Errorf("init: %w", err)
+		return err
 	}
-	if err := writeFileAtomic(dir, FileRoster, rb, 0o600); err != nil {
-		return Gateway{}, fmt.Errorf("init: %w", err)
-	}
-	return g, nil
+	return writeFileAtomic(dir, FileRoster, rb, 0o600)
 }
 
 // Open opens the state directory. A corrupt, empty or unknown-version roster is an error that

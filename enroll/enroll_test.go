@@ -793,3 +793,21 @@ func TestPeerJSONHidesSecrets(t *testing.T) {
 		t.Error("Peer.String leaks the preshared key")
 	}
 }
+
+func TestDefaultRouteInterface(t *testing.T) {
+	tests := []struct {
+		route, want string
+	}{
+		{"Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n" +
+			"docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n" +
+			"wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n", "wlan0"},
+		{"Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n" +
+			"eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := defaultRouteInterface(tt.route); got != tt.want {
+			t.Errorf("defaultRouteInterface(%q) = %q, want %q", tt.route, got, tt.want)
+		}
+	}
+}

@@ -220,3 +220,40 @@ func TestPreviousGenerationKept(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedWriteChangesNothing(t *testing.T) {
+	dir, _ := newState(t, InitOptions{})
+	r := openState(t, dir, nil)
+	a := mustEnroll(t, r, Request{Name: "a"})
+	gen := r.Generation()
+	path := filepath.Join(dir, FileRoster)
+	good, _ := os.ReadFile(path)
+	// A directory where the roster should be: every write fails.
+	os.Remove(path)
+	if err := os.MkdirAll(filepath.Join(path, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Enroll(Request{Name: "b"}); err == nil {
+		t.Fatal("Enroll with an unwritable roster succeeded")
+	}
+	if _, err := r.Revoke("a"); err == nil {
+		t.Fatal("Revoke with an unwritable roster succeeded")
+	}
+	if _, err := r.AllocatePrinterAddr("mk4"); err == nil {
+		t.Fatal("AllocatePrinterAddr with an unwritable roster succeeded")
+	}
+	if got := r.Peers(); r.Generation() != gen || len(got) != 1 || got[0].State != Pending || len(r.PrinterAddrs()) != 0 {
+		t.Errorf("failed writes changed the registry: generation %d -> %d, peers %v", gen, r.Generation(), got)
+	}
+	if _, ok := r.WhoIs(a.Peer.IPv4); !ok {
+		t.Error("a failed Revoke took the peer off")
+	}
+	os.RemoveAll(path)
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := mustEnroll(t, r, Request{Name: "b"})
+	if b.Peer.IPv4 != a.Peer.IPv4.Next() {
+		t.Errorf("after the failures b got %v, want %v", b.Peer.IPv4, a.Peer.IPv4.Next())
+	}
+}
