@@ -542,6 +542,8 @@ async function start() {
   window.addEventListener('hashchange', route);
   route();
   connectPush();
+  // App-key requests arrive while an admin watches the devices page: refresh it.
+  setInterval(() => { if (!$('view-devices').hidden) loadDevices(); }, 3000);
   document.body.dataset.ready = 'true';
 }
 
