@@ -198,10 +198,13 @@ func (s *Server) opAppKeysRequest(q *request) error {
 	}
 	s.record(q, "appkey.request", map[string]string{"app": body.App}, nil)
 	q.w.Header().Set("Location", absURL(q.r, "/plugin/appkeys/request/"+r.Token))
-	out := map[string]any{"app_token": r.Token}
+	// Cura indexes auth_dialog and opens it in a browser: the web UI page where an admin
+	// decides, or this address when the gateway's is not configured.
+	dialog := absURL(q.r, "/")
 	if s.cfg.GatewayURL != "" {
-		out["auth_dialog"] = s.cfg.GatewayURL + "/#/devices"
+		dialog = s.cfg.GatewayURL + "/#/devices"
 	}
+	out := map[string]any{"app_token": r.Token, "auth_dialog": dialog}
 	writeJSON(q.w, http.StatusCreated, out)
 	return nil
 }

@@ -336,8 +336,8 @@ var jsonProof = map[string]bool{"POST /plugin/appkeys/request": true}
 // checkCSRF guards state-changing requests against pages a browser inside the tunnel
 // visits: an Origin, when sent (browsers send one on every POST and DELETE; slicers send
 // none), must be this very origin, and the request must carry something a cross-site page
-// cannot send without a CORS preflight, which is never granted: an X-Api-Key, Authorization
-// or X-Printgate header, an API key in the query (already checked to be the peer's own), or,
+// cannot send without a CORS preflight, which is never granted: an X-Api-Key, Bearer
+// Authorization or X-Printgate header, an API key in the query (already checked to be the peer's own), or,
 // on jsonProof routes, an application/json body.
 func checkCSRF(r *http.Request, jsonOK bool) error {
 	if o, ok := r.Header["Origin"]; ok {
@@ -350,7 +350,9 @@ func checkCSRF(r *http.Request, jsonOK bool) error {
 	case "cross-site", "same-site":
 		return errorf(http.StatusForbidden, "forbidden: cross-site request")
 	}
-	if r.Header.Get("X-Printgate") != "" || r.Header.Get("X-Api-Key") != "" || r.Header.Get("Authorization") != "" {
+	// Only a Bearer Authorization counts: a browser may attach cached Basic credentials by
+	// itself, as it does cookies.
+	if r.Header.Get("X-Printgate") != "" || r.Header.Get("X-Api-Key") != "" || strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 		return nil
 	}
 	if _, ok := r.URL.Query()["apikey"]; ok {

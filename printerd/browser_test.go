@@ -57,6 +57,8 @@ func TestCSRF(t *testing.T) {
 		{"form post, same origin", map[string]string{"Origin": "http://10.99.0.11"}, false, "application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
 		{"text/plain post", nil, false, "text/plain", http.StatusUnsupportedMediaType},
 		{"cookie only", map[string]string{"Cookie": "session=1"}, true, "", http.StatusForbidden},
+		{"basic auth only", map[string]string{"Authorization": "Basic YTpi"}, true, "", http.StatusForbidden},
+		{"bearer key", map[string]string{"Authorization": "Bearer oscar-key"}, true, "", http.StatusNoContent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -194,6 +194,9 @@ func TestCuraFlow(t *testing.T) {
 	m := decode(t, w)
 	token, _ := m["app_token"].(string)
 	loc := w.Header().Get("Location")
+	if m["auth_dialog"] != "http://10.99.0.1/#/devices" {
+		t.Errorf("auth_dialog = %v, want the web UI's devices page (Cura opens it)", m["auth_dialog"])
+	}
 	if token == "" || loc != "http://10.99.0.11/plugin/appkeys/request/"+token {
 		t.Fatalf("request: token %q Location %q", token, loc)
 	}
