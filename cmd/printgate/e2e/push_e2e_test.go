@@ -148,6 +148,7 @@ func uiPushTest(t *testing.T, u *uiLab) {
 	// the simulator moves), then cancelled: the printer is idle again at the end. A warm
 	// keep-alive connection makes the pause one round trip.
 	hc := uiNSClient(op.ns)
+	defer hc.CloseIdleConnections()
 	jobReq := func(body string) (int, error) {
 		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/api/job", strings.NewReader(body))
 		req.Header.Set("X-Api-Key", op.key)

@@ -600,6 +600,25 @@ func uiSlicer(t *testing.T, u *uiLab) {
 		if st := uiNativeState(u); st != "operational" {
 			t.Errorf("printer state after the refused upload = %q, want operational (nothing started)", st)
 		}
+		// The audit log has the refused upload, with the operator's name.
+		r = uiMustCurl(t, u.admin.ns, "http://"+u.gw+"/api/v1/audit?n=50")
+		var a struct {
+			Records []struct {
+				Peer, Action, Result string
+				Args                 map[string]string
+			}
+		}
+		json.Unmarshal(r.body, &a)
+		found := ""
+		for _, rec := range a.Records {
+			if rec.Peer == op.name && rec.Action == "upload" && strings.Contains(rec.Result, "M104") {
+				found = rec.Result
+			}
+		}
+		if found == "" {
+			t.Errorf("audit log has no refused upload of %s naming M104: %s", op.name, uiClip(r.body))
+		}
+		t.Logf("audit: refused upload: %s", found)
 	})
 
 	t.Run("ViewerCannotUpload", func(t *testing.T) {

@@ -139,6 +139,11 @@ func uiWebcamTest(t *testing.T, u *uiLab) {
 				t.Errorf("camera port reachable through the tunnel: curl %s answered %q", url, out)
 			}
 		}
+		// Nor from the LAN: the camera listens on loopback only (the client namespace
+		// reaches the gateway's LAN address over the veth).
+		if out, err := curlFail(v.ns, "http://"+net.JoinHostPort(u.gwIP, u.cam.port)+"/snapshot"); err == nil {
+			t.Errorf("camera port reachable on the gateway's LAN address: %q", out)
+		}
 		// The admin, too: no role opens the camera's own port.
 		if out, err := curlFail(u.admin.ns, "http://"+net.JoinHostPort(u.gw, u.cam.port)+"/stream"); err == nil {
 			t.Errorf("camera port reachable for the admin: %q", out)
@@ -153,7 +158,9 @@ func uiReadStream(t *testing.T, u *uiLab, p *uiPeer, url string, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := uiNSClient(p.ns).Do(req)
+	hc := uiNSClient(p.ns)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
