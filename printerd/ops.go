@@ -154,7 +154,7 @@ func (s *Server) setTargets(ctx context.Context, q *request, targets map[string]
 		return errorf(http.StatusBadRequest, "no targets given")
 	}
 	err := s.sendLines(ctx, q, lines)
-	s.record(q, audit.ActionSettings, map[string]string{"lines": strings.Join(lines, "; ")}, err)
+	s.record(q, "temperature", map[string]string{"lines": strings.Join(lines, "; ")}, err)
 	return err
 }
 
