@@ -432,6 +432,10 @@ func TestViewerCannotControl(t *testing.T) {
 	if w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("admin terminal M997 = %d, want 422", w.Code)
 	}
+	w = h.do(req{method: "POST", target: "/api/v1/printers/mk3/terminal", from: adminAddr, to: gwAddr, body: `{"command":"M105\nM997"}`})
+	if w.Code != http.StatusUnprocessableEntity {
+		t.Errorf("admin terminal with a smuggled newline = %d %s, want 422", w.Code, w.Body)
+	}
 	if len(h.pr.lines()) != 0 {
 		t.Errorf("sent %q", h.pr.lines())
 	}
