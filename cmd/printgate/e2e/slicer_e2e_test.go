@@ -475,6 +475,9 @@ func uiSlicer(t *testing.T, u *uiLab) {
 		if r.code != 201 || token == "" {
 			t.Fatalf("POST /plugin/appkeys/request = %v, want 201 and app_token", r)
 		}
+		if d, _ := m["auth_dialog"].(string); !strings.HasPrefix(d, "http://"+u.gw+"/") {
+			t.Errorf("app key request auth_dialog = %q, want the web UI on http://%s/", d, u.gw)
+		}
 		pollURL := base + "/plugin/appkeys/request/" + token
 		if loc := r.h.Get("Location"); loc != pollURL {
 			t.Errorf("POST /plugin/appkeys/request Location = %q, want %q", loc, pollURL)
