@@ -678,7 +678,56 @@ func (r *Registry) expireLocked(peers []Peer, now time.Time) []int {
 func (r *Registry) Dir() string { return r.dir }
 
 // Gateway returns the gateway's configuration.
-func (r *Registry) Gateway() Gateway { return r.gw }
+func (r *Registry) Gateway() Gateway {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.gw
+}
+
+// SetEndpoint changes the HOST:PORT that configs made from now on tell devices to dial (a
+// bare host takes the listen port). The empty string detects a LAN address again, as init
+// does. Devices already enrolled keep the endpoint in their config: re-enroll them. The key,
+// port and prefixes never change.
+func (r *Registry) SetEndpoint(endpoint string) (Gateway, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.closed {
+		return Gateway{}, fmt.Errorf("set endpoint: %w", errClosed)
+	}
+	g := r.gw
+	if endpoint != "" {
+		ep, err := ParseEndpoint(endpoint, g.ListenPort)
+		if err != nil {
+			return Gateway{}, fmt.Errorf("set endpoint: %w", err)
+		}
+		g.Endpoint, g.EndpointGuessed = ep, false
+	} else {
+		a, err := DetectLANAddr(g.Prefix4, g.Prefix6)
+		if err != nil {
+			return Gateway{}, fmt.Errorf("set endpoint: %v: pass HOST:PORT", err)
+		}
+		g.Endpoint, g.EndpointGuessed = netip.AddrPortFrom(a, uint16(g.ListenPort)).String(), true
+	}
+	path := filepath.Join(r.dir, FileGateway)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
+	}
+	var gb gatewayBody
+	if err := unseal(kindGateway, data, &gb); err != nil {
+		return Gateway{}, fmt.Errorf("set endpoint: %w", &CorruptError{Path: path, Reason: err.Error(), Dir: r.dir})
+	}
+	gb.Endpoint, gb.EndpointGuessed = g.Endpoint, g.EndpointGuessed
+	if data, err = seal(kindGateway, gb); err != nil {
+		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
+	}
+	if err := writeFileAtomic(r.dir, FileGateway, data, 0o600); err != nil {
+		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
+	}
+	r.gw = g
+	r.opts.Logf("enroll: endpoint is now %s", g.Endpoint)
+	return g, nil
+}
 
 // Generation is the roster generation on disk; it grows by one with every write.
 func (r *Registry) Generation() uint64 {

@@ -811,3 +811,30 @@ func TestDefaultRouteInterface(t *testing.T) {
 		}
 	}
 }
+
+func TestSetEndpoint(t *testing.T) {
+	dir, g := newState(t, InitOptions{})
+	r := openState(t, dir, nil)
+	if _, err := r.SetEndpoint("bad host"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetEndpoint(bad host) = %v, want ErrInvalid", err)
+	}
+	if got := r.Gateway().Endpoint; got != g.Endpoint {
+		t.Errorf("a refused SetEndpoint changed the endpoint to %q", got)
+	}
+	ng, err := r.SetEndpoint("home.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ng.Endpoint != "home.example.org:51820" || ng.EndpointGuessed || ng.PrivateKey != g.PrivateKey || ng.Prefix6 != g.Prefix6 {
+		t.Errorf("SetEndpoint = %v, want home.example.org:51820 with the same key and prefixes", ng)
+	}
+	e := mustEnroll(t, r, Request{Name: "phone"})
+	if !strings.Contains(e.Config, "Endpoint = home.example.org:51820\n") {
+		t.Errorf("config after SetEndpoint:\n%s", e.Config)
+	}
+	r.Close()
+	r2 := openState(t, dir, nil)
+	if got := r2.Gateway(); got != ng {
+		t.Errorf("after restart Gateway = %v, want %v", got, ng)
+	}
+}
