@@ -274,3 +274,45 @@ func TestZbarimg(t *testing.T) {
 		})
 	}
 }
+
+// FuzzEncode: any text is encoded within the limits and decodes back, or is refused.
+func FuzzEncode(f *testing.F) {
+	f.Add(sampleConfig)
+	f.Add("0123456789")
+	f.Add("\x00\xff\xfe")
+	f.Fuzz(func(t *testing.T, text string) {
+		c, err := Encode(text)
+		if err != nil {
+			if text != "" && len(text) <= MaxBytes && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("Encode(%q) = %v", text, err)
+			}
+			return
+		}
+		if len(text) > MaxBytes || c.Version() < 1 || c.Version() > MaxVersion {
+			t.Fatalf("Encode(%d bytes) = version %d", len(text), c.Version())
+		}
+		if err := xml.Unmarshal([]byte(c.SVG()), new(struct{})); err != nil {
+			t.Fatalf("SVG is not XML: %v", err)
+		}
+		b, err := c.PNG(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bmp, _ := gozxing.NewBinaryBitmapFromImage(img)
+		res, err := zxqr.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]any{gozxing.DecodeHintType_CHARACTER_SET: "ISO-8859-1"})
+		if err != nil {
+			t.Fatalf("decode %q: %v", text, err)
+		}
+		ascii := true
+		for i := 0; i < len(text); i++ {
+			ascii = ascii && text[i] < 0x80
+		}
+		if ascii && res.GetText() != text {
+			t.Fatalf("PNG decodes to %q, want %q", res.GetText(), text)
+		}
+	})
+}
