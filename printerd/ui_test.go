@@ -122,7 +122,23 @@ func TestWebUIInChromium(t *testing.T) {
 		}
 		return v.Value
 	}
+	// A phone-sized screen; PRINTGATE_UI_SCREENSHOTS=DIR saves what the test sees.
+	shots := os.Getenv("PRINTGATE_UI_SCREENSHOTS")
+	shot := func(name string) {
+		t.Helper()
+		if shots == "" {
+			return
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644)
+		}
+		if err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
+		}
+	}
 	err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)),
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(`body[data-ready="true"]`),
 		chromedp.WaitVisible(`.printer-card[data-printer="mk3"]`),
@@ -130,6 +146,7 @@ func TestWebUIInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
+	shot("1-overview")
 	if cards := text(`#printer-list`); !strings.Contains(cards, "mk3") {
 		t.Errorf("overview = %q", cards)
 	}
@@ -160,6 +177,12 @@ func TestWebUIInChromium(t *testing.T) {
 		want := fmt.Sprint(mustAtoi(t, before) + i + 1)
 		waitFor(t, "chart point "+want, func() bool { return attr(`#temp-chart`, "data-points") == want })
 	}
+	shot("2-printing")
+	// Phone layout: nothing wider than the screen.
+	wide, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && e.offsetParent !== null).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 8)`))
+	if err != nil || len(wide) > 0 {
+		t.Errorf("wider than a %s px phone screen: %q %v", "390", wide, err)
+	}
 	if got := text(`#temp-tool0`); got != "180.0 / 210 °C" {
 		t.Errorf("hotend reading = %q", got)
 	}
@@ -186,6 +209,7 @@ func TestWebUIInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("finish: %v", err)
 	}
+	shot("3-refused-and-done")
 	if pct := text(`#job-progress-text`); pct != "100.0 %" {
 		t.Errorf("progress text after done = %q", pct)
 	}
@@ -199,12 +223,14 @@ func TestWebUIInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("devices: %v", err)
 	}
+	shot("4-enrolled")
 	if qr := attr(`#enroll-qr`, "src"); !strings.HasPrefix(qr, "data:image/svg+xml;base64,") {
 		t.Errorf("QR src = %.40q", qr)
 	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#/audit"), chromedp.WaitVisible(`#audit-list tr`)); err != nil {
 		t.Fatalf("audit: %v", err)
 	}
+	shot("5-audit")
 	if v := attr(`html`, "data-csp-violations"); v != "" {
 		t.Errorf("CSP violations: %s (%s)", v, attr(`html`, "data-csp-last"))
 	}

@@ -57,21 +57,26 @@ function showMessage(text, kind) {
   if (text && kind === 'info') setTimeout(() => { if (m.textContent === text) m.hidden = true; }, 4000);
 }
 
-// controlError shows a refusal (policy rule named) beside the controls.
-function controlError(err) {
+// controlError shows a refusal (policy rule named) in the panel of the control that was used
+// (the one #control-error element moves there).
+function controlError(err, near) {
   const c = $('control-error');
   if (!err) { c.hidden = true; c.textContent = ''; c.dataset.rule = ''; return; }
+  const panel = near && near.closest ? near.closest('.panel') : null;
+  if (panel && c.parentNode !== panel) panel.append(c);
   c.textContent = err.rule ? ('Refused (' + err.rule + '): ' + err.message) : err.message;
   c.dataset.rule = err.rule || '';
   c.hidden = false;
 }
 
-async function act(fn) {
+// act runs a control's action; near is the control, to show a refusal beside it.
+async function act(fn, near) {
+  if (near === undefined && document.activeElement) near = document.activeElement;
   try {
     controlError(null);
     await fn();
   } catch (e) {
-    controlError(e);
+    controlError(e, near);
     showMessage(e.message);
   }
 }
@@ -110,6 +115,7 @@ function route() {
   for (const v of document.querySelectorAll('.view')) v.hidden = true;
   state.current = null;
   controlError(null);
+  showMessage('');
   let m;
   if ((m = h.match(/^#\/printer\/([A-Za-z0-9_-]{1,32})$/))) {
     state.current = m[1];
@@ -327,7 +333,7 @@ function upload(ev) {
       const err = new APIError(xhr.status || 0, body || { error: 'upload failed' });
       status.textContent = 'upload failed: ' + err.message;
       status.dataset.state = 'failed';
-      controlError(err);
+      controlError(err, $('form-upload'));
     }
   });
   xhr.open('POST', '/api/v1/printers/' + name + '/files');
