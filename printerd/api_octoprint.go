@@ -92,6 +92,16 @@ func (h historyQuery) entries(all []marlin.Temps) []map[string]any {
 	return out
 }
 
+// opIndex sends a browser that opened the printer's address to this printer's page in the
+// web UI on the gateway.
+func (s *Server) opIndex(q *request) error {
+	if s.cfg.GatewayURL == "" {
+		return errorf(http.StatusNotFound, "this address serves the OctoPrint-compatible API; the web UI is on the gateway address")
+	}
+	http.Redirect(q.w, q.r, s.cfg.GatewayURL+"/#/printer/"+q.p.name, http.StatusFound)
+	return nil
+}
+
 func (s *Server) opVersion(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]string{
 		"api":    octoAPIVersion,

@@ -78,6 +78,7 @@ var routes = []route{
 	{facePrinter, "GET /sockjs/websocket", enroll.Viewer, (*Server).opSockJS},
 	{facePrinter, "GET /webcam/stream", enroll.Viewer, (*Server).webcamStream},
 	{facePrinter, "GET /webcam/snapshot", enroll.Viewer, (*Server).webcamSnapshot},
+	{facePrinter, "GET /{$}", enroll.Viewer, (*Server).opIndex},
 
 	// The web UI and native JSON API on the gateway address.
 	{faceGateway, "GET /{$}", enroll.Viewer, (*Server).uiAsset},

@@ -1,6 +1,7 @@
 package printerd
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -83,10 +84,11 @@ func TestRouteTable(t *testing.T) {
 			t.Errorf("route %q is not in the test's table", rt.pattern)
 			continue
 		}
-		if seen[rt.pattern] {
-			t.Errorf("route %q listed twice", rt.pattern)
+		key := fmt.Sprint(rt.face, rt.pattern)
+		if seen[key] {
+			t.Errorf("route %q listed twice on one face", rt.pattern)
 		}
-		seen[rt.pattern] = true
+		seen[key], seen[rt.pattern] = true, true
 		if rt.need != want {
 			t.Errorf("route %q needs %s, want %s", rt.pattern, rt.need, want)
 		}

@@ -202,6 +202,9 @@ func TestUIAssets(t *testing.T) {
 			t.Errorf("GET %s = %d %q, want %d %q", tt.path, w.Code, w.Header().Get("Content-Type"), tt.code, tt.ctype)
 		}
 	}
+	if w := h.do(req{method: "GET", target: "/", from: viewerAddr}); w.Code != http.StatusFound || w.Header().Get("Location") != "http://10.99.0.1/#/printer/mk3" {
+		t.Errorf("GET / on the printer address = %d %q, want a redirect to the UI", w.Code, w.Header().Get("Location"))
+	}
 	w := h.do(req{method: "GET", target: "/", from: viewerAddr, to: gwAddr})
 	body := w.Body.String()
 	if strings.Contains(body, "<script>") || strings.Contains(body, "style=") || strings.Contains(body, "http://") && !strings.Contains(body, "xmlns") {
