@@ -110,14 +110,15 @@ boot() {
 		-netdev "user,id=n0,hostfwd=udp:$host_ip:$host_port-:$GUEST_PORT" \
 		-device virtio-net-pci,netdev=n0,romfile= \
 		-display none -monitor "unix:$work/monitor.sock,server=on,wait=off" \
-		-serial "file:$work/serial$n.log" -no-reboot &
+		-chardev "socket,id=ser0,path=$work/serial.sock,server=on,wait=off,logfile=$work/serial$n.log" \
+		-serial chardev:ser0 -no-reboot &
 	qemu_pid=$!
 	boot_start=$SECONDS
 	log "boot $n: qemu pid $qemu_pid (hard limit ${BOOT_TIMEOUT}s)"
 }
 
-# wait_log N PATTERN LIMIT: wait until serialN.log matches PATTERN; prints the seconds since
-# qemu started.
+# wait_log N PATTERN LIMIT: wait until serialN.log matches PATTERN, at most until LIMIT seconds
+# after qemu started; prints the seconds since qemu started.
 wait_log() {
 	local n="$1" pattern="$2" limit="$3"
 	while ! grep -aq -- "$pattern" "$work/serial$n.log"; do
@@ -139,7 +140,7 @@ shutdown_vm() {
 	fi
 	wait "$qemu_pid" 2>/dev/null || true
 	qemu_pid=""
-	rm -f "$work/monitor.sock"
+	rm -f "$work/monitor.sock" "$work/serial.sock"
 	log "boot $n: powered off"
 }
 
@@ -207,6 +208,11 @@ done
 log "boot 1: admin joined; QR files removed from the boot partition"
 shutdown_vm 1
 
+# console CMD: type a command into the root shell on the serial console (autologin there).
+console() {
+	printf '%s\r' "$1" | socat -t 2 - "UNIX-CONNECT:$work/serial.sock" >/dev/null 2>&1 || true
+}
+
 # ---- boot 2 --------------------------------------------------------------------------------
 boot 2
 ready2=$(wait_log 2 'Started .*printgate\.service' "$BOOT_TIMEOUT")
@@ -219,6 +225,22 @@ if qr_files; then
 	die "boot 2 wrote QR files although an admin is active"
 fi
 log "boot 2: same gateway key and roster (the boot-1 config still works), no QR shown"
+
+# The watchdog: freeze the daemon (SIGSTOP); systemd must kill and restart it within
+# WatchdogSec (30 s) + RestartSec, and the restarted daemon must be ready again.
+wait_log 2 'printgate login: root (automatic login)' $((SECONDS - boot_start + 60)) >/dev/null
+# (the output "pgwd-stopped-2" differs from the echoed command line "pgwd-stopped-$((1+1))")
+console 'systemctl kill -s STOP printgate.service; echo "pgwd-stopped-$((1+1))"'
+wait_log 2 'pgwd-stopped-2' $((SECONDS - boot_start + 30)) >/dev/null
+deadline=$((SECONDS + 120))
+while :; do
+	console 'echo "pgwd-state=$(systemctl show -p NRestarts --value printgate.service)-$(systemctl is-active printgate.service)"'
+	sleep 5
+	grep -aq 'pgwd-state=1-active' "$work/serial2.log" && break
+	((SECONDS < deadline)) || { tail -20 "$work/serial2.log" >&2; die "no watchdog restart within 120 s of freezing the daemon"; }
+done
+log "boot 2: frozen daemon killed by the watchdog and restarted (NRestarts=1, active)"
+tunnel_check "$work/console.conf"
 shutdown_vm 2
 
 # ---- at rest: the admin's private key is on no disk ------------------------------------------
