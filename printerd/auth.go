@@ -37,6 +37,7 @@ type request struct {
 	caller Caller
 	role   enroll.Role // the caller's role, narrowed by an API key
 	p      *printer    // the printer: the face's own, or {printer} on the gateway; nil otherwise
+	remote netip.Addr  // the connection's tunnel address: the identity
 }
 
 // routes is THE route table: route → required role, for the native and the
@@ -269,7 +270,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, rt route, p *
 			return err
 		}
 	}
-	q := &request{w: w, r: r, caller: caller, role: role, p: p}
+	q := &request{w: w, r: r, caller: caller, role: role, p: p, remote: addrsFrom(r.Context()).remote}
 	if name := r.PathValue("printer"); name != "" && p == nil {
 		if q.p = s.printers[name]; q.p == nil {
 			return errorf(http.StatusNotFound, "no printer named %q", name)

@@ -85,7 +85,8 @@ func (s *Server) bridgeConn(p *printer, c net.Conn) {
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
 	w := &lockedWriter{w: c}
-	caller, ok := s.cfg.Identity.WhoIs(addrOf(c.RemoteAddr()))
+	remote := addrOf(c.RemoteAddr())
+	caller, ok := s.cfg.Identity.WhoIs(remote)
 	if !ok || !caller.Role.Includes(enroll.Admin) {
 		w.line("printgate: the serial bridge is for admin devices only")
 		return
@@ -103,7 +104,7 @@ func (s *Server) bridgeConn(p *printer, c net.Conn) {
 		p.bridge.busy = false
 		p.bridge.Unlock()
 	}()
-	q := &request{caller: caller, role: enroll.Admin, p: p}
+	q := &request{caller: caller, role: enroll.Admin, p: p, remote: remote}
 	s.record(q, "bridge.open", nil, nil)
 	defer s.record(q, "bridge.close", nil, nil)
 	s.logf("printerd: bridge %s: %s connected", p.name, caller.Name)
@@ -150,6 +151,10 @@ func (s *Server) bridgeConn(p *printer, c net.Conn) {
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 0, 512), maxBridgeLine)
 	for sc.Scan() {
+		if !s.stillPeer(q, enroll.Admin) {
+			w.line("printgate: this device is no longer an admin of this gateway")
+			return
+		}
 		for _, reply := range s.bridgeLine(ctx, q, sc.Text()) {
 			if w.line(reply) != nil {
 				return

@@ -75,6 +75,14 @@ func octoEvents(prev, cur marlin.Status) []map[string]any {
 	return out
 }
 
+// stillPeer reports whether the peer of a long-lived connection is still enrolled with at
+// least role need. Revocation closes the peer's connections in the netstack too; this check
+// ends push sockets and bridge sessions within one push interval even if that failed.
+func (s *Server) stillPeer(q *request, need enroll.Role) bool {
+	c, ok := s.cfg.Identity.WhoIs(q.remote)
+	return ok && c.Name == q.caller.Name && c.Role.Includes(need)
+}
+
 func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
 // octoCurrent is the payload of "current" and "history".
@@ -228,6 +236,10 @@ func (s *Server) opSockJS(q *request) error {
 			}
 			prev = e.Status
 		case <-tick.C:
+			if !s.stillPeer(q, enroll.Viewer) {
+				c.Close(websocket.StatusPolicyViolation, "device revoked")
+				return nil
+			}
 			ticks++
 			if !dirty || ticks < throttle {
 				continue
@@ -372,6 +384,10 @@ func (s *Server) nPush(q *request) error {
 			}
 			dirty[t.name] = true
 		case <-tick.C:
+			if !s.stillPeer(q, enroll.Viewer) {
+				c.Close(websocket.StatusPolicyViolation, "device revoked")
+				return nil
+			}
 			for name := range dirty {
 				p := s.printers[name]
 				if err := wsWrite(ctx, c, map[string]any{"type": "status", "printer": name, "status": p.nativeStatus(p.Printer.Status())}); err != nil {

@@ -167,3 +167,50 @@ func TestPushOrigin(t *testing.T) {
 		t.Errorf("stranger sockjs dial: err %v, want 403", err)
 	}
 }
+
+// TestRevokedPeerLosesLiveConnections: a push socket or bridge session of a device that is
+// revoked ends within a push interval, even if the tunnel did not close it.
+func TestRevokedPeerLosesLiveConnections(t *testing.T) {
+	h := newHarness(t)
+	gw := h.serveAs(adminAddr, gwAddr, h.s.ServeGateway)
+	pa := h.serveAs(adminAddr, printerAddr, func(l net.Listener) error { return h.s.ServePrinter("mk3", l) })
+	br := h.serveAs(adminAddr, printerAddr, func(l net.Listener) error { return h.s.ServeBridge("mk3", l) })
+	native, _, err := dialWS(t, gw, "10.99.0.1", "/api/v1/push", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	native.next("status")
+	sock, _, err := dialWS(t, pa, "10.99.0.11", "/sockjs/websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock.next("history")
+	b := dialBridge(t, br)
+	b.send("M105")
+	b.line()
+
+	h.id.mu.Lock()
+	delete(h.id.peers, adminAddr)
+	h.id.mu.Unlock()
+
+	for _, ws := range []*wsClient{native, sock} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for {
+			if _, _, err := ws.c.Read(ctx); err != nil {
+				if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+					t.Errorf("socket ended with %v, want a policy-violation close", err)
+				}
+				break
+			}
+		}
+		cancel()
+	}
+	sent := len(h.pr.lines())
+	b.send("G28")
+	if got := b.line(); !strings.Contains(got, "no longer") {
+		t.Errorf("bridge after revocation said %q", got)
+	}
+	if len(h.pr.lines()) != sent {
+		t.Errorf("a revoked device's bridge line reached the printer: %q", h.pr.lines())
+	}
+}
