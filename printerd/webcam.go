@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/printgate/printgate/enroll"
 )
 
 // This file proxies a camera daemon bound to loopback (mjpg-streamer, ustreamer, camera-streamer
@@ -112,7 +114,14 @@ func (s *Server) webcamStream(q *request) error {
 	q.w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(q.w)
 	buf := make([]byte, 32<<10)
+	checked := time.Now()
 	for {
+		if time.Since(checked) > pushInterval {
+			if !s.stillPeer(q, enroll.Viewer) {
+				return nil // revoked: the stream ends
+			}
+			checked = time.Now()
+		}
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := q.w.Write(buf[:n]); werr != nil {

@@ -116,6 +116,24 @@ func TestWebcamProxy(t *testing.T) {
 		t.Fatal("camera stream still held after the viewer left")
 	}
 
+	// A viewer revoked mid-stream loses the stream.
+	resp = get("/webcam/stream")
+	h.id.mu.Lock()
+	delete(h.id.peers, viewerAddr)
+	h.id.mu.Unlock()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Logf("stream after revocation: %v", err)
+	}
+	resp.Body.Close()
+	select {
+	case <-cam.gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("camera stream still held after the viewer was revoked")
+	}
+	h.id.mu.Lock()
+	h.id.peers[viewerAddr] = Caller{Name: "vera", Role: "viewer"}
+	h.id.mu.Unlock()
+
 	resp = get("/webcam/snapshot")
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
