@@ -39,7 +39,7 @@ func (p *printerFlags) Set(v string) error {
 func runCmd() *command {
 	return &command{
 		name:     "run",
-		synopsis: "--state DIR [--printer NAME=SERIALPATH[,baud=N]]... [--printer NAME=sim]... [--interface NAME] [--boot-dir DIR]",
+		synopsis: "--state DIR [--printer NAME=SERIALPATH[,baud=N]]... [--printer NAME=sim]... [--interface NAME] [--boot-dir DIR] [--endpoint HOST:PORT]",
 		short:    "run the gateway daemon",
 		long: `Runs the gateway: the WireGuard device on its one UDP port (the only host socket; it answers
 nothing to anyone without a key), the userspace TCP/IP stack with the gateway's tunnel addresses
@@ -68,6 +68,7 @@ files removed.`,
 			fs.Var(&printers, "printer", "a printer: `NAME=SERIALPATH[,baud=N]` or NAME=sim; repeat for more")
 			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
 			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
+			endpoint := fs.String("endpoint", "", "`HOST:PORT` that devices enrolled from now on dial (default: the state's; a detected LAN address is re-detected)")
 			verbose := fs.Bool("verbose", false, "log the device's and the stack's verbose messages")
 			statsEvery := fs.Duration("stats-interval", gateway.DefaultStatsInterval, "how often device stats are polled (`DURATION`)")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -85,6 +86,7 @@ files removed.`,
 					Interface:     *iface,
 					Printers:      printers,
 					StatsInterval: *statsEvery,
+					Endpoint:      *endpoint,
 				}
 				if *iface == "none" {
 					cfg.Interface = ""
@@ -134,6 +136,9 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 		}
 		boot = b
 		cfg.Printers = append(cfg.Printers, b.printers...)
+		if cfg.Endpoint == "" {
+			cfg.Endpoint = b.init.Endpoint
+		}
 	}
 	if stateMissing(cfg.StateDir) {
 		opts := enroll.InitOptions{}

@@ -53,6 +53,10 @@ type Config struct {
 	Interface string
 	// Printers are the printers to drive; each gets a tunnel address of its own.
 	Printers []PrinterSpec
+	// Endpoint, when set, replaces the state's HOST:PORT that configs made from now on tell
+	// devices to dial. Empty keeps it; a detected (LAN) endpoint is re-detected at start, so a
+	// new DHCP address reaches the next enrollment.
+	Endpoint string
 	// StatsInterval is the stats loop period; zero: DefaultStatsInterval.
 	StatsInterval time.Duration
 	// Logf logs the daemon's progress; nil discards. Secrets are never passed to it.
@@ -141,6 +145,9 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	g.gw = reg.Gateway()
 	if g.gw.PrivateKey == (wgtypes.Key{}) || !g.gw.Prefix4.IsValid() {
 		return nil, fmt.Errorf("gateway: start: state %s has no gateway configuration (run `printgate init --state %s`)", cfg.StateDir, cfg.StateDir)
+	}
+	if err := g.updateEndpoint(cfg.Endpoint); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
 
 	addrs := g.Addrs()
@@ -537,4 +544,34 @@ func (g *Gateway) RosterPeers() []enroll.Peer {
 		return nil
 	}
 	return g.reg.r.Peers()
+}
+
+// updateEndpoint applies Config.Endpoint, or re-detects a detected one whose LAN address
+// changed. Called by Start before anything is served.
+func (g *Gateway) updateEndpoint(want string) error {
+	r := g.reg.r
+	switch {
+	case want != "":
+		ep, err := enroll.ParseEndpoint(want, g.gw.ListenPort)
+		if err != nil {
+			return err
+		}
+		if ep == g.gw.Endpoint && !g.gw.EndpointGuessed {
+			return nil
+		}
+	case g.gw.EndpointGuessed:
+		a, err := enroll.DetectLANAddr(g.gw.Prefix4, g.gw.Prefix6)
+		if err != nil || netip.AddrPortFrom(a, uint16(g.gw.ListenPort)).String() == g.gw.Endpoint {
+			return nil // keep what there is
+		}
+	default:
+		return nil
+	}
+	gw, err := r.SetEndpoint(want)
+	if err != nil {
+		return err
+	}
+	g.logf("gateway: devices enrolled from now on dial %s (devices enrolled before keep %s in their config)", gw.Endpoint, g.gw.Endpoint)
+	g.gw = gw
+	return nil
 }

@@ -505,3 +505,27 @@ func TestAdminRevokeThroughTunnel(t *testing.T) {
 		t.Errorf("audit log has %d revoke records, want 1:\n%s", n, b)
 	}
 }
+
+// TestEndpointUpdate: Config.Endpoint replaces the endpoint that new configs carry.
+func TestEndpointUpdate(t *testing.T) {
+	dir := newState(t)
+	g, err := Start(context.Background(), Config{StateDir: dir, Endpoint: "gw.example.org:4444", Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if got := g.Status().Endpoint; got != "gw.example.org:4444" {
+		t.Errorf("status endpoint = %q, want gw.example.org:4444", got)
+	}
+	en, err := g.Enroll(enroll.Request{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(en.Config, "Endpoint = gw.example.org:4444\n") {
+		t.Errorf("config after the endpoint change:\n%s", en.Config)
+	}
+	g.Close()
+	if _, err := Start(context.Background(), Config{StateDir: dir, Endpoint: "bad host:x"}); err == nil {
+		t.Errorf("Start with a malformed endpoint succeeded")
+	}
+}
