@@ -42,6 +42,7 @@ func uiStartSocat(t *testing.T, p *uiPeer, addr string) *uiSocat {
 		t.Fatal(err)
 	}
 	s := &uiSocat{in: in, lines: make(chan string, 1024)}
+	done := make(chan struct{}) // closed at cleanup: lines nobody reads are dropped
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -49,10 +50,14 @@ func uiStartSocat(t *testing.T, p *uiPeer, addr string) *uiSocat {
 		defer close(s.lines)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			s.lines <- sc.Text()
+			select {
+			case s.lines <- sc.Text():
+			case <-done:
+			}
 		}
 	}()
 	t.Cleanup(func() {
+		close(done)
 		in.Close()
 		done := make(chan struct{})
 		go func() { wg.Wait(); cmd.Wait(); close(done) }()

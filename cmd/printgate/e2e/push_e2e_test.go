@@ -89,7 +89,11 @@ func uiPushTest(t *testing.T, u *uiLab) {
 				readErr <- fmt.Errorf("push message %q: %v", uiClip(b), err)
 				return
 			}
-			msgs <- m
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	next := func(what string) uiPushMsg {

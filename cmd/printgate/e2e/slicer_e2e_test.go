@@ -381,11 +381,10 @@ func uiWantKeys(t *testing.T, what string, m map[string]any, paths ...string) {
 		for _, k := range strings.Split(p, ".") {
 			obj, ok := cur.(map[string]any)
 			if !ok {
-				cur = nil
+				t.Errorf("%s: %q: the value before %q is %T, not an object", what, p, k, cur)
 				break
 			}
 			if cur, ok = obj[k]; !ok {
-				cur = nil
 				t.Errorf("%s: no key %q (of %q)", what, k, p)
 				break
 			}
