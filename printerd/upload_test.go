@@ -201,3 +201,47 @@ func TestUploadStreams(t *testing.T) {
 		t.Errorf("stored %+v, %v", fi, err)
 	}
 }
+
+// TestSymlinkInUploads: a symlink planted in the uploads root is never listed, served,
+// selected or deleted through the API, and nothing is written through it.
+func TestSymlinkInUploads(t *testing.T) {
+	h := newHarness(t)
+	outside := filepath.Join(t.TempDir(), "secret.gcode")
+	if err := os.WriteFile(outside, []byte("G28 ; secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(h.dir, "uploads", "evil.gcode")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(outside), filepath.Join(h.dir, "uploads", "evildir")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.listing(); len(got) != 0 {
+		t.Errorf("listed %q", got)
+	}
+	for _, r := range []req{
+		{method: "GET", target: "/downloads/files/local/evil.gcode", from: viewerAddr},
+		{method: "GET", target: "/api/files/local/evil.gcode", from: viewerAddr},
+		{method: "GET", target: "/downloads/files/local/evildir/secret.gcode", from: viewerAddr},
+		{method: "POST", target: "/api/files/local/evil.gcode", from: operatorAddr, body: `{"command":"select","print":true}`},
+		{method: "DELETE", target: "/api/files/local/evil.gcode", from: operatorAddr},
+	} {
+		w := h.do(r)
+		if w.Code < 400 || strings.Contains(w.Body.String(), "G28 ; secret") {
+			t.Errorf("%s %s = %d %q, want a 4xx without the file", r.method, r.target, w.Code, w.Body)
+		}
+	}
+	w := h.do(uploadReq(operatorAddr, "/api/files/local", []formPart{{name: "path", value: "evildir"}, {name: "file", filename: "x.gcode", value: goodGcode}}, true))
+	if w.Code < 400 {
+		t.Errorf("upload into a symlinked folder = %d", w.Code)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(outside), "x.gcode")); err == nil {
+		t.Errorf("upload written through the symlink")
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "G28 ; secret\n" {
+		t.Errorf("outside file changed: %q %v", b, err)
+	}
+	if h.pr.Status().State != "operational" {
+		t.Errorf("printer state %s", h.pr.Status().State)
+	}
+}
