@@ -92,7 +92,8 @@ func uiArtifacts(t *testing.T) string {
 // uiBrowserTest drives Debian's headless chromium, run inside the admin's client namespace,
 // through the tunnel to the web UI on the gateway address: it loads the printer page, uploads
 // a file with a visible progress bar, starts the print from the file list, sees the
-// temperature chart move and the job finish. Screenshots are kept. The page must log no
+// temperature chart move and the job finish, then approves an app-key request on the devices
+// page. Screenshots are kept. The page must log no
 // console error, no exception, no CSP violation, and make no request to any host but the
 // gateway's tunnel address.
 func uiBrowserTest(t *testing.T, u *uiLab) {
@@ -260,6 +261,37 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 		`String(Number(document.getElementById('temp-chart').dataset.points || 0) >= `+points0+` + 2 && document.getElementById('temp-chart').toDataURL() !== `+fmt.Sprintf("%q", chart0)+`)`)
 	t.Logf("chart points: %s at print start, %s now", points0, eval(`document.getElementById('temp-chart').dataset.points`))
 	shot("04-done.png")
+
+	// The decision on an app-key request made in the web UI: Cura on the operator's device
+	// asks, the admin clicks Approve on the devices page, Cura's next poll gets the key.
+	op := u.operator
+	r := uiMustCurl(t, op.ns, "-H", "Content-Type: application/json", "--data-binary", `{"app":"Cura"}`, "http://"+u.pr+"/plugin/appkeys/request")
+	token, _ := r.json()["app_token"].(string)
+	if r.code != 201 || token == "" {
+		t.Fatalf("POST /plugin/appkeys/request = %v, want 201 and app_token", r)
+	}
+	approve := fmt.Sprintf(`#appkey-list tr[data-token=%q] .btn-approve`, token)
+	must("open the devices page", chromedp.Do(ctx,
+		chromedp.Navigate("http://"+u.gw+"/#/devices"),
+		chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)),
+		chromedp.WaitVisible(chromedp.ID("view-devices")),
+		chromedp.WaitVisible(chromedp.CSS(approve)),
+	))
+	shot("05-devices.png")
+	// The list is redrawn every 3 s, so the button is found and clicked in one step.
+	waitJS("Approve clicked", 10*time.Second,
+		fmt.Sprintf(`String((() => { const b = document.querySelector(%q); if (b) b.click(); return !!b; })())`, approve))
+	waitJS("the request gone from the list", 20*time.Second,
+		fmt.Sprintf(`String(document.querySelector(%q) === null)`, approve))
+	r = uiMustCurl(t, op.ns, "http://"+u.pr+"/plugin/appkeys/request/"+token)
+	key, _ := r.json()["api_key"].(string)
+	if r.code != 200 || key == "" {
+		t.Fatalf("Cura's poll after the approval in the web UI = %v, want 200 and api_key", r)
+	}
+	op.key = key
+	if r := uiMustCurl(t, op.ns, "-H", "X-Api-Key: "+key, "http://"+u.pr+"/api/settings"); r.code != 200 {
+		t.Errorf("GET /api/settings with the key approved in the web UI = %v, want 200", r)
+	}
 
 	csp := eval(`JSON.stringify(window.__uiCSP || null)`)
 	if csp != "[]" {
