@@ -84,7 +84,8 @@ func uiSetup(t *testing.T) *uiLab {
 
 	u.state = filepath.Join(t.TempDir(), "state")
 	pgOK(t, "init", "--state", u.state, "--endpoint", fmt.Sprintf("%s:%d", u.gwIP, listenPort), "--listen-port", strconv.Itoa(listenPort))
-	spec := fmt.Sprintf("%s=sim,webcam=%s,snapshot=%s", uiPrinter, u.cam.url+"/stream", u.cam.url+"/snapshot")
+	// The flag exactly as docs/slicers.md shows it.
+	spec := fmt.Sprintf("%s=sim,webcam=%s?action=stream,snapshot=%s?action=snapshot", uiPrinter, u.cam.url, u.cam.url)
 	u.d = startDaemon(t, u.lab.gw, u.state, u.prefix+"w", "--printer", spec)
 
 	var st gateway.Status

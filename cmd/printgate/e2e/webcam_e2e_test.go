@@ -17,9 +17,10 @@ import (
 )
 
 // uiCam is a camera daemon bound to 127.0.0.1 in the gateway's namespace (as mjpg-streamer
-// or ustreamer with --host 127.0.0.1): an MJPEG stream at /stream and a JPEG at /snapshot.
+// or ustreamer with --host 127.0.0.1): an MJPEG stream at /?action=stream and a JPEG at
+// /?action=snapshot.
 type uiCam struct {
-	url    string   // http://127.0.0.1:PORT
+	url    string   // http://127.0.0.1:PORT/
 	port   string   // PORT
 	frames [][]byte // the JPEG frames it sends, in turn
 }
@@ -56,13 +57,14 @@ func uiStartCam(t *testing.T, ns netns) *uiCam {
 		t.Fatalf("camera listen in %s: %v", ns.name, err)
 	}
 	_, cam.port, _ = net.SplitHostPort(ln.Addr().String())
-	cam.url = "http://127.0.0.1:" + cam.port
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /snapshot", func(w http.ResponseWriter, r *http.Request) {
+	cam.url = "http://127.0.0.1:" + cam.port + "/"
+	// mjpg-streamer's URLs, as docs/slicers.md gives them: /?action=stream and
+	// /?action=snapshot.
+	snapshot := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "image/jpeg")
 		w.Write(cam.frames[0])
-	})
-	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
+	}
+	stream := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+uiCamBoundary)
 		rc := http.NewResponseController(w)
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -83,8 +85,20 @@ func uiStartCam(t *testing.T, ns netns) *uiCam {
 			case <-tick.C:
 			}
 		}
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method != http.MethodGet || r.URL.Path != "/":
+			http.NotFound(w, r)
+		case r.URL.Query().Get("action") == "stream":
+			stream(w, r)
+		case r.URL.Query().Get("action") == "snapshot":
+			snapshot(w, r)
+		default:
+			http.NotFound(w, r)
+		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() { srv.Serve(ln); close(done) }()
 	t.Cleanup(func() {
@@ -134,18 +148,18 @@ func uiWebcamTest(t *testing.T, u *uiLab) {
 
 	t.Run("CameraPortUnreachable", func(t *testing.T) {
 		for _, host := range []string{u.gw, u.pr} {
-			url := "http://" + net.JoinHostPort(host, u.cam.port) + "/snapshot"
+			url := "http://" + net.JoinHostPort(host, u.cam.port) + "/?action=snapshot"
 			if out, err := curlFail(v.ns, url); err == nil {
 				t.Errorf("camera port reachable through the tunnel: curl %s answered %q", url, out)
 			}
 		}
 		// Nor from the LAN: the camera listens on loopback only (the client namespace
 		// reaches the gateway's LAN address over the veth).
-		if out, err := curlFail(v.ns, "http://"+net.JoinHostPort(u.gwIP, u.cam.port)+"/snapshot"); err == nil {
+		if out, err := curlFail(v.ns, "http://"+net.JoinHostPort(u.gwIP, u.cam.port)+"/?action=snapshot"); err == nil {
 			t.Errorf("camera port reachable on the gateway's LAN address: %q", out)
 		}
 		// The admin, too: no role opens the camera's own port.
-		if out, err := curlFail(u.admin.ns, "http://"+net.JoinHostPort(u.gw, u.cam.port)+"/stream"); err == nil {
+		if out, err := curlFail(u.admin.ns, "http://"+net.JoinHostPort(u.gw, u.cam.port)+"/?action=stream"); err == nil {
 			t.Errorf("camera port reachable for the admin: %q", out)
 		}
 	})
