@@ -515,7 +515,11 @@ func uiSlicer(t *testing.T, u *uiLab) {
 		if r.code != 200 || key == "" {
 			t.Fatalf("poll after approval = %v, want 200 and api_key", r)
 		}
+		oldKey := op.key
 		op.key = key // the approval gave the operator this key; the one enroll printed is gone
+		if r := uiMustCurl(t, op.ns, "-H", "X-Api-Key: "+oldKey, base+"/api/version"); r.code != 403 {
+			t.Errorf("the key enroll printed, after an app key was approved for the device: GET /api/version = %v, want 403 (docs/slicers.md: approving a new key replaces the previous one)", r)
+		}
 		if r := uiMustCurl(t, op.ns, pollURL); r.code != 404 {
 			t.Errorf("second poll after the key was handed out = %v, want 404", r)
 		}
@@ -594,8 +598,8 @@ func uiSlicer(t *testing.T, u *uiLab) {
 		if r.code < 400 || r.code > 499 {
 			t.Errorf("upload with M104 S400 = %v, want 4xx", r)
 		}
-		if msg, _ := r.json()["error"].(string); msg == "" {
-			t.Errorf("refusal body %s: want {\"error\": ...}", r.body)
+		if msg, _ := r.json()["error"].(string); !strings.Contains(msg, "M104 S400") || !strings.Contains(msg, "max-temperature") {
+			t.Errorf("refusal body %s: want {\"error\": ...} naming the line and the rule", r.body)
 		}
 		if uiListed(t, op, base, "hot.gcode") {
 			t.Errorf("refused hot.gcode is listed")
