@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -263,6 +264,56 @@ func uiBridgeTest(t *testing.T, u *uiLab) {
 			if s := term.sent(bad); len(s) > 0 {
 				t.Errorf("refused %q from printcore reached the printer: %q", bad, s)
 			}
+		}
+	})
+
+	t.Run("SocatPTY", func(t *testing.T) {
+		// docs/slicers.md for hosts that need a device file (Repetier-Host): socat makes a
+		// pty linked to the bridge, and the host (here printcore) opens it as a serial port.
+		requireRoot(t, "printcore")
+		dir := t.TempDir()
+		link := filepath.Join(dir, "printer")
+		f := filepath.Join(dir, "pty.gcode")
+		if err := os.WriteFile(f, []byte("G28\nG90\nG1 X55 Y55 F3000\nM104 S400\nG1 X66 Y66 F3000\nM400\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := len(term.snapshot())
+		var out []byte
+		waitFor(t, "printcore prints on the socat pty (retried while the last client's session ends)", 90*time.Second, func() bool {
+			sc := u.admin.ns.cmd("socat", "pty,link="+link+",raw,echo=0", "tcp:"+addr)
+			if err := sc.Start(); err != nil {
+				t.Fatalf("socat: %v", err)
+			}
+			defer func() {
+				sc.Process.Kill()
+				sc.Wait()
+				os.Remove(link)
+			}()
+			waitFor(t, "the socat pty link", 10*time.Second, func() bool {
+				_, err := os.Stat(link)
+				return err == nil
+			})
+			var err error
+			out, err = exec.Command("timeout", "60", "printcore", "-v", link, f).CombinedOutput()
+			if err != nil {
+				t.Logf("printcore on the pty: %v\n%s", err, uiClip(out))
+				return false
+			}
+			return !strings.Contains(string(out), "busy")
+		})
+		if !strings.Contains(string(out), "refused") {
+			t.Errorf("printcore on the pty saw no refusal of M104 S400:\n%s", uiClip(out))
+		}
+		waitFor(t, "the pty file's last move sent to the printer", 20*time.Second, func() bool {
+			for _, l := range term.snapshot()[before:] {
+				if strings.HasPrefix(l, "Send: ") && strings.Contains(l, "G1 X66 Y66") {
+					return true
+				}
+			}
+			return false
+		})
+		if s := term.sent("M104 S400"); len(s) > 0 {
+			t.Errorf("refused M104 S400 through the pty reached the printer: %q", s)
 		}
 	})
 
