@@ -38,6 +38,13 @@ import (
 //	   └──── Connect (from Error, Halted or Disconnected)
 //	         Disconnect (heaters off first) ──▶ Disconnected;  ctx done ──▶ heaters off, Run returns
 //
+// The Filter sees every line a caller or a file can put on the wire: Send, each job line as it
+// is sent, and the pause, resume and cancel scripts (checked whole before any line is queued).
+// The lines the controller makes itself are not filtered: the connect sequence (M110, M115,
+// M155, M113), temperature polls (M105), heaters and fan off (M104 T<n> S0, M140 S0, M141 S0,
+// M107), the job's G90/G91, M82/M83 and feed rate restored after a resume, and the emergency
+// commands M112, M108 and M410, which no policy may block.
+//
 // Nothing leaves Error or Halted towards printing by itself: a job interrupted by a link loss
 // or a halt is marked Failed and stays so (DESIGN invariant 8).
 

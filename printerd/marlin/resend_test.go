@@ -243,3 +243,28 @@ func TestBusyKeepsLinkAlive(t *testing.T) {
 		t.Errorf("after a timeout the controller wrote %q, want an M105 poke", got)
 	}
 }
+
+func TestLateBootRestartsHello(t *testing.T) {
+	conns := make(chan net.Conn, 1)
+	c := New(Config{Name: "late", BootWait: 50 * time.Millisecond, PollInterval: time.Hour, Logf: t.Logf,
+		Open: func(ctx context.Context) (io.ReadWriteCloser, error) {
+			a, b := socketPair(t)
+			conns <- b
+			return a, nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	w := &wire{t: t, conn: <-conns}
+	w.br = bufio.NewReader(w.conn)
+	t.Cleanup(func() { cancel(); go io.Copy(io.Discard, w.conn); <-done; w.conn.Close() })
+	// Silence: the controller gives up waiting and says hello to a board still in its
+	// bootloader, which loses it.
+	w.expect("N0 M110 N0*125")
+	w.send("start", "echo: External Reset")
+	w.expect("N0 M110 N0*125")
+	w.send("ok")
+	w.expectCmd(1, "M104 T0 S0")
+	w.send("ok")
+	w.expectCmd(2, "M140 S0")
+}

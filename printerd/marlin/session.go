@@ -151,7 +151,11 @@ func (s *session) run(ctx context.Context) (end, error) {
 			break
 		}
 		if !s.rs.hold.IsZero() {
-			holdT.Reset(time.Until(s.rs.hold))
+			if d := time.Until(s.rs.hold); s.cursor < 0 {
+				s.rs.hold = time.Time{} // nothing waits for it
+			} else if d > 0 {
+				holdT.Reset(d) // else the next firmware line or tick runs pump
+			}
 		}
 		select {
 		case <-holdT.C:
@@ -295,6 +299,18 @@ func heatersOff(tools int, chamber bool) []string {
 	return out
 }
 
+// rehello forgets everything sent and queues the connect sequence again.
+func (s *session) rehello() {
+	c := s.c
+	c.tx.Lock()
+	c.tx.inflight = nil
+	c.tx.Unlock()
+	s.queue, s.cursor = nil, -1
+	variant := s.rs.variant
+	s.rs = resendState{variant: variant}
+	s.hello()
+}
+
 // hello queues the connect sequence: the line number reset, heaters off, M115.
 func (s *session) hello() {
 	s.queue = append(s.queue, &sent{text: "M110 N0", kind: kHello})
@@ -413,6 +429,12 @@ func (s *session) handle(line string) {
 			s.queue = append(s.queue, &sent{text: "M113 S2", kind: kInternal})
 		}
 	case ReplyStart:
+		if !s.ready {
+			// The board finished booting only now (a slow bootloader): start the connect
+			// sequence over.
+			s.rehello()
+			break
+		}
 		// The board reset under us: whatever was queued is gone.
 		s.fail(errors.New("printer reset itself (firmware sent start)"))
 	case ReplyFirmware:
@@ -556,6 +578,9 @@ func (s *session) checkTimeout(now time.Time) {
 	if s.busySeen {
 		limit = c.cfg.BusyTimeout
 	}
+	if !s.ready && limit > connectTimeout {
+		limit = connectTimeout
+	}
 	since := s.lastRecv
 	if s.waitStart.After(since) {
 		since = s.waitStart
@@ -579,6 +604,9 @@ func (s *session) checkTimeout(now time.Time) {
 	s.writeNew(&sent{text: "M105", kind: kInternal, poll: true})
 	s.pollOut = true
 }
+
+// connectTimeout bounds the wait for each answer of the connect sequence.
+const connectTimeout = 5 * time.Second
 
 // longRunning reports commands whose ok may take long (OctoPrint's longRunningCommands, plus
 // the heat-and-wait ones).
