@@ -332,6 +332,10 @@ func TestGatewayEndToEnd(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Errorf("printgate run exit on SIGTERM: %v\n%s", err, d.stderr)
 	}
+	// Every enrollment and revocation above is in the hash-chained audit log.
+	if out := pgOK(t, "audit", "verify", "--state", state); !strings.Contains(out, "chain intact") {
+		t.Errorf("audit verify: %s", out)
+	}
 	if t.Failed() {
 		t.Logf("gateway log:\n%s", d.stderr)
 	}
