@@ -157,13 +157,13 @@ func New(cfg Config) *Controller {
 		cfg.MaxInFlight = maxWindow
 	}
 	if cfg.PauseScript == nil {
-		cfg.PauseScript = DefaultPauseScript
+		cfg.PauseScript = DefaultPauseScript()
 	}
 	if cfg.ResumeScript == nil {
-		cfg.ResumeScript = DefaultResumeScript
+		cfg.ResumeScript = DefaultResumeScript()
 	}
 	if cfg.CancelScript == nil {
-		cfg.CancelScript = DefaultCancelScript
+		cfg.CancelScript = DefaultCancelScript()
 	}
 	cfg.Watchdog = cfg.Watchdog.withDefaults()
 	c := &Controller{

@@ -255,7 +255,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	_, ex := r.fake(0).snapshot()
 	ex = slices.DeleteFunc(ex, func(s string) bool { return s == "M105" })
 	tail := strings.Join(ex[len(ex)-5:], "|")
-	if tail != strings.Join(DefaultPauseScript, "|") {
+	if tail != strings.Join(DefaultPauseScript(), "|") {
 		t.Errorf("last executed = %q, want the pause script", tail)
 	}
 	if err := r.c.Resume(); err != nil {

@@ -16,8 +16,8 @@ type Spec struct {
 	Sim  bool   // use the built-in simulator
 }
 
-// Bauds are the link speeds Marlin's BAUDRATE allows.
-var Bauds = []int{2400, 9600, 19200, 38400, 57600, 115200, 250000, 500000, 1000000}
+// bauds are the link speeds Marlin's BAUDRATE allows.
+var bauds = []int{2400, 9600, 19200, 38400, 57600, 115200, 250000, 500000, 1000000}
 
 // ParsePrinterSpec parses the value of a --printer flag.
 func ParsePrinterSpec(s string) (Spec, error) {
@@ -62,7 +62,7 @@ func ParsePrinterSpec(s string) (Spec, error) {
 		case "baud":
 			n, err := strconv.Atoi(v)
 			if err != nil || !validBaud(n) {
-				return Spec{}, fmt.Errorf("printer %q: baud %q: want one of %v", s, v, Bauds)
+				return Spec{}, fmt.Errorf("printer %q: baud %q: want one of %v", s, v, bauds)
 			}
 			sp.Baud = n
 		default:
@@ -73,7 +73,7 @@ func ParsePrinterSpec(s string) (Spec, error) {
 }
 
 func validBaud(n int) bool {
-	for _, b := range Bauds {
+	for _, b := range bauds {
 		if n == b {
 			return true
 		}

@@ -17,33 +17,39 @@ import (
 
 // DefaultPauseScript parks the head: retract 2 mm, raise Z by 10 mm, then move to X0 Y0. It
 // runs after the job's lines in flight, so the head is where the last of them left it.
-var DefaultPauseScript = []string{
-	"G91",
-	"G1 E-2 F2400",
-	"G1 Z10 F600",
-	"G90",
-	"G1 X0 Y0 F6000",
+func DefaultPauseScript() []string {
+	return []string{
+		"G91",
+		"G1 E-2 F2400",
+		"G1 Z10 F600",
+		"G90",
+		"G1 X0 Y0 F6000",
+	}
 }
 
 // DefaultResumeScript returns the head: back over the part at the raised height, down, and
 // the filament pushed back. {X} {Y} {Z} {E} {F} are the position and feed rate the job had
 // reached (a line whose placeholder is unknown is left out). After the script the controller
 // restores the job's G90/G91 and M82/M83 modes and its feed rate.
-var DefaultResumeScript = []string{
-	"G90",
-	"G1 X{X} Y{Y} F6000",
-	"G91",
-	"G1 Z-10 F600",
-	"G1 E2 F2400",
+func DefaultResumeScript() []string {
+	return []string{
+		"G90",
+		"G1 X{X} Y{Y} F6000",
+		"G91",
+		"G1 Z-10 F600",
+		"G1 E2 F2400",
+	}
 }
 
 // DefaultCancelScript runs after the controller has turned heaters (M104, M140, M141) and the
 // part fan (M107) off: retract 2 mm and lift Z by 10 mm, clear of the part.
-var DefaultCancelScript = []string{
-	"G91",
-	"G1 E-2 F2400",
-	"G1 Z10 F600",
-	"G90",
+func DefaultCancelScript() []string {
+	return []string{
+		"G91",
+		"G1 E-2 F2400",
+		"G1 Z10 F600",
+		"G90",
+	}
 }
 
 // estimateScan is how much of the head and the tail of a file is searched for the slicer's
