@@ -243,3 +243,42 @@ func FuzzParsePrinterSpec(f *testing.F) {
 		}
 	})
 }
+
+func TestJobClock(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	k := jobClock{started: t0}
+	if got := k.elapsed(t0.Add(10 * time.Second)); got != 10*time.Second {
+		t.Errorf("elapsed after 10 s = %v", got)
+	}
+	k.pausedAt = t0.Add(10 * time.Second)
+	if got := k.elapsed(t0.Add(70 * time.Second)); got != 10*time.Second {
+		t.Errorf("elapsed while paused for 60 s = %v, want 10s", got)
+	}
+	k.paused, k.pausedAt = 60*time.Second, time.Time{}
+	if got := k.elapsed(t0.Add(75 * time.Second)); got != 15*time.Second {
+		t.Errorf("elapsed after resuming = %v, want 15s", got)
+	}
+	k.ended = t0.Add(80 * time.Second)
+	if got := k.elapsed(t0.Add(time.Hour)); got != 20*time.Second {
+		t.Errorf("elapsed after the end = %v, want 20s", got)
+	}
+}
+
+func TestScanEstimate(t *testing.T) {
+	tail := strings.Repeat("G1 X1 Y1\n", 20000) + "; estimated printing time (normal mode) = 1h 2m 3s\n"
+	for _, tc := range []struct {
+		name, text string
+		want       time.Duration
+	}{
+		{"cura head", ";FLAVOR:Marlin\n;TIME:3723\nG28\n", 3723 * time.Second},
+		{"prusaslicer tail", tail, time.Hour + 2*time.Minute + 3*time.Second},
+		{"none", "G28\nG1 X1\n", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := scanEstimate(strings.NewReader(tc.text), int64(len(tc.text)))
+			if err != nil || got != tc.want {
+				t.Errorf("scanEstimate(%s) = %v, %v; want %v", tc.name, got, err, tc.want)
+			}
+		})
+	}
+}
