@@ -72,13 +72,14 @@
 // # The pty
 //
 // OpenPTY opens a pty pair with github.com/creack/pty, puts the slave in raw mode and closes
-// its own slave descriptor. While no process holds the slave open, the master reports POLLHUP;
-// the simulator polls for that, so it sees the host open the port (POLLHUP clears: reset,
-// boot, "start") and close it (reads fail with EIO: the session ends). Reopening the port
-// resets the firmware again, as DTR does on a real board. A FaultDisconnect closes the master
-// (the host's reads fail, as when a USB cable is pulled) and, after Config.ReplugAfter, opens a
-// new pty; Config.Link names a symlink kept pointing at the current slave, the way
-// /dev/serial/by-id names follow a replugged printer.
+// its own slave descriptor. An inotify watch on the slave device reports every open and close
+// by any process, so the simulator sees the host open the port (the firmware resets: a
+// moment later it prints "start") and close it (the session ends), however quickly a close
+// and a reopen follow each other; each open resets the firmware again, as DTR does on a real
+// board. (POLLHUP on the master was tried first: it misses a quick close and reopen.) A
+// FaultDisconnect closes the master (the host's reads fail, as when a USB cable is pulled)
+// and, after Config.ReplugAfter, opens a new pty; Config.Link names a symlink kept pointing at
+// the current slave, the way /dev/serial/by-id names follow a replugged printer.
 package marlinsim
 
 import (
