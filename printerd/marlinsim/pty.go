@@ -271,25 +271,20 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 		if serr != nil && !errors.Is(serr, context.Canceled) {
 			p.Sim.logf("marlinsim: pty session: %v", serr)
 		}
-		// A session that ended while the host still holds the port (an error) waits for
-		// the next open; pending events decide.
-		if holders > 0 {
-			holders = drainHolders(ctx, w, holders)
-		}
-	}
-}
-
-// drainHolders applies the events already queued.
-func drainHolders(ctx context.Context, w *watcher, holders int) int {
-	for {
-		select {
-		case ev, ok := <-w.events:
-			if !ok {
-				return holders
+		if serr == nil && holders > 0 {
+			// Serve saw the host close (EIO) before inotify said so: wait for the close,
+			// so that only a real reopen starts the next session.
+			for holders > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case ev, ok := <-w.events:
+					if !ok {
+						return fmt.Errorf("marlinsim: watch pty: %w", w.err)
+					}
+					holders += ev
+				}
 			}
-			holders += ev
-		default:
-			return holders
 		}
 	}
 }

@@ -100,10 +100,12 @@ func TestPTYThroughSerial(t *testing.T) {
 		}
 		h.close()
 	}
-	if n := p.Opens(); n != 2 {
-		t.Errorf("Opens() = %d, want 2", n)
+	// Other processes on the machine may probe the port too (serial port listings do), so
+	// these are lower bounds.
+	if n := p.Opens(); n < 2 {
+		t.Errorf("Opens() = %d, want at least 2", n)
 	}
-	if st := p.Sim.Stats(); st.Boots != 2 {
+	if st := p.Sim.Stats(); st.Boots < 2 {
 		t.Errorf("Boots = %d, want a reset per open", st.Boots)
 	}
 }
@@ -162,5 +164,5 @@ func TestPTYQuickReopen(t *testing.T) {
 		h.close()
 		_ = i
 	}
-	waitFor(t, "ten sessions", func() bool { return p.Sim.Stats().Boots == 10 })
+	waitFor(t, "ten sessions", func() bool { return p.Sim.Stats().Boots >= 10 })
 }
