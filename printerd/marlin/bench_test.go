@@ -18,10 +18,11 @@ import (
 	"github.com/printgate/printgate/printerd/marlinsim"
 )
 
-// The streaming benchmark of issue 4. It is a test gated by PRINTGATE_BENCH=1 because it
-// prints a table from one run and takes a few minutes:
+// The streaming benchmark of issue 4. It prints a table from one run and takes a few minutes,
+// so it runs as a test gated by PRINTGATE_BENCH=1, or as BenchmarkStreaming under -bench:
 //
 //	PRINTGATE_BENCH=1 go test -run '^TestBench' -v -timeout 30m ./printerd/marlin/
+//	go test -run '^$' -bench Streaming -v ./printerd/marlin/
 //
 // Every contender streams the same file of short G1 segments to the same simulator settings
 // (marlinsim on a pty: BUFSIZE 4, 128-byte RX ring, instant moves so the firmware is never the
@@ -74,7 +75,7 @@ func measure(sim *marlinsim.Sim, mark int) benchResult {
 	return r
 }
 
-func benchPrintgate(t *testing.T, baud int, lat time.Duration, advanced bool, n int) benchResult {
+func benchPrintgate(t testing.TB, baud int, lat time.Duration, advanced bool, n int) benchResult {
 	t.Helper()
 	sp := startSimPort(t, marlinsim.Config{Baud: baud, OKLatency: lat, AdvancedOK: advanced})
 	c := simController(t, sp, Config{Baud: baud, Logf: func(string, ...any) {}})
@@ -89,7 +90,7 @@ func benchPrintgate(t *testing.T, baud int, lat time.Duration, advanced bool, n 
 	return measure(sp.Sim, mark)
 }
 
-func benchPrintcore(t *testing.T, baud int, lat time.Duration, n int) (benchResult, bool) {
+func benchPrintcore(t testing.TB, baud int, lat time.Duration, n int) (benchResult, bool) {
 	t.Helper()
 	const bin = "/usr/bin/printcore"
 	if _, err := os.Stat(bin); err != nil {
@@ -132,16 +133,36 @@ func TestBenchStreaming(t *testing.T) {
 	if os.Getenv("PRINTGATE_BENCH") == "" {
 		t.Skip("set PRINTGATE_BENCH=1 to run the streaming benchmark (minutes)")
 	}
+	table, _ := streamingBench(t)
+	t.Logf("streaming, one run:\n%s", table)
+}
+
+// BenchmarkStreaming runs the same comparison once for `go test -bench` (make bench) and
+// reports the headline figures as metrics; the table goes to the log (-v).
+func BenchmarkStreaming(b *testing.B) {
+	var table string
+	var m map[string]float64
+	for range b.N {
+		table, m = streamingBench(b)
+	}
+	for k, v := range m {
+		b.ReportMetric(v, k)
+	}
+	b.Logf("streaming, one run:\n%s", table)
+}
+
+// streamingBench measures every row and returns the table and the headline metrics.
+func streamingBench(t testing.TB) (string, map[string]float64) {
 	type row struct {
-		baud                int
-		lat                 time.Duration
-		adv, pp, pc         benchResult
-		havePC              bool
-		ceiling             float64
-		lineBytes           float64
-		advLines, slowLines int
+		baud        int
+		lat         time.Duration
+		adv, pp, pc benchResult
+		havePC      bool
+		ceiling     float64
+		lineBytes   float64
 	}
 	var rows []row
+	metrics := map[string]float64{}
 	for _, baud := range []int{115200, 250000} {
 		for _, lat := range []time.Duration{2 * time.Millisecond, 16 * time.Millisecond} {
 			fast, slow := 3000, 1500
@@ -149,14 +170,17 @@ func TestBenchStreaming(t *testing.T) {
 				slow = 400
 			}
 			r := row{baud: baud, lat: lat}
-			t.Run(fmt.Sprintf("%d/%v", baud, lat), func(t *testing.T) {
-				t.Run("advanced", func(t *testing.T) { r.adv = benchPrintgate(t, baud, lat, true, fast) })
-				t.Run("pingpong", func(t *testing.T) { r.pp = benchPrintgate(t, baud, lat, false, slow) })
-				t.Run("printcore", func(t *testing.T) { r.pc, r.havePC = benchPrintcore(t, baud, lat, slow) })
-			})
+			r.adv = benchPrintgate(t, baud, lat, true, fast)
+			r.pp = benchPrintgate(t, baud, lat, false, slow)
+			r.pc, r.havePC = benchPrintcore(t, baud, lat, slow)
 			r.lineBytes = float64(r.adv.wireBytes) / float64(r.adv.lines)
 			r.ceiling = float64(baud) / 10 / r.lineBytes
 			rows = append(rows, r)
+			key := fmt.Sprintf("%d_%dms", baud, lat.Milliseconds())
+			metrics["adv_wire_pct_"+key] = 100 * r.adv.util(baud)
+			if r.havePC {
+				metrics["adv_per_printcore_"+key] = r.adv.rate() / r.pc.rate()
+			}
 		}
 	}
 	var b strings.Builder
@@ -173,7 +197,7 @@ func TestBenchStreaming(t *testing.T) {
 			r.baud, r.lat, r.ceiling, r.adv.rate(), 100*r.adv.util(r.baud), r.pp.rate(), 100*r.pp.util(r.baud), pc,
 			100*r.adv.rate()/r.ceiling, advPC, ppPC)
 	}
-	t.Logf("streaming, one run:\n%s", b.String())
+	return b.String(), metrics
 }
 
 // TestBenchEightPrinters streams to 8 simulated printers at once and reports the gateway's
@@ -187,6 +211,22 @@ func TestBenchEightPrinters(t *testing.T) {
 	if os.Getenv("PRINTGATE_BENCH") == "" {
 		t.Skip("set PRINTGATE_BENCH=1 to run the 8-printer benchmark")
 	}
+	msg, _ := eightPrinters(t)
+	t.Log(msg)
+}
+
+// BenchmarkEightPrinters is TestBenchEightPrinters for `go test -bench`.
+func BenchmarkEightPrinters(b *testing.B) {
+	var msg string
+	var perK float64
+	for range b.N {
+		msg, perK = eightPrinters(b)
+	}
+	b.ReportMetric(perK, "cpu-ms/1000lines")
+	b.Log(msg)
+}
+
+func eightPrinters(t testing.TB) (string, float64) {
 	const printers, lines, baud = 8, 3000, 250000
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchEightPrinters$")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", helperEnv, printers))
@@ -244,8 +284,9 @@ func TestBenchEightPrinters(t *testing.T) {
 			t.Fatalf("%s: job %+v", c.Status().Name, j)
 		}
 	}
-	t.Logf("8 printers × %d lines at %d baud, 2 ms ok latency, ADVANCED_OK: wall %v, %.0f lines/s in total; gateway CPU %v = %.1f ms per 1,000 lines",
-		lines, baud, wall.Round(time.Millisecond), float64(total)/wall.Seconds(), cpu.Round(time.Millisecond), float64(cpu.Microseconds())/1000/float64(total)*1000)
+	perK := float64(cpu.Microseconds()) / 1000 / float64(total) * 1000
+	return fmt.Sprintf("8 printers × %d lines at %d baud, 2 ms ok latency, ADVANCED_OK: wall %v, %.0f lines/s in total; gateway CPU %v = %.1f ms per 1,000 lines",
+		lines, baud, wall.Round(time.Millisecond), float64(total)/wall.Seconds(), cpu.Round(time.Millisecond), perK), perK
 }
 
 const helperEnv = "PRINTGATE_BENCH_SIM_HELPER"
@@ -265,7 +306,7 @@ func runSimHelper(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 }
 
-func cpuTime(t *testing.T) time.Duration {
+func cpuTime(t testing.TB) time.Duration {
 	t.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
