@@ -18,11 +18,14 @@ const (
 
 // Marlin's defaults for the waits (Configuration.h).
 const (
-	residency   = 10 * time.Second // TEMP_RESIDENCY_TIME, TEMP_BED_RESIDENCY_TIME
-	tempWindow  = 1.0              // TEMP_WINDOW, TEMP_BED_WINDOW
-	tempHyster  = 3.0              // TEMP_HYSTERESIS, TEMP_BED_HYSTERESIS
-	heaterTick  = 250 * time.Millisecond
-	wReportEach = time.Second
+	residency  = 10 * time.Second // TEMP_RESIDENCY_TIME, TEMP_BED_RESIDENCY_TIME
+	tempWindow = 1.0              // TEMP_WINDOW, TEMP_BED_WINDOW
+	tempHyster = 3.0              // TEMP_HYSTERESIS, TEMP_BED_HYSTERESIS
+	heaterTick = 250 * time.Millisecond
+	// MIN_COOLING_SLOPE_DEG and MIN_COOLING_SLOPE_TIME (the bed's are the same).
+	minCoolingSlope = 1.5
+	minCoolingTime  = 60 * time.Second
+	wReportEach     = time.Second
 )
 
 // heater is one heater's physical state.
@@ -125,12 +128,15 @@ func (c *conn) waitHeater(ctx context.Context, h int, noWaitForCooling bool) err
 	nextTemp := c.now
 	resStart := int64(-1)
 	seen := -1.0
+	wantsToCool := false
+	nextCoolCheck, oldTemp := int64(-1), 9999.0
 	c.waitHeat = true
 	return c.block(ctx, strBusy, func() (bool, int64) {
 		ht := c.heaterNow(h)
 		if ht.target != seen {
 			seen = ht.target
-			if noWaitForCooling && ht.target < ht.actual {
+			wantsToCool = ht.target < ht.actual
+			if noWaitForCooling && wantsToCool {
 				return true, -1
 			}
 		}
@@ -146,6 +152,13 @@ func (c *conn) waitHeater(ctx context.Context, h int, noWaitForCooling bool) err
 			}
 			c.print(c.tempReport(" W:" + w))
 		}
+		if wantsToCool && (nextCoolCheck < 0 || c.now >= nextCoolCheck) {
+			// MIN_COOLING_SLOPE: give up a wait that cools too slowly (M109 R0).
+			if oldTemp-ht.actual < minCoolingSlope {
+				return true, -1
+			}
+			nextCoolCheck, oldTemp = c.now+c.machine(minCoolingTime), ht.actual
+		}
 		diff := math.Abs(ht.target - ht.actual)
 		if resStart < 0 {
 			if diff < tempWindow {
@@ -158,6 +171,9 @@ func (c *conn) waitHeater(ctx context.Context, h int, noWaitForCooling bool) err
 			return true, -1
 		}
 		next := min(nextTemp, c.now+c.interval(heaterTick))
+		if wantsToCool {
+			next = min(next, nextCoolCheck)
+		}
 		if resStart >= 0 {
 			next = min(next, resStart+res)
 		}
