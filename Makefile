@@ -23,8 +23,22 @@ lint:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
+# Benchmarks print ratios against a baseline measured in the same run: the stock wireguard-go
+# netstack example (tunnel upload), and Debian's printcore (G-code streaming). The harnesses
+# that need root and Debian tools skip with a reason otherwise. docs/PERFORMANCE.md has results.
+BENCH_RUNS ?= 3
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./tunnel/... ./netstack/... ./enroll/... ./printerd/...
+	PRINTGATE_BENCH=1 PRINTGATE_BENCH_RUNS=$(BENCH_RUNS) $(GO) test -count=1 -v -timeout 40m ./bench/throughput/ | grep -vE '^(=== RUN|PASS|ok)'
+
+# Every fuzz target, FUZZTIME each (the seed corpora also run in `make test`).
+FUZZTIME ?= 20s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 clean:
 	rm -rf bin dist out
