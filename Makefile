@@ -29,7 +29,7 @@ lint:
 BENCH_RUNS ?= 3
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./tunnel/... ./netstack/... ./enroll/... ./printerd/...
-	PRINTGATE_BENCH=1 PRINTGATE_BENCH_RUNS=$(BENCH_RUNS) $(GO) test -count=1 -v -timeout 40m ./bench/throughput/ | grep -vE '^(=== RUN|PASS|ok)'
+	PRINTGATE_BENCH=1 PRINTGATE_BENCH_RUNS=$(BENCH_RUNS) $(GO) test -count=1 -v -timeout 40m ./bench/throughput/
 
 # Every fuzz target, FUZZTIME each (the seed corpora also run in `make test`).
 FUZZTIME ?= 20s
