@@ -305,3 +305,22 @@ func TestSubscribeDropsForSlow(t *testing.T) {
 	n := len(r.c.History())
 	waitFor(t, "temperature history growing", func() bool { return len(r.c.History()) > n+3 })
 }
+
+func TestEmergencyFailsJob(t *testing.T) {
+	r := newRig(t, Config{}, func(f *fakeMarlin) { f.delay = time.Millisecond })
+	r.waitState(Operational)
+	text, _ := genJob(5000)
+	if err := r.c.Start(context.Background(), "job.gcode", strings.NewReader(text), int64(len(text))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "progress", func() bool { return r.c.Status().Job.Lines > 10 })
+	if err := r.c.Emergency(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "job failed", func() bool { return r.c.Status().Job.Failed != "" })
+	time.Sleep(100 * time.Millisecond) // the kill lines arrive
+	st := r.c.Status()
+	if st.State != Halted || st.Error != "emergency stop (M112)" || st.Job.Failed != "emergency stop (M112)" {
+		t.Errorf("after Emergency: state %s error %q job failed %q", st.State, st.Error, st.Job.Failed)
+	}
+}

@@ -184,7 +184,7 @@ func (s *session) run(ctx context.Context) (end, error) {
 		case r := <-c.reqs:
 			s.request(r)
 		case <-c.wake:
-			s.emergencySent()
+			s.emergencySent("emergency stop (M112)")
 		case now := <-tick.C:
 			s.tick(now)
 		case <-ctx.Done():
@@ -476,9 +476,14 @@ func (s *session) onError(r Reply) {
 func (s *session) halt(reason string) {
 	c := s.c
 	c.tx.Lock()
+	emergency := c.tx.halted // Emergency wrote M112: this is its kill
 	c.tx.halted = true
 	c.tx.inflight = nil
 	c.tx.Unlock()
+	if emergency && !s.halted {
+		s.emergencySent("emergency stop (M112)")
+		return
+	}
 	if s.halted {
 		return // keep the first reason: the thermal line comes before the kill line
 	}
@@ -490,13 +495,13 @@ func (s *session) halt(reason string) {
 }
 
 // emergencySent runs after Emergency wrote M112.
-func (s *session) emergencySent() {
+func (s *session) emergencySent(reason string) {
 	if s.halted {
 		return
 	}
 	s.halted = true
 	s.queue, s.cursor = nil, -1
-	s.failJob("emergency stop (M112)")
+	s.failJob(reason)
 }
 
 // temps records a temperature report and runs the watchdog over it.
@@ -528,7 +533,7 @@ func (s *session) alarm(reason string) {
 		if err := c.Emergency(); err != nil {
 			c.logf("marlin %s: watchdog: %v", c.cfg.Name, err)
 		}
-		s.emergencySent()
+		s.emergencySent("watchdog: " + reason)
 		c.setState(Halted, "watchdog: "+reason)
 	}
 	c.publish("alarm", "watchdog: "+reason)
