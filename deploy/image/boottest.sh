@@ -11,7 +11,10 @@
 #   curl reaches the gateway's tunnel address through qemu's UDP forward; the QR files are then
 #   removed from the boot partition (an admin has joined).
 # Boot 2 (same card): the service starts again, prints no QR, and the same admin config still
-#   reaches the gateway: the gateway kept its key and its roster.
+#   reaches the gateway: the gateway kept its key and its roster. A frozen daemon is killed by
+#   the watchdog and restarted; the sandbox is checked from the root shell on the serial
+#   console (no capability, NoNewPrivs, read-only /etc).
+# At rest: the admin's private key is neither in /var/lib/printgate nor in the journal.
 #
 # Hermetic network: qemu runs in a network namespace of its own ("the LAN"), joined by one veth
 # pair to a second namespace that plays the phone; neither has a route anywhere else, so the
@@ -129,6 +132,35 @@ wait_log() {
 	echo $((SECONDS - boot_start))
 }
 
+# console CMD: type a command into the root shell on the serial console (autologin there),
+# 16 characters at a time: the emulated UART has a small FIFO and no flow control.
+console() {
+	local cmd="$1"$'\r' i
+	{
+		for ((i = 0; i < ${#cmd}; i += 16)); do
+			printf '%s' "${cmd:i:16}"
+			sleep 0.05
+		done
+	} | socat -t 2 - "UNIX-CONNECT:$work/serial.sock" >/dev/null 2>&1 || true
+}
+
+# wait_ready N LIMIT: wait until printgate.service is active (READY=1 sent) and print the
+# seconds since qemu started. systemd's "Started printgate.service" status line is the signal,
+# but agetty flushes the console's output queue when it starts on it, which can swallow that
+# line; once the root shell is up, the test also asks systemctl through the serial console.
+wait_ready() {
+	local n="$1" limit="$2"
+	while ! grep -aq -e 'Started .*printgate\.service' -e 'pgready-active' "$work/serial$n.log"; do
+		kill -0 "$qemu_pid" 2>/dev/null || { tail -40 "$work/serial$n.log" >&2; die "boot $n: qemu exited before printgate.service was ready"; }
+		((SECONDS - boot_start < limit)) || { tail -40 "$work/serial$n.log" >&2; die "boot $n: printgate.service not ready within ${limit}s"; }
+		if grep -aq 'printgate login: root (automatic login)' "$work/serial$n.log"; then
+			console 'echo "pgready-$(systemctl is-active printgate.service)"'
+		fi
+		sleep 2
+	done
+	echo $((SECONDS - boot_start))
+}
+
 shutdown_vm() {
 	local n="$1"
 	echo system_powerdown | socat - "UNIX-CONNECT:$work/monitor.sock" >/dev/null 2>&1 || true
@@ -181,7 +213,7 @@ check_conf() { # a wg-quick config for this gateway
 
 # ---- boot 1 --------------------------------------------------------------------------------
 boot 1
-ready1=$(wait_log 1 'Started .*printgate\.service' "$QR_TIMEOUT")
+ready1=$(wait_ready 1 "$QR_TIMEOUT")
 log "boot 1: printgate.service ready (READY=1) after ${ready1}s"
 qr1=$(wait_log 1 '-----END PRINTGATE ADMIN QR-----' "$QR_TIMEOUT")
 log "boot 1: admin QR on the console after ${qr1}s"
@@ -208,14 +240,9 @@ done
 log "boot 1: admin joined; QR files removed from the boot partition"
 shutdown_vm 1
 
-# console CMD: type a command into the root shell on the serial console (autologin there).
-console() {
-	printf '%s\r' "$1" | socat -t 2 - "UNIX-CONNECT:$work/serial.sock" >/dev/null 2>&1 || true
-}
-
 # ---- boot 2 --------------------------------------------------------------------------------
 boot 2
-ready2=$(wait_log 2 'Started .*printgate\.service' "$BOOT_TIMEOUT")
+ready2=$(wait_ready 2 "$BOOT_TIMEOUT")
 log "boot 2: printgate.service ready after ${ready2}s"
 tunnel_check "$work/console.conf"
 if grep -aq -- '-----BEGIN PRINTGATE ADMIN QR-----' "$work/serial2.log"; then
@@ -240,6 +267,19 @@ while :; do
 	((SECONDS < deadline)) || { tail -20 "$work/serial2.log" >&2; die "no watchdog restart within 120 s of freezing the daemon"; }
 done
 log "boot 2: frozen daemon killed by the watchdog and restarted (NRestarts=1, active)"
+
+# The sandbox as the kernel sees it (threats.md (c)): no capability, no new privileges, and a
+# read-only /etc in the service's mount namespace. Each check prints a marker that the echoed
+# command line does not contain, and only its passing branch prints it.
+check() { # CMD MARKER: run CMD on the console, wait for MARKER in its output
+	console "$1"
+	wait_log 2 "$2" $((SECONDS - boot_start + 30)) >/dev/null
+}
+check 'p=$(systemctl show -p MainPID --value printgate.service)' 'printgate:~#'
+check 'echo "pgcap-$(awk '"'"'/^(CapEff|CapBnd|NoNewPrivs):/{printf "%s%s,", $1, $2}'"'"' /proc/$p/status)"' \
+	'pgcap-CapEff:0000000000000000,CapBnd:0000000000000000,NoNewPrivs:1,'
+check 'nsenter -t $p -m sh -c "touch /etc/pgx 2>/dev/null || echo pgetc-\$((1+1))"' 'pgetc-2'
+log "boot 2: sandbox holds: CapEff 0, CapBnd 0, NoNewPrivs 1, /etc read-only in the service's mount namespace"
 tunnel_check "$work/console.conf"
 shutdown_vm 2
 

@@ -125,8 +125,11 @@ log "printgate.service appliance drop-in"
 mkdir -p "$root/etc/systemd/system/printgate.service.d"
 cat > "$root/etc/systemd/system/printgate.service.d/appliance.conf" <<'DROPIN'
 # Written by deploy/image/customize.sh: the appliance's first boot (docs/appliance.md).
+# Before the console gettys: the login prompts come after the QR, and agetty, which flushes
+# the console's pending output when it starts, cannot cut the QR short.
 [Unit]
 After=boot-firmware.mount
+Before=getty@tty1.service serial-getty@ttyAMA0.service serial-getty@ttyS0.service serial-getty@ttyS1.service
 
 [Service]
 ReadWritePaths=-/boot/firmware
