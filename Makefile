@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: build test demo bench lint fuzz dist image image-test clean
+.PHONY: build test demo bench lint fuzz dist deb image image-test clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/printgate
@@ -39,6 +39,25 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+# Release binaries for linux/amd64, arm64, arm (GOARM=6 and 7) in dist/; `deb` adds the .debs.
+dist:
+	deploy/dist.sh $(VERSION)
+
+deb:
+	deploy/dist.sh --deb $(VERSION)
+
+# The Raspberry Pi image (track B: Debian arm64, built here) in out/image; needs root and the
+# packages deploy/image/host-setup.sh installs. The base root filesystem is cached in
+# ~/.cache/printgate-image (cold: about 5-13 minutes; warm: seconds).
+image:
+	VERSION=$(VERSION) deploy/image/build.sh
+
+# The appliance tests: the .deb installed into the arm64 root filesystem under qemu-user, then
+# the image booted under qemu-system-aarch64 with its admin QR decoded and used through the tunnel.
+image-test: image
+	$(GO) test -count=1 -v -run 'TestDebInArm64Rootfs' ./deploy/image/
+	deploy/image/boottest.sh out/image
 
 clean:
 	rm -rf bin dist out
