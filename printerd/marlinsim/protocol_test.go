@@ -212,3 +212,36 @@ func TestPingPongExactlyOnce(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestNoiseDeterministic: the same seed and the same host bytes corrupt the same lines.
+func TestNoiseDeterministic(t *testing.T) {
+	run := func(seed uint64) []string {
+		s := New(Config{Noise: 0.1, Seed: seed})
+		h := serve(t, s)
+		h.boot()
+		var cmds []string
+		for i := range 300 {
+			cmds = append(cmds, "G1 X"+itoa(i)+" Y1")
+		}
+		h.send("M110 N0")
+		h.expect("ok")
+		// Ping-pong without resends: every line sent once, whatever the answer.
+		var errs []string
+		for i, c := range cmds {
+			h.send(gcode.Number(int64(i+1), c))
+			for _, l := range h.until(func(l string) bool { return l == "ok" }) {
+				if strings.HasPrefix(l, "Error:") {
+					errs = append(errs, itoa(i)+" "+l)
+				}
+			}
+		}
+		return errs
+	}
+	a, b, c := run(42), run(42), run(43)
+	if len(a) == 0 || !slices.Equal(a, b) {
+		t.Errorf("seed 42 twice: %q and %q, want the same errors", a, b)
+	}
+	if slices.Equal(a, c) {
+		t.Errorf("seeds 42 and 43 gave the same errors %q", a)
+	}
+}
