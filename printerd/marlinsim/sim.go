@@ -67,7 +67,20 @@
 //
 // The Sim records every line its firmware executed, in order, once each, with the line number
 // and checksum removed (Record, Executed, WaitExecuted), and every change of a heater target
-// (Targets). Both are safe for concurrent use and survive resets.
+// (Targets). A line is recorded when its handler starts (a kill may cut the handler short);
+// unknown commands are recorded too, marked Unknown. Both records are safe for concurrent use
+// and survive resets.
+//
+// # A hazard of real Marlin that the simulator keeps
+//
+// An error drain throws away the receive ring and every byte that has arrived by then. A host
+// that keeps several lines in flight (ADVANCED_OK windows, byte counting) can have a line cut
+// in two: its head is drained, its tail arrives afterwards as a line of its own without "N",
+// which Marlin does not check and runs (usually as an unknown command, answered with an extra
+// ok; if the cut falls just before the command word, as that command, which then runs twice).
+// This happens only when the line was waiting in the ring, that is while the queue was full
+// or a handler ran; a firmware that reads every line as it arrives (instant moves, room in the
+// queue) never cuts one, because the next line's first byte arrives after the drain.
 //
 // # The pty
 //
