@@ -2,6 +2,7 @@ package marlinsim
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,5 +71,52 @@ func TestFeedSettles(t *testing.T) {
 	feed(t, c, []byte(gcode.Number(1, "G1 X2")+"\n"))
 	if got := s.Executed(); len(got) != 1 || got[0] != "G1 X2" {
 		t.Errorf("Executed() = %q, want only the line with a good checksum", got)
+	}
+}
+
+// TestDrainCutsALine drives the firmware by hand with known arrival times: while the queue
+// is full a bad line and the head of the next one wait in the ring; the error drain takes
+// them, and the tail of the next line, arriving afterwards, runs as an unnumbered command,
+// as on real Marlin (see the package doc).
+func TestDrainCutsALine(t *testing.T) {
+	s := New(Config{Baud: 9600})
+	c := newConn(s, nil)
+	good := gcode.Number(1, "G1 X6") + "\n"
+	head := "N1 "
+	stream := "G1 X1\nG1 X2\nG1 X3\nG1 X4\nN1 G1 X5*0\n" + good
+	c.receive([]byte(stream), 0)
+	at := func(n int) int64 { return int64(n) * c.byteNS } // arrival of the n-th byte
+	cut := len(stream) - len(good) + len(head)
+
+	c.now = at(cut) // everything up to the head of the good line has arrived
+	c.getCommands() // the queue takes 4 lines and is full; the rest waits in the ring
+	if len(c.queue) != 4 || len(c.rx)-c.rxHead != cut-24 {
+		t.Fatalf("queue %d, ring %d bytes; want 4 and %d", len(c.queue), len(c.rx)-c.rxHead, cut-24)
+	}
+	ctx := context.Background()
+	for len(c.queue) > 0 { // G1 X1 runs; the bad line is read, fails, and the ring is drained
+		if err := c.advance(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.getCommands()
+	}
+	c.now = at(len(stream)) // the tail of the good line arrives
+	c.getCommands()
+	for len(c.queue) > 0 {
+		if err := c.advance(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"G1 X1", "G1 X2", "G1 X3", "G1 X4", "G1 X6"}
+	rec := s.Record()
+	var got []string
+	for _, e := range rec {
+		got = append(got, e.Line)
+	}
+	if !slices.Equal(got, want) || rec[4].Numbered {
+		t.Errorf("executed %q (last numbered=%v), want %q with the tail unnumbered", got, rec[len(rec)-1].Numbered, want)
+	}
+	if st := s.Stats(); st.LineErrors != 1 || st.Drained != int64(len(head)) {
+		t.Errorf("stats %+v, want one error and the good line's head drained", st)
 	}
 }
