@@ -196,8 +196,9 @@ func (f Fault) String() string {
 	return "fault(?)"
 }
 
-// Trigger schedules a Fault: it fires once the Sim has executed AtLine lines (if AtLine > 0),
-// or After has passed since the connection began (if After > 0), whichever comes first.
+// Trigger schedules a Fault: it fires between two commands once the Sim has executed AtLine
+// lines in total, across connections (if AtLine > 0), or once After has passed since the
+// current connection began (if After > 0), whichever comes first. Each fires once per Sim.
 type Trigger struct {
 	Fault  Fault
 	AtLine int
