@@ -282,7 +282,9 @@ func minEvent(a, b int64) int64 {
 // arriving (if it can read one or the emergency parser wants it), a report, a fault timer.
 func (c *conn) nextEvent(handler int64) int64 {
 	next := handler
-	if len(c.queue) < bufSize || c.cfg.EmergencyParser {
+	// The main loop reads lines as they arrive; inside a handler only the emergency parser
+	// cares about them.
+	if (c.busy == "" && len(c.queue) < bufSize) || c.cfg.EmergencyParser {
 		c.in.Lock()
 		if c.in.eolHead < len(c.in.eolAt) {
 			next = minEvent(next, c.in.eolAt[c.in.eolHead])
