@@ -59,6 +59,9 @@ func (c *wgClient) up(t *testing.T) {
 
 func (c *wgClient) down(t *testing.T) {
 	t.Helper()
+	if c == nil {
+		return // the subtest that brings it up was not run (go test -run)
+	}
 	if out, err := c.ns.cmd("wg-quick", "down", c.conf).CombinedOutput(); err != nil {
 		t.Fatalf("wg-quick down: %v\n%s", err, out)
 	}

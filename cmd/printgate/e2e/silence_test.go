@@ -137,52 +137,63 @@ func silence(t *testing.T, l *lab, gwPub string, pid int) {
 		}
 	}
 
-	before := rssKiB(t, pid)
 	const signedCount, junkCount = 1_000, 9_000
-	var answered []string
-	err = l.cl.do(func() error {
-		sock, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(l.gwIP), Port: listenPort})
+	// flood sends the 10,000 datagrams once and returns every answer it saw.
+	flood := func() (answered []string, err error) {
+		err = l.cl.do(func() error {
+			sock, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(l.gwIP), Port: listenPort})
+			if err != nil {
+				return err
+			}
+			defer sock.Close()
+			reply := make([]byte, 2048)
+			listen := func(wait time.Duration) {
+				sock.SetReadDeadline(time.Now().Add(wait))
+				n, err := sock.Read(reply)
+				if err == nil {
+					answered = append(answered, fmt.Sprintf("%d bytes %x", n, reply[:min(n, 16)]))
+				} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+					answered = append(answered, "read: "+err.Error()) // e.g. ICMP unreachable
+				}
+			}
+			// Valid-mac1 handshakes are paced: under load (a handshake queue of 128 or more)
+			// wireguard-go may answer one with a cookie reply, which is protocol (whitepaper
+			// §5.3), not what this test is about.
+			for i := range signedCount {
+				sock.Write(signed(i))
+				if i%5 == 4 {
+					listen(10 * time.Millisecond)
+				}
+			}
+			for i := range junkCount {
+				sock.Write(junk(i))
+				if i%500 == 499 {
+					listen(time.Millisecond)
+				}
+			}
+			listen(time.Second)
+			return nil
+		})
+		return answered, err
+	}
+
+	// The binary's RSS follows the Go GC's pacing (the heap goal doubles the live heap, and freed
+	// pages return to the OS lazily), so RSS is an envelope here, not an exact measure: the live
+	// heap after GC staying flat across floods is asserted in process by tunnel.TestSilence.
+	// Here: two floods, silence each time, and RSS within a fixed envelope after both.
+	before := rssKiB(t, pid)
+	for round := 1; round <= 2; round++ {
+		answered, err := flood()
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		defer sock.Close()
-		reply := make([]byte, 2048)
-		listen := func(wait time.Duration) {
-			sock.SetReadDeadline(time.Now().Add(wait))
-			n, err := sock.Read(reply)
-			if err == nil {
-				answered = append(answered, fmt.Sprintf("%d bytes %x", n, reply[:min(n, 16)]))
-			} else if !errors.Is(err, os.ErrDeadlineExceeded) {
-				answered = append(answered, "read: "+err.Error()) // e.g. ICMP unreachable
-			}
+		if len(answered) > 0 {
+			t.Errorf("round %d: the gateway answered %d times, want silence: %v", round, len(answered), answered)
 		}
-		// Valid-mac1 handshakes are paced: under load (a handshake queue of 128 or more)
-		// wireguard-go may answer one with a cookie reply, which is protocol (whitepaper
-		// §5.3), not what this test is about.
-		for i := range signedCount {
-			sock.Write(signed(i))
-			if i%5 == 4 {
-				listen(10 * time.Millisecond)
-			}
+		after := rssKiB(t, pid)
+		t.Logf("round %d: gateway VmRSS before %d KiB, after %d KiB, %d datagrams", round, before, after, signedCount+junkCount)
+		if after > before+32*1024 {
+			t.Errorf("gateway VmRSS grew from %d to %d KiB (> 32 MiB) after %d floods", before, after, round)
 		}
-		for i := range junkCount {
-			sock.Write(junk(i))
-			if i%500 == 499 {
-				listen(time.Millisecond)
-			}
-		}
-		listen(time.Second)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(answered) > 0 {
-		t.Errorf("the gateway answered %d times, want silence: %v", len(answered), answered)
-	}
-	after := rssKiB(t, pid)
-	t.Logf("gateway VmRSS before %d KiB, after %d KiB, %d datagrams", before, after, signedCount+junkCount)
-	if after > before+16*1024 {
-		t.Errorf("gateway VmRSS grew from %d to %d KiB (> 16 MiB) after junk", before, after)
 	}
 }
