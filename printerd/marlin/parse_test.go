@@ -117,68 +117,6 @@ func TestPrepare(t *testing.T) {
 	}
 }
 
-func TestParseEstimate(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"; estimated printing time (normal mode) = 1h 2m 3s", time.Hour + 2*time.Minute + 3*time.Second, true},
-		{"; estimated printing time (normal mode) = 1d 0h 0m 5s", 24*time.Hour + 5*time.Second, true},
-		{"; estimated printing time (silent mode) = 1h", 0, false},
-		{";TIME:3723", 3723 * time.Second, true},
-		{";TIME:abc", 0, false},
-		{"G1 X1", 0, false},
-		{"; estimated printing time (normal mode) = 5x", 0, false},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			got, ok := parseEstimate(tc.in)
-			if got != tc.want || ok != tc.ok {
-				t.Errorf("parseEstimate(%q) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
-			}
-		})
-	}
-}
-
-func TestParsePrinterSpec(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    Spec
-		wantErr bool
-	}{
-		{"mk3=/dev/serial/by-id/usb-Prusa_MK3-if00", Spec{Name: "mk3", Path: "/dev/serial/by-id/usb-Prusa_MK3-if00"}, false},
-		{"ender=/dev/ttyUSB0,baud=115200", Spec{Name: "ender", Path: "/dev/ttyUSB0", Baud: 115200}, false},
-		{"demo=sim", Spec{Name: "demo", Sim: true}, false},
-		{"demo=sim,baud=250000", Spec{Name: "demo", Sim: true, Baud: 250000}, false},
-		{"a_b-1=/dev/pts/3", Spec{Name: "a_b-1", Path: "/dev/pts/3"}, false},
-		{"noequals", Spec{}, true},
-		{"=/dev/ttyUSB0", Spec{}, true},
-		{"-x=/dev/ttyUSB0", Spec{}, true},
-		{"bad name=/dev/ttyUSB0", Spec{}, true},
-		{"x=", Spec{}, true},
-		{"x=ttyUSB0", Spec{}, true},
-		{"x=/dev/ttyUSB0,baud=12345", Spec{}, true},
-		{"x=/dev/ttyUSB0,baud=", Spec{}, true},
-		{"x=/dev/ttyUSB0,baud=115200,baud=115200", Spec{}, true},
-		{"x=/dev/ttyUSB0,speed=115200", Spec{}, true},
-		{"x=/dev/ttyUSB0,baud", Spec{}, true},
-		{"x=/dev/tty\x00", Spec{}, true},
-		{strings.Repeat("x", 33) + "=sim", Spec{}, true},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			got, err := ParsePrinterSpec(tc.in)
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Errorf("ParsePrinterSpec(%q) = %+v, %v; want %+v, error %v", tc.in, got, err, tc.want, tc.wantErr)
-			}
-			if err == nil {
-				if back, err := ParsePrinterSpec(got.String()); err != nil || back != got {
-					t.Errorf("ParsePrinterSpec(%q.String()) = %+v, %v; want %+v", tc.in, back, err, got)
-				}
-			}
-		})
-	}
-}
-
 func FuzzParseReply(f *testing.F) {
 	for _, s := range []string{"ok", "ok N12 P15 B3", "Resend: 4", "rs N4", "Error:Thermal Runaway, system stopped! Heater_ID: 0",
 		" T:192.60 /200.00 B:60.21 /60.00 @:113 B@:22", "FIRMWARE_NAME:Marlin 2.1 EXTRUDER_COUNT:1", "Cap:EEPROM:1", "echo:busy: processing",
@@ -221,25 +159,6 @@ func FuzzPrepare(f *testing.F) {
 		back, err := gcode.Parse(line)
 		if err != nil || back.Raw != l.Raw || back.Number != 999999999 {
 			t.Fatalf("Prepare(%q) = %q: numbered line %q parses to %q, %v", s, l.Raw, line, back.Raw, err)
-		}
-	})
-}
-
-func FuzzParsePrinterSpec(f *testing.F) {
-	for _, s := range []string{"mk3=/dev/ttyACM0", "x=sim", "y=/dev/ttyUSB0,baud=115200", "=", ",,", "a=b=c"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		sp, err := ParsePrinterSpec(s)
-		if err != nil {
-			return
-		}
-		if sp.Name == "" || (sp.Sim == (sp.Path != "")) || (sp.Baud != 0 && !validBaud(sp.Baud)) {
-			t.Fatalf("ParsePrinterSpec(%q) = %+v", s, sp)
-		}
-		back, err := ParsePrinterSpec(sp.String())
-		if err != nil || back != sp {
-			t.Fatalf("ParsePrinterSpec(%q) = %+v; round trip %+v, %v", s, sp, back, err)
 		}
 	})
 }

@@ -400,51 +400,6 @@ func clip(s string) string {
 	return s
 }
 
-// parseEstimate reads a slicer's total print time estimate from a comment line:
-// PrusaSlicer "; estimated printing time (normal mode) = 1d 1h 2m 3s", Cura ";TIME:3723".
-func parseEstimate(line string) (time.Duration, bool) {
-	s := strings.TrimSpace(line)
-	if !strings.HasPrefix(s, ";") {
-		return 0, false
-	}
-	s = strings.TrimSpace(s[1:])
-	if v, ok := strings.CutPrefix(s, "TIME:"); ok {
-		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || n <= 0 || n > 1e8 {
-			return 0, false
-		}
-		return time.Duration(n * float64(time.Second)), true
-	}
-	if !strings.HasPrefix(s, "estimated printing time") {
-		return 0, false
-	}
-	if strings.Contains(s, "(silent mode)") {
-		return 0, false
-	}
-	i := strings.IndexByte(s, '=')
-	if i < 0 {
-		return 0, false
-	}
-	var total time.Duration
-	any := false
-	for _, f := range strings.Fields(s[i+1:]) {
-		if len(f) < 2 {
-			return 0, false
-		}
-		n, err := strconv.Atoi(f[:len(f)-1])
-		if err != nil || n < 0 || n > 1e6 {
-			return 0, false
-		}
-		unit := map[byte]time.Duration{'d': 24 * time.Hour, 'h': time.Hour, 'm': time.Minute, 's': time.Second}[f[len(f)-1]]
-		if unit == 0 {
-			return 0, false
-		}
-		total += time.Duration(n) * unit
-		any = true
-	}
-	return total, any
-}
-
 // The protocol engine: numbering and writing lines, the window of lines in flight, oks and
 // resends. It runs on the session's goroutine; the in-flight list and the line counter live
 // in Controller.tx because Emergency writes too.

@@ -124,7 +124,7 @@ func scanEstimate(r io.ReaderAt, size int64) (time.Duration, error) {
 	}
 	for _, part := range []string{head, tail} {
 		for _, l := range strings.Split(part, "\n") {
-			if d, ok := parseEstimate(l); ok {
+			if d, ok := gcode.ParseEstimate(l); ok {
 				return d, nil
 			}
 		}
