@@ -529,3 +529,29 @@ func TestEndpointUpdate(t *testing.T) {
 		t.Errorf("Start with a malformed endpoint succeeded")
 	}
 }
+
+func FuzzParsePrinterSpec(f *testing.F) {
+	for _, s := range []string{
+		"mk4=/dev/serial/by-id/usb-Prusa-if00,baud=115200", "sim1=sim",
+		"cam=sim,webcam=http://127.0.0.1:8080/?action=stream,snapshot=http://127.0.0.1:8080/?action=snapshot",
+		"x=relative/path", "=", "a=/dev/ttyACM0,baud=9e9", "a=/dev/x,unknown=1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := ParsePrinterSpec(s)
+		if err != nil {
+			return
+		}
+		if spec.Port != SimPort && !strings.HasPrefix(spec.Port, "/") {
+			t.Fatalf("ParsePrinterSpec(%q) accepted a relative serial path %q", s, spec.Port)
+		}
+		if spec.Baud != 0 && (spec.Baud < 300 || spec.Baud > 4_000_000) {
+			t.Fatalf("ParsePrinterSpec(%q) accepted baud %d", s, spec.Baud)
+		}
+		back, err := ParsePrinterSpec(spec.String())
+		if err != nil || back != spec {
+			t.Fatalf("ParsePrinterSpec(%q) = %+v; round trip through %q = %+v, %v", s, spec, spec.String(), back, err)
+		}
+	})
+}
