@@ -51,8 +51,14 @@ The roster is checked first: if it is corrupt, empty or of an unknown version th
 down and run exits with the recovery to take (see 'printgate recover'). If DIR holds no state at
 all, run initializes it as 'printgate init' would (with the settings from --boot-dir, if any).
 
---printer NAME=PATH drives a Marlin printer on a serial port (prefer /dev/serial/by-id/...),
-at 250000 baud unless baud=N is given; NAME=sim runs a simulated printer in the process.
+--printer NAME=PATH drives a Marlin printer on a serial port (prefer /dev/serial/by-id/...);
+NAME=sim runs a simulated printer in the process. Options, comma-separated after the path:
+  baud=N        link speed (default 250000)
+  window=N      lines in flight when the firmware offers ADVANCED_OK (default: as many as it
+                reports free); window=1 streams strictly one line per ok, as OctoPrint does
+  webcam=URL    a camera daemon's MJPEG stream on this machine (http://127.0.0.1:...), shown
+                to viewers through the tunnel
+  snapshot=URL  the same camera's still image
 
 'wg show NAME' reads the live device through the UAPI socket /var/run/wireguard/NAME.sock.
 With --boot-dir (the appliance), while no admin is enrolled, a pending admin enrollment is

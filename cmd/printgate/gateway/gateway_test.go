@@ -412,6 +412,9 @@ func TestParsePrinterSpec(t *testing.T) {
 		{"mk4=/dev/ttyACM0", PrinterSpec{Name: "mk4", Port: "/dev/ttyACM0"}, false},
 		{"mk4=/dev/ttyACM0,baud=115200", PrinterSpec{Name: "mk4", Port: "/dev/ttyACM0", Baud: 115200}, false},
 		{"s1=sim", PrinterSpec{Name: "s1", Port: "sim"}, false},
+		{"mk4=/dev/ttyACM0,window=1", PrinterSpec{Name: "mk4", Port: "/dev/ttyACM0", Window: 1}, false},
+		{"mk4=/dev/x,window=0", PrinterSpec{}, true},
+		{"mk4=/dev/x,window=17", PrinterSpec{}, true},
 		{"mk4", PrinterSpec{}, true},
 		{"=/dev/x", PrinterSpec{}, true},
 		{"mk4=", PrinterSpec{}, true},
@@ -548,6 +551,9 @@ func FuzzParsePrinterSpec(f *testing.F) {
 		}
 		if spec.Baud != 0 && (spec.Baud < 300 || spec.Baud > 4_000_000) {
 			t.Fatalf("ParsePrinterSpec(%q) accepted baud %d", s, spec.Baud)
+		}
+		if spec.Window < 0 || spec.Window > 16 {
+			t.Fatalf("ParsePrinterSpec(%q) accepted window %d", s, spec.Window)
 		}
 		back, err := ParsePrinterSpec(spec.String())
 		if err != nil || back != spec {

@@ -28,6 +28,10 @@ type PrinterSpec struct {
 	Name string
 	Port string // serial device path, or SimPort
 	Baud int    // zero: the controller's default (250000)
+	// Window caps the lines in flight when the firmware reports ADVANCED_OK; zero: the
+	// firmware's free command slots. 1 is strict ping-pong, as OctoPrint streams: slower, but
+	// a line error can never let part of a following line through Marlin's error drain.
+	Window int
 	// Webcam and Snapshot are a local camera daemon's MJPEG stream and snapshot URLs
 	// (loopback only), proxied into the tunnel; empty: none.
 	Webcam, Snapshot string
@@ -42,6 +46,9 @@ func (s PrinterSpec) String() string {
 	if s.Baud != 0 {
 		out += ",baud=" + strconv.Itoa(s.Baud)
 	}
+	if s.Window != 0 {
+		out += ",window=" + strconv.Itoa(s.Window)
+	}
 	if s.Webcam != "" {
 		out += ",webcam=" + s.Webcam
 	}
@@ -51,7 +58,7 @@ func (s PrinterSpec) String() string {
 	return out
 }
 
-// ParsePrinterSpec parses NAME=PATH[,baud=N][,webcam=URL][,snapshot=URL] or NAME=sim[,...].
+// ParsePrinterSpec parses NAME=PATH[,baud=N][,window=N][,webcam=URL][,snapshot=URL] or NAME=sim[,...].
 func ParsePrinterSpec(v string) (PrinterSpec, error) {
 	name, rest, ok := strings.Cut(v, "=")
 	if !ok || name == "" || rest == "" {
@@ -77,6 +84,12 @@ func ParsePrinterSpec(v string) (PrinterSpec, error) {
 				return PrinterSpec{}, fmt.Errorf("printer %q: baud %q: want a number from 300 to 4000000", v, val)
 			}
 			spec.Baud = n
+		case "window":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > 16 {
+				return PrinterSpec{}, fmt.Errorf("printer %q: window %q: want a number of lines from 1 to 16", v, val)
+			}
+			spec.Window = n
 		case "webcam", "snapshot":
 			u, err := url.Parse(val)
 			if err != nil || u.Scheme != "http" || u.Host == "" {
@@ -88,7 +101,7 @@ func ParsePrinterSpec(v string) (PrinterSpec, error) {
 				spec.Snapshot = val
 			}
 		default:
-			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N, webcam=URL or snapshot=URL)", v, k)
+			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N, window=N, webcam=URL or snapshot=URL)", v, k)
 		}
 	}
 	return spec, nil
@@ -174,7 +187,9 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 			Port:   p.spec.Port,
 			Baud:   p.spec.Baud,
 			Filter: pol,
-			Logf:   g.verbosef,
+			// MaxInFlight: the spec's window; zero lets the firmware's B field decide.
+			MaxInFlight: p.spec.Window,
+			Logf:        g.verbosef,
 		}
 		if p.spec.Sim() {
 			open, closer, err := g.openSim(ctx, p.spec)
