@@ -104,7 +104,7 @@ func TestSlicerFlowOnSimulator(t *testing.T) {
 
 	// Refused through the API and the terminal: none reaches the firmware.
 	before := len(sim.Executed())
-	for _, bad := range []string{"M104 S400", "M140 S200", "M997", "M500", "M42 P13 S255", "M211 S0", "M302 P1", "M28 x.gco", "M575 B9600"} {
+	for _, bad := range []string{"M104 S400", "M140 S200", "M303 S400", "M997", "M500", "M42 P13 S255", "M211 S0", "M302 P1", "M28 x.gco", "M575 B9600"} {
 		w := h.do(req{method: "POST", target: "/api/printer/command", from: operatorAddr, body: `{"command":"` + bad + `"}`})
 		if w.Code != http.StatusUnprocessableEntity {
 			t.Errorf("%s = %d %s, want 422", bad, w.Code, w.Body)
@@ -119,7 +119,7 @@ func TestSlicerFlowOnSimulator(t *testing.T) {
 	}
 	waitFor(t, "M106 executed", func() bool { return strings.Contains(strings.Join(sim.Executed()[before:], "\n"), "M106 S77") })
 	for _, l := range sim.Executed()[before:] {
-		for _, bad := range []string{"S400", "M140 S200", "M997", "M500", "M42", "M211", "M302", "M28", "M575"} {
+		for _, bad := range []string{"S400", "M140 S200", "M303", "M997", "M500", "M42", "M211", "M302", "M28", "M575"} {
 			if strings.Contains(l, bad) {
 				t.Errorf("refused %q reached the simulator as %q", bad, l)
 			}
