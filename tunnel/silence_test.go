@@ -1,7 +1,6 @@
 package tunnel_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/binary"
 	mrand "math/rand/v2"
@@ -11,86 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/printgate/printgate/netstack"
-	"github.com/printgate/printgate/tunnel"
 	"github.com/printgate/printgate/tunnel/tunneltest"
-	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// WireGuard message sizes (whitepaper §5.4).
-const (
-	sizeInitiation = 148
-	sizeResponse   = 92
-	sizeCookie     = 64
-	sizeTransport  = 32 // header + empty AEAD tag
-)
-
-// withMAC1 fills msg's mac1 field (the 16 bytes before the last 16) as a sender that knows
-// the responder's public key would: BLAKE2s-128 keyed with HASH("mac1----" || pub).
-func withMAC1(msg []byte, pub wgtypes.Key) []byte {
-	h, _ := blake2s.New256(nil)
-	h.Write([]byte("mac1----"))
-	h.Write(pub[:])
-	key := h.Sum(nil)
-	m, _ := blake2s.New128(key)
-	off := len(msg) - 32
-	m.Write(msg[:off])
-	copy(msg[off:off+16], m.Sum(nil))
-	clear(msg[off+16:]) // mac2 zero: no cookie
-	return msg
-}
-
-// captureInitiation returns a real handshake initiation made by a wireguard-go device that
-// has peer as its only peer but whose own key the gateway does not know. The device sends it
-// to a capture socket instead of the gateway.
-func captureInitiation(t *testing.T, peer wgtypes.Key) []byte {
-	t.Helper()
-	capture, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capture.Close()
-	self := netip.MustParseAddr("10.99.0.200")
-	st, err := netstack.New(netstack.Config{Addrs: []netip.Addr{self}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _ := wgtypes.GeneratePrivateKey()
-	d, err := tunnel.New(tunnel.Config{PrivateKey: k, TUN: st.TUN()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { d.Close(); st.Close() }()
-	err = d.Apply([]tunnel.Peer{{
-		PublicKey:  peer,
-		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.1/32")},
-		Endpoint:   capture.LocalAddr().(*net.UDPAddr).AddrPort(),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	dialed := make(chan struct{})
-	go func() {
-		defer close(dialed)
-		if c, err := st.DialTCP(ctx, netip.MustParseAddrPort("10.99.0.1:80")); err == nil {
-			c.Close()
-		}
-	}()
-	defer func() { cancel(); <-dialed }()
-	buf := make([]byte, 2048)
-	capture.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for {
-		n, _, err := capture.ReadFromUDP(buf)
-		if err != nil {
-			t.Fatalf("capture initiation: %v", err)
-		}
-		if n == sizeInitiation && buf[0] == 1 {
-			return append([]byte(nil), buf[:n]...)
-		}
-	}
-}
 
 // TestSilence is invariant 2: 10,000 random and malformed datagrams, among them real and
 // crafted handshake initiations from keys the gateway does not know, get zero bytes back,
@@ -106,8 +28,8 @@ func TestSilence(t *testing.T) {
 	// Real initiations: one with a valid mac1 for the gateway from an unknown key, one made
 	// for another responder (mac1 invalid here).
 	other, _ := wgtypes.GeneratePrivateKey()
-	realUnknown := captureInitiation(t, gw.PublicKey)
-	realOther := captureInitiation(t, other.PublicKey())
+	realUnknown := tunneltest.CaptureInitiation(t, gw.PublicKey)
+	realOther := tunneltest.CaptureInitiation(t, other.PublicKey())
 
 	sock, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(gw.Endpoint))
 	if err != nil {
@@ -133,15 +55,15 @@ func TestSilence(t *testing.T) {
 		case 3:
 			return nil // empty datagram
 		case 4, 5:
-			return typed(1, sizeInitiation) // random mac1
+			return typed(1, tunneltest.SizeInitiation) // random mac1
 		case 6:
-			return typed(1, sizeInitiation-1+2*rnd.IntN(2)) // wrong length
+			return typed(1, tunneltest.SizeInitiation-1+2*rnd.IntN(2)) // wrong length
 		case 7:
-			return typed(2, sizeResponse)
+			return typed(2, tunneltest.SizeResponse)
 		case 8:
-			return typed(3, sizeCookie)
+			return typed(3, tunneltest.SizeCookie)
 		case 9, 10, 11:
-			b := typed(4, sizeTransport+rnd.IntN(1400)) // unknown receiver index
+			b := typed(4, tunneltest.SizeTransport+rnd.IntN(1400)) // unknown receiver index
 			binary.LittleEndian.PutUint64(b[8:], rnd.Uint64())
 			return b
 		case 12:
@@ -149,7 +71,7 @@ func TestSilence(t *testing.T) {
 		case 13, 14:
 			return realOther
 		default:
-			return append(typed(1, sizeInitiation), random(1+rnd.IntN(64))...)
+			return append(typed(1, tunneltest.SizeInitiation), random(1+rnd.IntN(64))...)
 		}
 	}
 	// signed carries a valid mac1: made by someone who knows the gateway's public key (it is
@@ -161,11 +83,11 @@ func TestSilence(t *testing.T) {
 		case 1:
 			b := append([]byte(nil), realUnknown...) // a flipped bit in the encrypted static key
 			b[8+32+rnd.IntN(48)] ^= 1 << rnd.IntN(8)
-			return withMAC1(b, gw.PublicKey)
+			return tunneltest.WithMAC1(b, gw.PublicKey)
 		case 2:
-			return withMAC1(typed(1, sizeInitiation), gw.PublicKey)
+			return tunneltest.WithMAC1(typed(1, tunneltest.SizeInitiation), gw.PublicKey)
 		default:
-			return withMAC1(typed(2, sizeResponse), gw.PublicKey)
+			return tunneltest.WithMAC1(typed(2, tunneltest.SizeResponse), gw.PublicKey)
 		}
 	}
 

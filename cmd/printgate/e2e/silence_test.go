@@ -1,91 +1,19 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
-	"net/netip"
 	"os"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/blake2s"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/printgate/printgate/netstack"
-	"github.com/printgate/printgate/tunnel"
+	"github.com/printgate/printgate/tunnel/tunneltest"
 )
-
-// WireGuard message sizes (whitepaper §5.4).
-const (
-	sizeInitiation = 148
-	sizeResponse   = 92
-	sizeCookie     = 64
-)
-
-// withMAC1 sets msg's mac1 as someone who knows the responder's public key would, with mac2
-// zero: BLAKE2s-128 keyed with HASH("mac1----" || pub) over the message before mac1.
-func withMAC1(msg []byte, pub wgtypes.Key) []byte {
-	h, _ := blake2s.New256(nil)
-	h.Write([]byte("mac1----"))
-	h.Write(pub[:])
-	m, _ := blake2s.New128(h.Sum(nil))
-	off := len(msg) - 32
-	m.Write(msg[:off])
-	copy(msg[off:off+16], m.Sum(nil))
-	clear(msg[off+16:])
-	return msg
-}
-
-// captureInitiation returns a real handshake initiation for the gateway key gw from a
-// wireguard-go device with a key the gateway does not know, caught on a loopback socket.
-func captureInitiation(t *testing.T, gw wgtypes.Key) []byte {
-	t.Helper()
-	capture, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capture.Close()
-	st, err := netstack.New(netstack.Config{Addrs: []netip.Addr{netip.MustParseAddr("10.77.3.250")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, _ := wgtypes.GeneratePrivateKey()
-	d, err := tunnel.New(tunnel.Config{PrivateKey: k, TUN: st.TUN()})
-	if err != nil {
-		st.Close()
-		t.Fatal(err)
-	}
-	defer func() { d.Close(); st.Close() }()
-	err = d.Apply([]tunnel.Peer{{PublicKey: gw, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/32")},
-		Endpoint: capture.LocalAddr().(*net.UDPAddr).AddrPort()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	dialed := make(chan struct{})
-	go func() {
-		defer close(dialed)
-		if c, err := st.DialTCP(ctx, netip.MustParseAddrPort("10.77.0.1:80")); err == nil {
-			c.Close()
-		}
-	}()
-	defer func() { cancel(); <-dialed }()
-	buf := make([]byte, 2048)
-	capture.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for {
-		n, _, err := capture.ReadFromUDP(buf)
-		if err != nil {
-			t.Fatalf("capture initiation: %v", err)
-		}
-		if n == sizeInitiation && buf[0] == 1 {
-			return append([]byte(nil), buf[:n]...)
-		}
-	}
-}
 
 // silence is invariant 2 against the running binary: 10,000 random and malformed datagrams
 // from the client namespace, a tenth of them handshake messages with a valid mac1 from keys
@@ -96,7 +24,7 @@ func silence(t *testing.T, l *lab, gwPub string, pid int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	real := captureInitiation(t, pub)
+	real := tunneltest.CaptureInitiation(t, pub)
 	rnd := mrand.New(mrand.NewPCG(1, 2))
 	random := func(n int) []byte {
 		b := make([]byte, n)
@@ -113,11 +41,11 @@ func silence(t *testing.T, l *lab, gwPub string, pid int) {
 		case 0:
 			return random(1 + rnd.IntN(1500))
 		case 1:
-			return typed(1, sizeInitiation) // handshake-shaped, mac1 wrong
+			return typed(1, tunneltest.SizeInitiation) // handshake-shaped, mac1 wrong
 		case 2:
-			return typed(2, sizeResponse)
+			return typed(2, tunneltest.SizeResponse)
 		case 3:
-			return typed(3, sizeCookie)
+			return typed(3, tunneltest.SizeCookie)
 		case 4:
 			return typed(4, 32+rnd.IntN(1400)) // transport data for no session
 		default:
@@ -131,9 +59,9 @@ func silence(t *testing.T, l *lab, gwPub string, pid int) {
 		case 1:
 			b := append([]byte(nil), real...)
 			b[8+32+rnd.IntN(48)] ^= 1 << rnd.IntN(8) // encrypted static key damaged
-			return withMAC1(b, pub)
+			return tunneltest.WithMAC1(b, pub)
 		default:
-			return withMAC1(typed(1, sizeInitiation), pub)
+			return tunneltest.WithMAC1(typed(1, tunneltest.SizeInitiation), pub)
 		}
 	}
 
