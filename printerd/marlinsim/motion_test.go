@@ -97,6 +97,25 @@ func TestQueueFullAndOverrun(t *testing.T) {
 	}
 }
 
+// bootedPipe serves a simulator at baud on one end of a pipe and returns the host's end, a
+// reader on it positioned after the boot banner, and the channel Serve's result arrives on.
+func bootedPipe(b *testing.B, baud int) (net.Conn, *bufio.Reader, chan error) {
+	s := New(Config{Baud: baud})
+	a, c := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(b.Context(), c) }()
+	r := bufio.NewReader(a)
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			b.Fatalf("boot banner: %v", err)
+		}
+		if strings.HasPrefix(l, "echo:Hardcoded") {
+			return a, r, done
+		}
+	}
+}
+
 // BenchmarkPacing measures how close the paced wire comes to baud/10 bytes per second, in
 // each direction. host→printer: unnumbered 40-byte lines written at once, each acknowledged
 // (moves are instant); printer→host: M115 replies (about 1.2 kB each).
@@ -109,17 +128,7 @@ func BenchmarkPacing(b *testing.B) {
 			var bytes int64
 			var elapsed time.Duration
 			for range b.N {
-				s := New(Config{Baud: baud})
-				a, c := net.Pipe()
-				done := make(chan error, 1)
-				go func() { done <- s.Serve(b.Context(), c) }()
-				r := bufio.NewReader(a)
-				for {
-					l, _ := r.ReadString('\n')
-					if strings.HasPrefix(l, "echo:Hardcoded") {
-						break
-					}
-				}
+				a, r, done := bootedPipe(b, baud)
 				go io.WriteString(a, strings.Repeat(line, lines))
 				start := time.Now()
 				for n := 0; n < lines; {
@@ -145,17 +154,7 @@ func BenchmarkPacing(b *testing.B) {
 			var bytes int64
 			var elapsed time.Duration
 			for range b.N {
-				s := New(Config{Baud: baud})
-				a, c := net.Pipe()
-				done := make(chan error, 1)
-				go func() { done <- s.Serve(b.Context(), c) }()
-				r := bufio.NewReader(a)
-				for {
-					l, _ := r.ReadString('\n')
-					if strings.HasPrefix(l, "echo:Hardcoded") {
-						break
-					}
-				}
+				a, r, done := bootedPipe(b, baud)
 				io.WriteString(a, strings.Repeat("M115\n", reports))
 				// Time from the first byte of the first reply to the last ok.
 				first, err := r.ReadString('\n')
