@@ -176,17 +176,20 @@ func (s *Server) opSockJS(q *request) error {
 	}}); err != nil {
 		return nil
 	}
-	sendHistory := func() error {
+	// The status shown in history is also the base for events: the subscription is older
+	// than this snapshot, so every later change arrives as an event against it, and none
+	// falls between the two.
+	sendHistory := func(st marlin.Status) error {
 		var temps []map[string]any
 		for _, t := range p.Printer.History() {
 			temps = append(temps, historyEntry(t))
 		}
-		return wsWrite(ctx, c, map[string]any{"history": s.octoCurrent(p, p.Printer.Status(), temps, nil)})
-	}
-	if err := sendHistory(); err != nil {
-		return nil
+		return wsWrite(ctx, c, map[string]any{"history": s.octoCurrent(p, st, temps, nil)})
 	}
 	prev := p.Printer.Status()
+	if err := sendHistory(prev); err != nil {
+		return nil
+	}
 	throttle := 1
 	tick := time.NewTicker(pushInterval)
 	defer tick.Stop()
@@ -211,7 +214,7 @@ func (s *Server) opSockJS(q *request) error {
 					}
 					continue
 				}
-				if err := sendHistory(); err != nil {
+				if err := sendHistory(p.Printer.Status()); err != nil {
 					return nil
 				}
 			}
