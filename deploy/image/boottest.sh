@@ -279,7 +279,12 @@ check 'p=$(systemctl show -p MainPID --value printgate.service)' 'printgate:~#'
 check 'echo "pgcap-$(awk '"'"'/^(CapEff|CapBnd|NoNewPrivs):/{printf "%s%s,", $1, $2}'"'"' /proc/$p/status)"' \
 	'pgcap-CapEff:0000000000000000,CapBnd:0000000000000000,NoNewPrivs:1,'
 check 'nsenter -t $p -m sh -c "touch /etc/pgx 2>/dev/null || echo pgetc-\$((1+1))"' 'pgetc-2'
-log "boot 2: sandbox holds: CapEff 0, CapBnd 0, NoNewPrivs 1, /etc read-only in the service's mount namespace"
+# DevicePolicy=closed is a BPF program on the service's cgroup. A root shell moved into the
+# cgroup of a plain transient service reads the disk (the control: moving a shell between
+# cgroups blocks nothing by itself); moved into printgate's cgroup it may not open it.
+check 'systemd-run -q --unit=pgprobe sleep 600; sh -c "echo \$\$ >/sys/fs/cgroup/system.slice/pgprobe.service/cgroup.procs && head -c1 /dev/vda >/dev/null && echo pgdevc-\$((4+4))"; systemctl stop pgprobe' 'pgdevc-8'
+check 'sh -c "echo \$\$ >/sys/fs/cgroup\$(systemctl show -p ControlGroup --value printgate.service)/cgroup.procs && { head -c1 /dev/vda >/dev/null 2>&1 && echo pgdev-open || echo pgdev-\$((2+3)); }"' 'pgdev-5'
+log "boot 2: sandbox holds: CapEff 0, CapBnd 0, NoNewPrivs 1, /etc read-only in the service's mount namespace, the disk closed to the service's cgroup"
 tunnel_check "$work/console.conf"
 shutdown_vm 2
 
