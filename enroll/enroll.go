@@ -233,6 +233,10 @@ type Options struct {
 	// CloneFlips times within CloneWindow is flagged as cloned. Zero: 10 minutes and 3.
 	CloneWindow time.Duration
 	CloneFlips  int
+	// LockWait is how long Open waits for the state directory's lock while another process
+	// holds it: a CLI command that found no daemon holds it for milliseconds, a running
+	// daemon for good. Zero: fail at once with an *InUseError.
+	LockWait time.Duration
 }
 
 // DefaultFlushInterval spaces out writes of handshake times (SD cards wear).
@@ -400,7 +404,7 @@ func OpenWith(dir string, opts Options) (*Registry, error) {
 	if err := checkPrivate(dir, fi); err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockDirWait(dir, opts.LockWait)
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}

@@ -228,6 +228,29 @@ func TestOpenLocked(t *testing.T) {
 	r2.Close()
 }
 
+// TestOpenLockWait: with LockWait, Open outlasts a holder that lets go (a CLI command that
+// opened the directory for a moment), and still refuses one that does not.
+func TestOpenLockWait(t *testing.T) {
+	dir, _ := newState(t, InitOptions{})
+	holder := openState(t, dir, nil)
+	released := make(chan struct{})
+	go func() {
+		// Let the waiter find the lock taken first: it polls until the holder closes.
+		time.Sleep(200 * time.Millisecond)
+		holder.Close()
+		close(released)
+	}()
+	r, err := OpenWith(dir, Options{LockWait: time.Minute})
+	if err != nil {
+		t.Fatalf("OpenWith(LockWait 1m) while the holder lets go = %v, want success", err)
+	}
+	<-released
+	if _, err := OpenWith(dir, Options{LockWait: 300 * time.Millisecond}); !errors.Is(err, ErrInUse) {
+		t.Errorf("OpenWith(LockWait 300ms) on a directory held for good = %v, want ErrInUse", err)
+	}
+	r.Close()
+}
+
 func TestOpenRefusesLooseModes(t *testing.T) {
 	dir, _ := newState(t, InitOptions{})
 	if err := os.Chmod(filepath.Join(dir, FileGatewayKey), 0o644); err != nil {

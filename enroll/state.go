@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -269,6 +270,18 @@ func lockDir(dir string) (*os.File, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// lockDirWait is lockDir, retried while another process holds the lock, for up to wait.
+func lockDirWait(dir string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		f, err := lockDir(dir)
+		if err == nil || !errors.Is(err, ErrInUse) || !time.Now().Before(deadline) {
+			return f, err
+		}
+		time.Sleep(min(50*time.Millisecond, time.Until(deadline)))
+	}
 }
 
 // unlockDir releases the lock. The pid is cleared first so a reader never blames us later.

@@ -131,7 +131,8 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 
 	start := time.Now()
-	reg, err := enroll.OpenWith(cfg.StateDir, enroll.Options{Now: cfg.Now, Logf: g.logf})
+	// A CLI command run while no daemon served may hold the lock for a moment: wait it out.
+	reg, err := enroll.OpenWith(cfg.StateDir, enroll.Options{Now: cfg.Now, Logf: g.logf, LockWait: 5 * time.Second})
 	if err != nil {
 		return nil, err // enroll's message names the recovery; do not bury it
 	}
