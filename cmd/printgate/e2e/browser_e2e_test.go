@@ -74,19 +74,21 @@ func (b *uiBrowserLog) snapshot() (requests, problems []string) {
 	return append([]string(nil), b.requests...), append([]string(nil), b.problems...)
 }
 
-// uiArtifacts is the directory for screenshots: $PRINTGATE_ARTIFACTS/<test name> when the
-// variable is set (CI keeps it), else a temporary directory.
-func uiArtifacts(t *testing.T) string {
+// uiThrottle limits what the client namespace sends on its link to the gateway to rate (tc
+// syntax, e.g. "8mbit") with a token bucket on its veth, so that an upload through the tunnel
+// takes long enough to watch; it returns the function that lifts the limit. The browser's own
+// network emulation is not used: Chromium 148 and later refuse upload throttling through
+// DevTools, while the kernel's shaping works whatever the browser.
+func uiThrottle(t *testing.T, ns netns, dev, rate string) (lift func()) {
 	t.Helper()
-	dir := t.TempDir()
-	if base := os.Getenv("PRINTGATE_ARTIFACTS"); base != "" {
-		dir = filepath.Join(base, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
+	if out, err := ns.cmd("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "32kb", "latency", "1s").CombinedOutput(); err != nil {
+		t.Fatalf("throttle %s in %s with tc tbf (iproute2, and the kernel's sch_tbf): %v\n%s", dev, ns.name, err, out)
+	}
+	return func() {
+		if out, err := ns.cmd("tc", "qdisc", "del", "dev", dev, "root").CombinedOutput(); err != nil {
+			t.Errorf("lift the throttle on %s: %v\n%s", dev, err, out)
 		}
 	}
-	t.Logf("screenshots in %s", dir)
-	return dir
 }
 
 // uiBrowserTest drives Debian's headless chromium, run inside the admin's client namespace,
@@ -101,7 +103,8 @@ func uiBrowserTest(t *testing.T, u *uiLab) {
 		t.Skipf("needs Debian's chromium at %s (apt-get install chromium): %v", uiChromium, err)
 	}
 	uiWaitIdle(t, u)
-	art := uiArtifacts(t)
+	art := artifacts(t)
+	t.Logf("screenshots in %s", art)
 	ipPath, err := exec.LookPath("ip")
 	if err != nil {
 		t.Skipf("needs ip: %v", err)
@@ -111,6 +114,7 @@ func uiBrowserTest(t *testing.T, u *uiLab) {
 	// debugging port exists anywhere; `ip netns exec` puts the browser in the namespace and
 	// keeps those descriptors.
 	var out syncBuffer
+	keepLog(t, "chromium.log", &out)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(uiChromium),
 		chromedp.DisableGPU,
@@ -198,14 +202,12 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 	}
 	shot("01-printer.png")
 
-	// Upload a file with visible progress: the upload is throttled to 1 MiB/s by the
-	// browser's network emulation so that a 3 MiB file takes a few seconds, and a mutation
-	// observer records every value the progress bar shows.
+	// Upload a file with visible progress: the admin's link is throttled to 8 Mbit/s (about
+	// 1 MB/s) so that a 3 MiB file takes a few seconds, and a mutation observer records every
+	// value the progress bar shows.
 	f := uiGcode(t, t.TempDir(), "browser.gcode", 300, 3<<20)
-	_, err = chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
-		MatchedNetworkConditions: []*network.Conditions{{DownloadThroughput: -1, UploadThroughput: 1 << 20}},
-	})
-	must("throttle uploads", err)
+	lift := uiThrottle(t, u.admin.ns, u.lab.veth1, "8mbit")
+	defer func() { lift() }()
 	eval(`(() => {
   const bar = document.getElementById('upload-progress');
   window.__uiProgress = [];
@@ -230,10 +232,8 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 	if !uiPartWay(progress) {
 		t.Errorf("the progress bar showed %s: want a value between 0 and 100 during the upload, and 100 at the end", progress)
 	}
-	_, err = chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
-		MatchedNetworkConditions: []*network.Conditions{{DownloadThroughput: -1, UploadThroughput: -1}},
-	})
-	must("stop throttling", err)
+	lift()
+	lift = func() {}
 
 	// Start the print from the file list; remember the chart as it was.
 	row := `#file-list tr[data-path="browser.gcode"] .btn-print`

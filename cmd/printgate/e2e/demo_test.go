@@ -34,6 +34,7 @@ func TestDemo(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	keepLog(t, "demo.log", &stderr)
 	done := make(chan error, 1)
 	t.Cleanup(func() {
 		cmd.Process.Kill()

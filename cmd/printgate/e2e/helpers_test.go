@@ -234,6 +234,7 @@ func startDaemon(t *testing.T, ns netns, state, iface string, extra ...string) *
 		t.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	keepLog(t, "daemon.log", d.stderr)
 	t.Cleanup(func() { d.stop(t) })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -245,11 +246,11 @@ func startDaemon(t *testing.T, ns netns, state, iface string, extra ...string) *
 		}
 		select {
 		case <-d.done:
-			t.Fatalf("printgate run exited: %v\n%s", d.err, d.stderr)
+			t.Fatalf("printgate run exited: %v (its log follows the failure)", d.err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("printgate run not ready: %v\n%s", err, d.stderr)
+			t.Fatalf("printgate run not ready after 20 s: %v (its log follows the failure)", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

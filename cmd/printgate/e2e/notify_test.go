@@ -40,6 +40,7 @@ func TestSystemdNotify(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	keepLog(t, "daemon.log", &stderr)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {

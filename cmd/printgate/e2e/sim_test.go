@@ -30,6 +30,7 @@ func TestSimOnPTY(t *testing.T) {
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
+	keepLog(t, "sim.log", &simErr)
 	simDone := make(chan error, 1)
 	go func() { simDone <- sim.Wait() }()
 	t.Cleanup(func() {
@@ -58,12 +59,13 @@ func TestSimOnPTY(t *testing.T) {
 	c.Close()
 	state := filepath.Join(dir, "state")
 	pgOK(t, "init", "--state", state, "--endpoint", "127.0.0.1:"+port, "--listen-port", port)
-	run := exec.Command(binPath, "run", "--state", state, "--interface", "none", "--printer", "mk="+link+",baud=250000")
+	run := exec.Command(binPath, "run", "--state", state, "--interface", "none", "--verbose", "--printer", "mk="+link+",baud=250000")
 	var runErr syncBuffer
 	run.Stderr = &runErr
 	if err := run.Start(); err != nil {
 		t.Fatal(err)
 	}
+	keepLog(t, "daemon.log", &runErr)
 	runDone := make(chan error, 1)
 	go func() { runDone <- run.Wait() }()
 	t.Cleanup(func() {
