@@ -14,14 +14,15 @@ build:
 demo: build
 	./$(BIN) demo
 
-test:
-	$(GO) vet $(PKGS)
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+test: lint
+	$(GO) test -race -count=1 -timeout 25m $(PKGS) </dev/null
 
+# vet and gofmt over every Go file of the tree (a git checkout or an unpacked source tarball
+# alike); neither reads standard input.
 lint:
 	$(GO) vet $(PKGS)
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@files=$$(gofmt -l . </dev/null) || exit 1; \
+	  test -z "$$files" || { echo "gofmt needed:"; echo "$$files"; exit 1; }
 
 # Benchmarks print ratios against a baseline measured in the same run: the stock wireguard-go
 # netstack example (tunnel upload), and Debian's printcore (G-code streaming). The harnesses

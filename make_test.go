@@ -1,0 +1,82 @@
+package printgate_test
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLintWithoutGit: `make lint` (which `make test` runs first) works in a tree that is not a
+// git checkout, an unpacked source tarball, and never reads standard input: its stdin here is a
+// pipe that is never written or closed, so a read would hang until the deadline. The gofmt step
+// must still find an unformatted file. Vet is left out (GO=true): it is the same either way.
+func TestLintWithoutGit(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skipf("needs make: %v", err)
+	}
+	tree := t.TempDir()
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if n := d.Name(); path != "." && (strings.HasPrefix(n, ".") || n == "bin" || n == "out" || n == "dist") {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(tree, path), 0o755)
+		}
+		if path != "Makefile" && !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(tree, path), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lint := func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "lint", "GO=true")
+		cmd.Dir = tree
+		// On the deadline kill the whole process group (gofmt under make's shell, too), and
+		// stop waiting for pipes a straggler may still hold.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = 5 * time.Second
+		cmd.Env = append(os.Environ(), "GIT_DIR="+filepath.Join(tree, "no-such-git-dir"), "GIT_CEILING_DIRECTORIES="+filepath.Dir(tree))
+		stdin, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stdin.Close()
+		defer w.Close()
+		cmd.Stdin = stdin // an *os.File: the child gets it directly, no copying goroutine
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("make lint still running after a minute (reading standard input?):\n%s", out)
+		}
+		return string(out), err
+	}
+	if out, err := lint(); err != nil {
+		t.Fatalf("make lint in a tree without .git: %v\n%s", err, out)
+	} else if strings.Contains(out, "not a git repository") {
+		t.Errorf("make lint asked git in a tree without .git:\n%s", out)
+	}
+	bad := filepath.Join(tree, "zz_unformatted.go")
+	if err := os.WriteFile(bad, []byte("package printgate_test\nvar  x=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lint(); err == nil || !strings.Contains(out, "zz_unformatted.go") {
+		t.Errorf("make lint with an unformatted file = %v, want failure naming it:\n%s", err, out)
+	}
+}
