@@ -80,3 +80,43 @@ func TestLintWithoutGit(t *testing.T) {
 		t.Errorf("make lint with an unformatted file = %v, want failure naming it:\n%s", err, out)
 	}
 }
+
+// TestReadmePackagesMatchCI: the Debian packages the README tells a user to install for the
+// tests are exactly those .ci/run installs.
+func TestReadmePackagesMatchCI(t *testing.T) {
+	pkgs := func(file string) map[string]bool {
+		t.Helper()
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The install command may continue over lines ending in a backslash.
+		text := strings.ReplaceAll(string(b), "\\\n", " ")
+		for _, line := range strings.Split(text, "\n") {
+			_, rest, ok := strings.Cut(line, "apt-get install")
+			if !ok {
+				continue
+			}
+			set := map[string]bool{}
+			for _, f := range strings.Fields(rest) {
+				if !strings.HasPrefix(f, "-") && !strings.ContainsAny(f, ">&|;") {
+					set[f] = true
+				}
+			}
+			return set
+		}
+		t.Fatalf("%s has no apt-get install line", file)
+		return nil
+	}
+	ci, readme := pkgs(".ci/run"), pkgs("README.md")
+	for p := range ci {
+		if !readme[p] {
+			t.Errorf(".ci/run installs %s, README.md does not list it", p)
+		}
+	}
+	for p := range readme {
+		if !ci[p] {
+			t.Errorf("README.md lists %s, .ci/run does not install it", p)
+		}
+	}
+}
