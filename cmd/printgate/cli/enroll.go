@@ -74,7 +74,7 @@ without one the state directory is changed directly.`,
 						return err
 					}
 				}
-				res, err := doEnroll(ctx, *state, req)
+				res, err := doEnroll(ctx, e, *state, req)
 				if err != nil {
 					return err
 				}
@@ -85,30 +85,29 @@ without one the state directory is changed directly.`,
 }
 
 // doEnroll asks the running gateway, or opens the state directory when none runs.
-func doEnroll(ctx context.Context, state string, req gateway.Request) (*gateway.EnrollResult, error) {
-	resp, err := gateway.Call(ctx, state, req)
-	if err == nil {
+func doEnroll(ctx context.Context, e *env, state string, req gateway.Request) (*gateway.EnrollResult, error) {
+	var res *gateway.EnrollResult
+	resp, err := callDaemon(ctx, e, state, req, func(reg *enroll.Registry) error {
+		r, err := gateway.RequestToEnroll(req)
+		if err != nil {
+			return err
+		}
+		en, err := reg.Enroll(r)
+		if err != nil {
+			return err
+		}
+		er := gateway.EnrollResultFrom(en, time.Now())
+		en.Forget()
+		res = &er
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp != nil {
 		return resp.Enrollment, nil
 	}
-	if !errors.Is(err, gateway.ErrNoDaemon) {
-		return nil, err
-	}
-	r, err := gateway.RequestToEnroll(req)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := enroll.Open(state)
-	if err != nil {
-		return nil, err
-	}
-	defer reg.Close()
-	en, err := reg.Enroll(r)
-	if err != nil {
-		return nil, err
-	}
-	res := gateway.EnrollResultFrom(en, time.Now())
-	en.Forget()
-	return &res, nil
+	return res, nil
 }
 
 // checkOutputPath refuses, before anything is enrolled, a file that exists, a directory that

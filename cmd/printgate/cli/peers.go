@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,7 +38,7 @@ the roster's last record.`,
 				if err := exactArgs("peers", args, 0, ""); err != nil {
 					return err
 				}
-				peers, err := listPeers(ctx, *state)
+				peers, err := listPeers(ctx, e, *state)
 				if err != nil {
 					return err
 				}
@@ -53,23 +52,22 @@ the roster's last record.`,
 	}
 }
 
-func listPeers(ctx context.Context, state string) ([]gateway.PeerInfo, error) {
-	resp, err := gateway.Call(ctx, state, gateway.Request{Op: gateway.OpPeers})
-	if err == nil {
-		if resp.Peers == nil {
-			return []gateway.PeerInfo{}, nil
-		}
-		return resp.Peers, nil
-	}
-	if !errors.Is(err, gateway.ErrNoDaemon) {
-		return nil, err
-	}
-	reg, err := enroll.Open(state)
+func listPeers(ctx context.Context, e *env, state string) ([]gateway.PeerInfo, error) {
+	var peers []gateway.PeerInfo
+	resp, err := callDaemon(ctx, e, state, gateway.Request{Op: gateway.OpPeers}, func(reg *enroll.Registry) error {
+		peers = gateway.OfflinePeers(reg)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer reg.Close()
-	return gateway.OfflinePeers(reg), nil
+	if resp != nil {
+		peers = resp.Peers
+	}
+	if peers == nil {
+		peers = []gateway.PeerInfo{}
+	}
+	return peers, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

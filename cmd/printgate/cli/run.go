@@ -65,7 +65,8 @@ With --boot-dir (the appliance), while no admin is enrolled, a pending admin enr
 shown on standard output (the console) and written to the boot partition, and owner settings
 are read from DIR/printgate.txt there.
 
-Under systemd (Type=notify) run sends READY=1 once the tunnel is up and feeds the watchdog.
+Under systemd (Type=notify) run sends READY=1 once the tunnel is up and the control socket
+answers, and feeds the watchdog.
 SIGINT or SIGTERM stop it: printers' heaters off, HTTP servers closed, device down, socket
 files removed.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {

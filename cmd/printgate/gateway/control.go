@@ -135,8 +135,10 @@ type controlServer struct {
 	}
 }
 
-// listenControl creates the control socket. The caller holds the state directory's lock, so a
-// socket file already there is stale (a crashed daemon's) and is replaced.
+// listenControl creates the control socket without serving it yet: a client that connects
+// before serve waits in the listen backlog for its answer. The caller holds the state
+// directory's lock, so a socket file already there is stale (a crashed daemon's) and is
+// replaced.
 func listenControl(g *Gateway, stateDir string) (*controlServer, error) {
 	path := ControlPath(stateDir)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -156,9 +158,13 @@ func listenControl(g *Gateway, stateDir string) (*controlServer, error) {
 	}
 	s := &controlServer{g: g, path: path, ln: ln}
 	s.conns.m = map[net.Conn]bool{}
+	return s, nil
+}
+
+// start starts answering: the gateway behind it is fully up.
+func (s *controlServer) start() {
 	s.wg.Add(1)
 	go s.acceptLoop()
-	return s, nil
 }
 
 func (s *controlServer) acceptLoop() {

@@ -7,11 +7,13 @@ package gateway
 // stack as netstack requires):
 //
 //  1. enroll.Open: the state directory, locked; a corrupt roster fails here (fail closed)
+//     then the control socket STATE/control.sock (0600) listens, not yet answering: whoever
+//     meets the lock or the UDP port finds the socket and waits there for its answer
 //  2. netstack.New with the gateway's first host addresses and one address per printer
 //  3. tunnel.New: the gateway key, the listen port (the one host socket), the UAPI socket
 //  4. apply the roster: live peers → []tunnel.Peer → Device.Apply (a diff)
 //  5. printer controllers (heaters off on the first bytes), HTTP on port 80 of each address
-//  6. the control socket STATE/control.sock (0600)
+//  6. the control socket answers (its accept loop starts)
 //  7. the stats loop: every StatsInterval, device stats → roster → pending expiry → re-apply
 //
 // Close: controllers stop (their heaters-off path), HTTP servers shut down, control socket
@@ -65,6 +67,9 @@ type Config struct {
 	Verbosef func(format string, args ...any)
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+
+	// onDeviceUp, when set (tests), runs once the WireGuard UDP port is bound.
+	onDeviceUp func()
 }
 
 // Gateway is a running daemon. Its methods are safe for concurrent use.
@@ -149,6 +154,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := g.updateEndpoint(cfg.Endpoint); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
+	// The socket exists before the UDP port is bound and before "ready": a CLI that meets the
+	// state directory's lock finds it, and its call waits in the backlog until serve below.
+	if g.ctl, err = listenControl(g, cfg.StateDir); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
 
 	addrs := g.Addrs()
 	for _, spec := range cfg.Printers {
@@ -178,6 +188,9 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
+	if cfg.onDeviceUp != nil {
+		cfg.onDeviceUp()
+	}
 
 	if al, err := audit.Open(audit.Path(cfg.StateDir)); err != nil {
 		g.logf("gateway: audit log unavailable: %v", err)
@@ -200,9 +213,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.web, err = g.startWeb(); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
-	if g.ctl, err = listenControl(g, cfg.StateDir); err != nil {
-		return nil, fmt.Errorf("gateway: start: %w", err)
-	}
+	g.ctl.start()
 	g.wg.Add(1)
 	go g.statsLoop(runCtx)
 

@@ -561,3 +561,35 @@ func FuzzParsePrinterSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestControlSocketBeforePort: by the time the UDP port is bound (what a script or a unit
+// takes for "up"), the control socket accepts, and a call made then is answered once the
+// gateway is up, not refused and not sent to the locked state directory.
+func TestControlSocketBeforePort(t *testing.T) {
+	dir := newState(t)
+	type answer struct {
+		resp *Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	cfg := Config{StateDir: dir, StatsInterval: 50 * time.Millisecond, Logf: t.Logf}
+	cfg.onDeviceUp = func() {
+		fi, err := os.Stat(ControlPath(dir))
+		if err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("UDP port bound while the control socket is missing: %v", err)
+		}
+		go func() {
+			resp, err := Call(context.Background(), dir, Request{Op: OpStatus})
+			done <- answer{resp, err}
+		}()
+	}
+	g, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer g.Close()
+	a := <-done
+	if a.err != nil || a.resp.Status == nil || !a.resp.Status.Running {
+		t.Fatalf("status called while starting = %+v, %v; want the running gateway's answer", a.resp, a.err)
+	}
+}
