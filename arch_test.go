@@ -1,5 +1,6 @@
 // Architecture rules from DESIGN.md, checked over the whole tree: every package documents
-// itself in one line, only netstack/ imports gVisor, and printerd/ never reaches the tunnel.
+// itself in one line, only netstack/ imports gVisor, printerd/ never reaches the tunnel, and
+// the control protocol (enroll/control) stands on the roster's types alone.
 package printgate_test
 
 import (
@@ -112,6 +113,14 @@ func TestImportRules(t *testing.T) {
 			knowsHTTP := ip == "net/http" && !strings.HasSuffix(files[0], "_test.go") && !under(dir, filepath.Join("tunnel", "tunneltest"))
 			if (under(dir, "tunnel") || under(dir, "netstack")) && (strings.HasPrefix(ip, module+"/printerd") || knowsHTTP) {
 				t.Errorf("%s imports %s: tunnel/ and netstack/ must not know HTTP or printers", files[0], ip)
+			}
+			// The control protocol (enroll/control) is spoken by the CLI, the daemon, and later
+			// other gateways and `printgate connect`: it depends on the roster's types only.
+			if dir == filepath.Join("enroll", "control") && strings.HasPrefix(ip, module+"/") && ip != module+"/enroll" {
+				t.Errorf("%s imports %s: enroll/control may import only enroll", files[0], ip)
+			}
+			if under(dir, "printerd") && ip == module+"/enroll/control" {
+				t.Errorf("%s imports %s: printerd/ does not speak the daemon's control protocol", files[0], ip)
 			}
 		}
 	}

@@ -52,40 +52,41 @@ const (
 	Expired State = "expired"
 )
 
-// Peer is one enrolled device.
+// Peer is one enrolled device, as the registry holds it. It is never encoded as it is: the
+// state file stores a diskPeer, and people and scripts see a PeerView (see MarshalJSON).
 type Peer struct {
-	Name         string      `json:"name"`
-	Role         Role        `json:"role"`
-	State        State       `json:"state"`
-	PublicKey    wgtypes.Key `json:"public_key"`
-	PresharedKey wgtypes.Key `json:"preshared_key"`
-	IPv4         netip.Addr  `json:"ipv4"`
-	IPv6         netip.Addr  `json:"ipv6"`
+	Name         string
+	Role         Role
+	State        State
+	PublicKey    wgtypes.Key
+	PresharedKey wgtypes.Key
+	IPv4         netip.Addr
+	IPv6         netip.Addr
 	// APIKeyHash is the SHA-256 of the peer's API key; the key itself is never stored.
-	APIKeyHash []byte    `json:"api_key_hash,omitempty"`
-	Created    time.Time `json:"created"`
+	APIKeyHash []byte
+	Created    time.Time
 	// ExpiresAt is when a pending peer is dropped if it never handshakes.
-	ExpiresAt      time.Time `json:"expires_at,omitzero"`
-	FirstHandshake time.Time `json:"first_handshake,omitzero"`
-	LastHandshake  time.Time `json:"last_handshake,omitzero"`
-	RevokedAt      time.Time `json:"revoked_at,omitzero"`
+	ExpiresAt      time.Time
+	FirstHandshake time.Time
+	LastHandshake  time.Time
+	RevokedAt      time.Time
 	// OwnKey is true when the device brought its own key (--pubkey).
-	OwnKey bool `json:"own_key,omitempty"`
+	OwnKey bool
 
 	// APIKeyRole narrows what the API key may do; empty means the peer's Role. It never
 	// exceeds Role.
-	APIKeyRole Role `json:"api_key_role,omitempty"`
+	APIKeyRole Role
 	// Endpoint is the source the device was last seen from, FirstEndpoint the first one.
-	Endpoint      netip.AddrPort `json:"endpoint,omitzero"`
-	FirstEndpoint netip.AddrPort `json:"first_endpoint,omitzero"`
+	Endpoint      netip.AddrPort
+	FirstEndpoint netip.AddrPort
 	// RxBytes and TxBytes are the device's counters at the last observation.
-	RxBytes int64 `json:"rx_bytes,omitempty"`
-	TxBytes int64 `json:"tx_bytes,omitempty"`
+	RxBytes int64
+	TxBytes int64
 	// Clone is set when the key's endpoint kept alternating between two sources: the same
 	// key (the same config) is in use on two devices. CloneEndpoints are those sources.
-	Clone          bool             `json:"clone,omitempty"`
-	CloneEndpoints []netip.AddrPort `json:"clone_endpoints,omitempty"`
-	CloneAt        time.Time        `json:"clone_at,omitzero"`
+	Clone          bool
+	CloneEndpoints []netip.AddrPort
+	CloneAt        time.Time
 }
 
 // Live reports whether p belongs on the device at time now: active, or pending and not

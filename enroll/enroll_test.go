@@ -596,18 +596,17 @@ func TestRestartPersistence(t *testing.T) {
 	}
 }
 
+// peersEqual compares every field, secrets included, as the state file records them.
 func peersEqual(a, b []Peer) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	if !bytes.Equal(ja, jb) {
-		return false
-	}
-	for i := range a {
-		if a[i].PresharedKey != b[i].PresharedKey || !bytes.Equal(a[i].APIKeyHash, b[i].APIKeyHash) {
-			return false
+	disk := func(ps []Peer) []byte {
+		ds := make([]diskPeer, len(ps))
+		for i, p := range ps {
+			ds[i] = toDisk(p)
 		}
+		out, _ := json.Marshal(ds)
+		return out
 	}
-	return true
+	return bytes.Equal(disk(a), disk(b))
 }
 
 func TestRevokeTombstones(t *testing.T) {

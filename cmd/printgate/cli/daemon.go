@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // daemonWait is how long a command waits for the control socket of a daemon that holds the
@@ -21,12 +21,12 @@ const daemonRetry = 100 * time.Millisecond
 // gateway answers, it opens the state directory and runs offline on it instead, returning a
 // nil response. A state directory locked by a live daemon whose socket does not answer yet
 // is retried on the socket for up to daemonWait rather than failed at once.
-func callDaemon(ctx context.Context, e *env, state string, req gateway.Request, offline func(*enroll.Registry) error) (*gateway.Response, error) {
+func callDaemon(ctx context.Context, e *env, state string, req control.Request, offline func(*enroll.Registry) error) (*control.Response, error) {
 	deadline := time.Now().Add(daemonWait)
 	waiting := false
 	for {
-		resp, err := gateway.Call(ctx, state, req)
-		if err == nil || !errors.Is(err, gateway.ErrNoDaemon) {
+		resp, err := control.Unix(state).Call(ctx, req)
+		if err == nil || !errors.Is(err, control.ErrNoDaemon) {
 			return resp, err
 		}
 		reg, err := enroll.Open(state)

@@ -3,14 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
 )
 
@@ -67,22 +64,7 @@ func TestWaitsForStartingDaemon(t *testing.T) {
 		t.Fatalf("peers exited %d before the daemon's socket was up: %s", c, errw)
 	}
 	// Now the socket comes up.
-	ln, err := net.Listen("unix", gateway.ControlPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		var req gateway.Request
-		if json.NewDecoder(c).Decode(&req) == nil && req.Op == gateway.OpPeers {
-			json.NewEncoder(c).Encode(gateway.Response{Peers: []gateway.PeerInfo{{Name: "from-daemon", Role: "admin", State: "active", Address: "10.0.0.2"}}})
-		}
-	}()
+	startFakeDaemon(t, dir, enroll.PeerView{Name: "from-daemon", Role: enroll.Admin, State: enroll.Active, Address: "10.0.0.2"})
 	if c := <-code; c != 0 {
 		t.Fatalf("peers exited %d: %s", c, errw)
 	}

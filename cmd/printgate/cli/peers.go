@@ -11,6 +11,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func peersCmd() *command {
@@ -25,8 +26,9 @@ sources (the same config on two devices). WireGuard has no connections: a recent
 the only sign of life.
 
 --json prints a list of objects with the keys name, role, state, address, address6, public_key,
-own_key, created, expires_at, revoked_at, last_handshake, last_handshake_age_seconds, endpoint,
-rx_bytes, tx_bytes and clone. With a running gateway the numbers are live; without one they are
+own_key, has_api_key, api_key_role, created, expires_at, revoked_at, last_handshake,
+last_handshake_age_seconds, endpoint, rx_bytes, tx_bytes and clone (the web API's device list
+uses the same names; keys without a value are left out). With a running gateway the numbers are live; without one they are
 the roster's last record.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
@@ -52,9 +54,9 @@ the roster's last record.`,
 	}
 }
 
-func listPeers(ctx context.Context, e *env, state string) ([]gateway.PeerInfo, error) {
-	var peers []gateway.PeerInfo
-	resp, err := callDaemon(ctx, e, state, gateway.Request{Op: gateway.OpPeers}, func(reg *enroll.Registry) error {
+func listPeers(ctx context.Context, e *env, state string) ([]enroll.PeerView, error) {
+	var peers []enroll.PeerView
+	resp, err := callDaemon(ctx, e, state, control.Request{Op: control.OpPeers}, func(reg *enroll.Registry) error {
 		peers = gateway.OfflinePeers(reg)
 		return nil
 	})
@@ -65,7 +67,7 @@ func listPeers(ctx context.Context, e *env, state string) ([]gateway.PeerInfo, e
 		peers = resp.Peers
 	}
 	if peers == nil {
-		peers = []gateway.PeerInfo{}
+		peers = []enroll.PeerView{}
 	}
 	return peers, nil
 }
@@ -76,7 +78,7 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func printPeers(w io.Writer, peers []gateway.PeerInfo) {
+func printPeers(w io.Writer, peers []enroll.PeerView) {
 	if len(peers) == 0 {
 		fmt.Fprintln(w, "no devices enrolled (printgate enroll --state DIR NAME)")
 		return

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func revokeCmd() *command {
@@ -29,7 +29,7 @@ device's addresses are never handed out again.`,
 				if err := exactArgs("revoke", args, 1, "one device NAME"); err != nil {
 					return err
 				}
-				resp, err := callDaemon(ctx, e, *state, gateway.Request{Op: gateway.OpRevoke, Name: args[0]}, func(reg *enroll.Registry) error {
+				resp, err := callDaemon(ctx, e, *state, control.Request{Op: control.OpRevoke, Name: args[0]}, func(reg *enroll.Registry) error {
 					p, err := reg.Revoke(args[0])
 					if err != nil {
 						return err

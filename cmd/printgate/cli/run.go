@@ -14,6 +14,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // printerFlags collects repeated --printer flags.
@@ -168,7 +169,7 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 		return err
 	}
 	st := g.Status()
-	logf("ready: tunnel %s, udp port %d, control socket %s", strings.Join(st.Addresses, " "), st.ListenPort, gateway.ControlPath(cfg.StateDir))
+	logf("ready: tunnel %s, udp port %d, control socket %s", strings.Join(st.Addresses, " "), st.ListenPort, control.Path(cfg.StateDir))
 	if err := n.Notify(fmt.Sprintf("READY=1\nSTATUS=tunnel up on udp %d, %d printers", st.ListenPort, len(st.Printers))); err != nil {
 		logf("%v", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func statusCmd() *command {
@@ -47,9 +48,9 @@ port, state, error) and peers (a count per state).`,
 	}
 }
 
-func getStatus(ctx context.Context, e *env, state string) (*gateway.Status, error) {
-	var st gateway.Status
-	resp, err := callDaemon(ctx, e, state, gateway.Request{Op: gateway.OpStatus}, func(reg *enroll.Registry) error {
+func getStatus(ctx context.Context, e *env, state string) (*control.Status, error) {
+	var st control.Status
+	resp, err := callDaemon(ctx, e, state, control.Request{Op: control.OpStatus}, func(reg *enroll.Registry) error {
 		st = gateway.OfflineStatus(reg)
 		return nil
 	})
@@ -62,7 +63,7 @@ func getStatus(ctx context.Context, e *env, state string) (*gateway.Status, erro
 	return &st, nil
 }
 
-func printStatus(w io.Writer, st *gateway.Status) {
+func printStatus(w io.Writer, st *control.Status) {
 	if st.Running {
 		fmt.Fprintln(w, "gateway running")
 	} else {

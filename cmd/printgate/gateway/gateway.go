@@ -31,6 +31,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/netstack"
 	"github.com/printgate/printgate/printerd/audit"
 	"github.com/printgate/printgate/tunnel"
@@ -81,8 +82,10 @@ type Gateway struct {
 	gw       enroll.Gateway
 	stack    *netstack.Stack
 	dev      *tunnel.Device
-	audit    *audit.Log // nil if the audit log could not be opened (logged)
-	ctl      *controlServer
+	audit    *audit.Log      // nil if the audit log could not be opened (logged)
+	ctlLn    net.Listener    // the control socket, listening from the start
+	ctl      *control.Server // answering it once the gateway is up
+	ctlDone  sync.WaitGroup  // ctl.Serve
 	web      *webServers
 	prs      []*printer
 
@@ -156,7 +159,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	}
 	// The socket exists before the UDP port is bound and before "ready": a CLI that meets the
 	// state directory's lock finds it, and its call waits in the backlog until serve below.
-	if g.ctl, err = listenControl(g, cfg.StateDir); err != nil {
+	if g.ctlLn, err = control.ListenUnix(control.Path(cfg.StateDir)); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
 
@@ -213,7 +216,12 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.web, err = g.startWeb(); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
-	g.ctl.start()
+	g.ctl = &control.Server{Handler: control.HandlerFunc(g.handle), Allow: control.UnixPeerAllowed, Logf: g.logf}
+	g.ctlDone.Add(1)
+	go func() {
+		defer g.ctlDone.Done()
+		g.ctl.Serve(g.ctlLn)
+	}()
 	g.wg.Add(1)
 	go g.statsLoop(runCtx)
 
@@ -266,6 +274,10 @@ func (g *Gateway) teardown() error {
 	g.releasePrinters()
 	if g.ctl != nil {
 		g.ctl.Close()
+		g.ctlDone.Wait()
+	}
+	if g.ctlLn != nil {
+		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
 	if g.dev != nil {
 		if err := g.dev.Close(); err != nil {
@@ -424,7 +436,7 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 // Revoke revokes a peer: the roster first (its addresses are tombstoned), then the device,
 // then every open connection of the peer inside the stack. When it returns, nothing of the
 // peer is served.
-func (g *Gateway) Revoke(name string) (RevokeResult, error) {
+func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
 	res, err := g.revoke(name)
 	if err == nil {
 		g.record(audit.ActionRevoke, res.peer, "ok")
@@ -433,7 +445,7 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 }
 
 type revokeResult struct {
-	RevokeResult
+	control.RevokeResult
 	peer enroll.Peer
 }
 
@@ -468,7 +480,7 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	g.stats.Unlock()
 	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
 	st := g.statsFor(p.PublicKey)
-	return revokeResult{RevokeResult{Peer: PeerInfoFrom(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
+	return revokeResult{control.RevokeResult{Peer: viewOf(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
 }
 
 func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
@@ -498,7 +510,7 @@ func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
 }
 
 // Peers returns every peer with its live device stats, sorted by name.
-func (g *Gateway) Peers() []PeerInfo {
+func (g *Gateway) Peers() []enroll.PeerView {
 	g.reg.Lock()
 	var peers []enroll.Peer
 	if g.reg.r != nil {
@@ -507,13 +519,13 @@ func (g *Gateway) Peers() []PeerInfo {
 	applied := g.reg.applied
 	g.reg.Unlock()
 	now := g.now()
-	out := make([]PeerInfo, 0, len(peers))
+	out := make([]enroll.PeerView, 0, len(peers))
 	for _, p := range peers {
 		var st *tunnel.PeerStats
 		if _, ok := applied[p.PublicKey]; ok {
 			st = g.statsFor(p.PublicKey)
 		}
-		out = append(out, PeerInfoFrom(p, st, now))
+		out = append(out, viewOf(p, st, now))
 	}
 	return out
 }

@@ -24,6 +24,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/netstack"
 )
 
@@ -185,7 +186,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func peerState(g *Gateway, name string) string {
 	for _, p := range g.Peers() {
 		if p.Name == name {
-			return p.State
+			return string(p.State)
 		}
 	}
 	return ""
@@ -285,7 +286,7 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if _, err := os.Stat(ControlPath(dir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(control.Path(dir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left after Close: %v", err)
 	}
 }
@@ -323,7 +324,7 @@ func TestPendingExpiry(t *testing.T) {
 func TestControlSocket(t *testing.T) {
 	dir := newState(t)
 	startGateway(t, dir)
-	fi, err := os.Stat(ControlPath(dir))
+	fi, err := os.Stat(control.Path(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,47 +332,40 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("control socket mode = %v, want socket 0600", fi.Mode())
 	}
 	ctx := context.Background()
-	resp, err := Call(ctx, dir, Request{Op: OpEnroll, Name: "laptop", Role: "admin", TTL: "1h"})
+	resp, err := control.Unix(dir).Call(ctx, control.Request{Op: control.OpEnroll, Name: "laptop", Role: "admin", TTL: "1h"})
 	if err != nil {
 		t.Fatalf("enroll: %v", err)
 	}
 	if resp.Enrollment == nil || !strings.Contains(resp.Enrollment.Config, "PrivateKey = ") || len(resp.Enrollment.APIKey) != 43 {
 		t.Fatalf("enroll reply = %+v, want a config and a 43-character API key", resp.Enrollment)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpPeers})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpPeers})
 	if err != nil || len(resp.Peers) != 1 || resp.Peers[0].Name != "laptop" || resp.Peers[0].State != "pending" || resp.Peers[0].Address == "" {
 		t.Fatalf("peers = %+v, %v; want laptop pending with an address", resp, err)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpStatus})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpStatus})
 	if err != nil || resp.Status == nil || !resp.Status.Running || len(resp.Status.Addresses) != 2 {
 		t.Fatalf("status = %+v, %v", resp, err)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpRevoke, Name: "laptop"})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpRevoke, Name: "laptop"})
 	if err != nil || resp.Revoked == nil || resp.Revoked.Peer.State != "revoked" {
 		t.Fatalf("revoke = %+v, %v", resp, err)
 	}
-	for _, req := range []Request{
+	for _, req := range []control.Request{
 		{Op: "shutdown"},
-		{Op: OpEnroll, Name: "bad=name"},
-		{Op: OpEnroll, Name: "x", Role: "root"},
-		{Op: OpEnroll, Name: "x", TTL: "-1s"},
-		{Op: OpEnroll, Name: "x", PublicKey: "not-a-key"},
-		{Op: OpRevoke, Name: "nobody"},
+		{Op: control.OpEnroll, Name: "bad=name"},
+		{Op: control.OpEnroll, Name: "x", Role: "root"},
+		{Op: control.OpEnroll, Name: "x", TTL: "-1s"},
+		{Op: control.OpEnroll, Name: "x", PublicKey: "not-a-key"},
+		{Op: control.OpRevoke, Name: "nobody"},
 	} {
-		if _, err := Call(ctx, dir, req); err == nil {
+		if _, err := control.Unix(dir).Call(ctx, req); err == nil {
 			t.Errorf("Call(%+v) succeeded, want an error", req)
 		}
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpPeers})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpPeers})
 	if err != nil || len(resp.Peers) != 1 {
 		t.Errorf("roster changed by refused requests: %+v, %v", resp, err)
-	}
-}
-
-// TestNoDaemon: Call says ErrNoDaemon when nothing listens.
-func TestNoDaemon(t *testing.T) {
-	if _, err := Call(context.Background(), t.TempDir(), Request{Op: OpStatus}); !errors.Is(err, ErrNoDaemon) {
-		t.Errorf("Call without daemon = %v, want ErrNoDaemon", err)
 	}
 }
 
@@ -568,18 +562,18 @@ func FuzzParsePrinterSpec(f *testing.F) {
 func TestControlSocketBeforePort(t *testing.T) {
 	dir := newState(t)
 	type answer struct {
-		resp *Response
+		resp *control.Response
 		err  error
 	}
 	done := make(chan answer, 1)
 	cfg := Config{StateDir: dir, StatsInterval: 50 * time.Millisecond, Logf: t.Logf}
 	cfg.onDeviceUp = func() {
-		fi, err := os.Stat(ControlPath(dir))
+		fi, err := os.Stat(control.Path(dir))
 		if err != nil || fi.Mode()&os.ModeSocket == 0 {
 			t.Errorf("UDP port bound while the control socket is missing: %v", err)
 		}
 		go func() {
-			resp, err := Call(context.Background(), dir, Request{Op: OpStatus})
+			resp, err := control.Unix(dir).Call(context.Background(), control.Request{Op: control.OpStatus})
 			done <- answer{resp, err}
 		}()
 	}

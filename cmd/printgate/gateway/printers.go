@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/printerd/files"
 	"github.com/printgate/printgate/printerd/marlin"
 	"github.com/printgate/printgate/printerd/policy"
@@ -138,8 +139,8 @@ type printer struct {
 	}
 }
 
-func (p *printer) info() PrinterInfo {
-	pi := PrinterInfo{
+func (p *printer) info() control.PrinterInfo {
+	pi := control.PrinterInfo{
 		Name:     p.spec.Name,
 		Address:  p.addr4.String(),
 		Address6: addrString(p.addr6),
