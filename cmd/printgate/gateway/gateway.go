@@ -25,7 +25,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -93,13 +95,15 @@ type Gateway struct {
 	wg     sync.WaitGroup     // the stats loop
 	loops  sync.WaitGroup     // controllers
 
-	// reg guards the registry, which is not safe for concurrent use, and what is derived
-	// from it: the live set last applied to the device.
+	// reg serializes the writes: roster changes and applying them to the device. Requests
+	// never take it; they read roster.
 	reg struct {
 		sync.Mutex
 		r       *enroll.Registry
 		applied map[wgtypes.Key]enroll.DevicePeer // live peers on the device
 	}
+	// roster is the roster as last applied, published by every apply (publishLocked).
+	roster atomic.Pointer[rosterView]
 
 	stats struct {
 		sync.Mutex
@@ -300,6 +304,7 @@ func (g *Gateway) teardown() error {
 			errs = append(errs, err)
 		}
 		g.reg.r = nil
+		g.publishLocked()
 	}
 	g.reg.Unlock()
 	return errors.Join(errs...)
@@ -316,6 +321,7 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
 	}
 	if err := g.dev.Apply(peers); err != nil {
+		g.publishLocked() // the roster changed even if the device did not
 		return nil, 0, err
 	}
 	for k, p := range g.reg.applied {
@@ -324,6 +330,7 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		}
 	}
 	g.reg.applied = next
+	g.publishLocked()
 	if len(gone) > 0 {
 		closed = g.closeConns(gone)
 	}
@@ -470,6 +477,7 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 			g.logf("gateway: clear device: %v", cerr)
 		}
 		g.reg.applied = nil
+		g.publishLocked()
 	}
 	// applyLocked closed its connections if it was live; close again for a peer that was
 	// not on the device (an expired pending peer) in case anything of it remains.
@@ -492,37 +500,14 @@ func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
 	return nil
 }
 
-// WhoIs returns the live peer that owns a tunnel address: the identity of a request.
-func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return enroll.Peer{}, false
-	}
-	p, ok := g.reg.r.WhoIs(a)
-	if !ok {
-		return enroll.Peer{}, false
-	}
-	if _, live := g.reg.applied[p.PublicKey]; !live {
-		return enroll.Peer{}, false // not on the device (yet)
-	}
-	return p, true
-}
-
 // Peers returns every peer with its live device stats, sorted by name.
 func (g *Gateway) Peers() []enroll.PeerView {
-	g.reg.Lock()
-	var peers []enroll.Peer
-	if g.reg.r != nil {
-		peers = g.reg.r.Peers()
-	}
-	applied := g.reg.applied
-	g.reg.Unlock()
+	v := g.view()
 	now := g.now()
-	out := make([]enroll.PeerView, 0, len(peers))
-	for _, p := range peers {
+	out := make([]enroll.PeerView, 0, len(v.peers))
+	for _, p := range v.peers {
 		var st *tunnel.PeerStats
-		if _, ok := applied[p.PublicKey]; ok {
+		if v.onDev[p.PublicKey] {
 			st = g.statsFor(p.PublicKey)
 		}
 		out = append(out, viewOf(p, st, now))
@@ -559,14 +544,9 @@ func devicePeerOf(p enroll.Peer) enroll.DevicePeer {
 	return dp
 }
 
-// RosterPeers returns the roster's peers as enroll reports them (first boot watches them).
+// RosterPeers returns the roster's peers as last applied (first boot watches them).
 func (g *Gateway) RosterPeers() []enroll.Peer {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return nil
-	}
-	return g.reg.r.Peers()
+	return slices.Clone(g.view().peers)
 }
 
 // updateEndpoint applies Config.Endpoint, or re-detects a detected one whose LAN address

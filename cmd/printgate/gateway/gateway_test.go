@@ -29,7 +29,7 @@ import (
 )
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -40,7 +40,7 @@ func freeUDPPort(t *testing.T) int {
 }
 
 // newState initializes a state directory whose devices dial 127.0.0.1.
-func newState(t *testing.T) string {
+func newState(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	port := freeUDPPort(t)
