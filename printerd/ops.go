@@ -38,7 +38,7 @@ func (s *Server) record(q *request, action string, args map[string]string, err e
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if aerr := s.cfg.Audit.Append(ctx, rec); aerr != nil {
-		s.logf("printerd: audit %s: %v", action, aerr)
+		s.errorf("printerd: audit %s: %v", action, aerr)
 	}
 }
 

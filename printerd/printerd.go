@@ -170,8 +170,11 @@ type Config struct {
 	Metrics func(w io.Writer)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs errors with their cause: what failed behind a request (an audit record
+	// that could not be written, a job that could not start); nil: Logf.
+	Errorf func(format string, args ...any)
 }
 
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
@@ -179,6 +182,7 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	logf     func(string, ...any)
+	errorf   func(string, ...any)
 	now      func() time.Time
 	printers map[string]*printer
 	names    []string // sorted printer names
@@ -238,6 +242,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
+	}
+	s.errorf = cfg.Errorf
+	if s.errorf == nil {
+		s.errorf = s.logf
 	}
 	if s.now == nil {
 		s.now = time.Now

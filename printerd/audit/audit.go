@@ -283,9 +283,10 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
-	path string
-	logf func(string, ...any)
-	now  func() time.Time
+	path   string
+	logf   func(string, ...any)
+	errorf func(string, ...any)
+	now    func() time.Time
 
 	mu     sync.Mutex // guards the fields below and serialises writes
 	f      *os.File
@@ -297,8 +298,11 @@ type Log struct {
 
 // Options tune Open. The zero value is the production setting.
 type Options struct {
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs what an operator must see, with its cause (a torn last record cut off at
+	// open); nil: Logf. Failed appends are returned to the caller, who logs them.
+	Errorf func(format string, args ...any)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -313,9 +317,12 @@ func Open(path string) (*Log, error) { return OpenOptions(path, Options{}) }
 
 // OpenOptions is Open with options.
 func OpenOptions(path string, o Options) (*Log, error) {
-	l := &Log{path: path, logf: o.Logf, now: o.Now}
+	l := &Log{path: path, logf: o.Logf, errorf: o.Errorf, now: o.Now}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
+	}
+	if l.errorf == nil {
+		l.errorf = l.logf
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -343,7 +350,7 @@ func OpenOptions(path string, o Options) (*Log, error) {
 	}
 	l.f, l.head, l.size = f, head, size
 	if torn > 0 {
-		l.logf("audit: %s: cut an incomplete last line of %d bytes", path, torn)
+		l.errorf("audit: %s: cut an incomplete last line of %d bytes (a crash during a write)", path, torn)
 		err := l.Append(context.Background(), Record{Action: ActionTornTail,
 			Args: map[string]string{"bytes": fmt.Sprint(torn)}, Result: "ok"})
 		if err != nil {

@@ -3,7 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -70,5 +74,44 @@ func TestWaitsForStartingDaemon(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"from-daemon"`) {
 		t.Errorf("peers output = %s, want the daemon's answer", out.String())
+	}
+}
+
+// TestRunLogsUnopenablePrinter: `run --printer x=/dev/serial/by-id/...` with a port that does
+// not exist says so in the default log (no --verbose), with the path and the reason, while
+// the gateway keeps running.
+func TestRunLogsUnopenablePrinter(t *testing.T) {
+	const path = "/dev/serial/by-id/nonexistent-printgate-cli-test"
+	dir := filepath.Join(t.TempDir(), "state")
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
+	if _, errOut, code := runCLI(t, "init", "--state", dir, "--endpoint", fmt.Sprintf("127.0.0.1:%d", port), "--listen-port", strconv.Itoa(port)); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	errw := &signalWriter{want: path + ": no such file", seen: make(chan struct{})}
+	seen := errw.seen
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: errw, getenv: func(string) string { return "" },
+		signals: func(context.Context) (context.Context, context.CancelFunc) { return ctx, cancel }}
+	code := make(chan int, 1)
+	go func() {
+		code <- run(context.Background(), e, []string{"run", "--state", dir, "--interface", "none", "--printer", "x=" + path})
+	}()
+	select {
+	case <-seen:
+	case c := <-code:
+		t.Fatalf("run exited %d before logging the printer's error:\n%s", c, errw)
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Errorf("run exited %d:\n%s", c, errw)
+	}
+	if log := errw.String(); !strings.Contains(log, "marlin x: link "+path) {
+		t.Errorf("default log lacks the link error:\n%s", log)
 	}
 }

@@ -77,7 +77,7 @@ files removed.`,
 			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
 			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
 			endpoint := fs.String("endpoint", "", "`HOST:PORT` that devices enrolled from now on dial (default: the state's; a detected LAN address is re-detected)")
-			verbose := fs.Bool("verbose", false, "log the device's and the stack's verbose messages")
+			verbose := fs.Bool("verbose", false, "log every part's verbose detail too (errors are always logged, with their cause)")
 			statsEvery := fs.Duration("stats-interval", gateway.DefaultStatsInterval, "how often device stats are polled (`DURATION`)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := needState("run", *state); err != nil {

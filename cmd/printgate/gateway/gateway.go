@@ -64,9 +64,11 @@ type Config struct {
 	Endpoint string
 	// StatsInterval is the stats loop period; zero: DefaultStatsInterval.
 	StatsInterval time.Duration
-	// Logf logs the daemon's progress; nil discards. Secrets are never passed to it.
+	// Logf is the default log: the daemon's progress and every error of every part (device,
+	// printers, files, web faces, audit log), each with its cause; nil discards. Secrets are
+	// never passed to it.
 	Logf func(format string, args ...any)
-	// Verbosef receives the device's and stack's verbose logs; nil discards.
+	// Verbosef receives the verbose detail of every part (`run --verbose`); nil discards.
 	Verbosef func(format string, args ...any)
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
@@ -191,6 +193,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		TUN:           g.stack.TUN(),
 		InterfaceName: cfg.Interface,
 		Logf:          g.verbosef,
+		Errorf:        g.logf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
@@ -199,7 +202,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		cfg.onDeviceUp()
 	}
 
-	if al, err := audit.Open(audit.Path(cfg.StateDir)); err != nil {
+	if al, err := audit.OpenOptions(audit.Path(cfg.StateDir), audit.Options{Logf: g.verbosef, Errorf: g.logf}); err != nil {
 		g.logf("gateway: audit log unavailable: %v", err)
 	} else {
 		g.audit = al

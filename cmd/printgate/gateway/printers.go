@@ -191,6 +191,7 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 			// MaxInFlight: the spec's window; zero lets the firmware's B field decide.
 			MaxInFlight: p.spec.Window,
 			Logf:        g.verbosef,
+			Errorf:      g.logf,
 		}
 		if p.spec.Sim() {
 			open, closer, err := g.openSim(ctx, p.spec)

@@ -73,9 +73,10 @@ func (g *Gateway) startWeb() (*webServers, error) {
 	pcs := map[string]printerd.PrinterConfig{}
 	for _, p := range g.prs {
 		store, err := files.New(files.Config{
-			Dir:   filepath.Join(g.cfg.StateDir, "files", p.spec.Name),
-			Check: p.pol.CheckFile,
-			Logf:  g.verbosef,
+			Dir:    filepath.Join(g.cfg.StateDir, "files", p.spec.Name),
+			Check:  p.pol.CheckFile,
+			Logf:   g.verbosef,
+			Errorf: g.logf,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("printer %s: %w", p.spec.Name, err)
@@ -91,6 +92,7 @@ func (g *Gateway) startWeb() (*webServers, error) {
 		GatewayURL: "http://" + g.Addrs()[0].String(),
 		Metrics:    g.writeMetrics,
 		Logf:       g.verbosef,
+		Errorf:     g.logf,
 	}
 	if g.audit != nil {
 		cfg.Audit = g.audit
