@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -264,7 +265,7 @@ type Registry struct {
 	}
 }
 
-var errClosed = fmt.Errorf("registry closed: %w", fs.ErrClosed)
+var errClosed = fmt.Errorf("registry closed: %w", net.ErrClosed)
 
 // Init creates a new state directory (mode 0700) with a fresh gateway key.
 func Init(dir string, opts InitOptions) (Gateway, error) {
@@ -1145,7 +1146,7 @@ func (r *Registry) flushLocked() error {
 }
 
 // Close writes pending observations and releases the state directory. A second Close
-// returns an error wrapping fs.ErrClosed.
+// returns an error wrapping net.ErrClosed.
 func (r *Registry) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

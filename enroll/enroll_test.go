@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -218,11 +219,11 @@ func TestOpenLocked(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
-	if err := r.Close(); !errors.Is(err, fs.ErrClosed) {
-		t.Errorf("second Close = %v, want fs.ErrClosed", err)
+	if err := r.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
 	}
-	if _, err := r.Enroll(Request{Name: "late"}); !errors.Is(err, fs.ErrClosed) {
-		t.Errorf("Enroll after Close = %v, want fs.ErrClosed", err)
+	if _, err := r.Enroll(Request{Name: "late"}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Enroll after Close = %v, want net.ErrClosed", err)
 	}
 	r2 := openState(t, dir, nil)
 	r2.Close()

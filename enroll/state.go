@@ -32,6 +32,8 @@ import (
 	"syscall"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll/statefile"
 )
 
 // File names inside the state directory.
@@ -168,72 +170,14 @@ func strictDecode(data []byte, v any) error {
 	return nil
 }
 
-// writeFileAtomic replaces dir/name with data: temp → write → fsync → rename → fsync(dir).
+// writeFileAtomic replaces dir/name with data the crash-safe way (package statefile).
 func writeFileAtomic(dir, name string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	ok = true
-	return syncDir(dir)
+	return statefile.Write(filepath.Join(dir, name), data, perm)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// keepPrevious makes the current roster the previous generation, atomically: a hard link (or,
-// where links fail, a synced copy) renamed over roster.prev.json, then fsync(dir).
+// keepPrevious makes the current roster the previous generation, atomically.
 func keepPrevious(dir string) error {
-	cur := filepath.Join(dir, FileRoster)
-	tmp := filepath.Join(dir, "."+FileRosterPrev+".tmp")
-	os.Remove(tmp)
-	if err := os.Link(cur, tmp); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // first generation
-		}
-		data, rerr := os.ReadFile(cur)
-		if rerr != nil {
-			return fmt.Errorf("keep previous roster: %w", rerr)
-		}
-		return writeFileAtomic(dir, FileRosterPrev, data, 0o600)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, FileRosterPrev)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("keep previous roster: %w", err)
-	}
-	return syncDir(dir)
+	return statefile.KeepPrevious(filepath.Join(dir, FileRoster), filepath.Join(dir, FileRosterPrev))
 }
 
 // removeStaleTemps deletes temp files a killed writer left behind (called under the lock).
@@ -244,7 +188,7 @@ func removeStaleTemps(dir string) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") && strings.HasSuffix(n, ".tmp") && e.Type().IsRegular() {
+		if statefile.IsTemp(n) && e.Type().IsRegular() {
 			os.Remove(filepath.Join(dir, n))
 		}
 	}

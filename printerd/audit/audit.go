@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll/statefile"
 )
 
 // FileName is the audit log's name in the gateway's state directory.
@@ -333,7 +336,7 @@ func OpenOptions(path string, o Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := statefile.SyncDir(filepath.Dir(path)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("audit: open %s: %w", path, err)
 		}
@@ -433,7 +436,7 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("audit: append %s: %w", r.Action, os.ErrClosed)
+		return fmt.Errorf("audit: append %s: %w", r.Action, net.ErrClosed)
 	}
 	if l.failed != nil {
 		return fmt.Errorf("audit: append %s: log unusable since an earlier failure: %w", r.Action, l.failed)
@@ -498,7 +501,7 @@ func (l *Log) Tail(n int) ([]Record, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil, fmt.Errorf("audit: tail: %w", os.ErrClosed)
+		return nil, fmt.Errorf("audit: tail: %w", net.ErrClosed)
 	}
 	size, err := l.f.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -537,12 +540,12 @@ func (l *Log) Tail(n int) ([]Record, error) {
 	return recs, nil
 }
 
-// Close closes the log. A second Close returns an error wrapping os.ErrClosed.
+// Close closes the log. A second Close returns an error wrapping net.ErrClosed.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("audit: close: %w", os.ErrClosed)
+		return fmt.Errorf("audit: close: %w", net.ErrClosed)
 	}
 	l.closed = true
 	return l.f.Close()
@@ -563,13 +566,4 @@ func VerifyFile(path string) (Head, error) {
 		return h, fmt.Errorf("audit: verify %s: %w", path, err)
 	}
 	return h, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

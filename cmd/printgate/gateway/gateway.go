@@ -116,7 +116,6 @@ type Gateway struct {
 	}
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // Start opens the state directory and brings the gateway up. On error nothing is left
@@ -257,14 +256,16 @@ func (g *Gateway) PublicKey() wgtypes.Key { return g.dev.PublicKey() }
 
 // Close stops the gateway: controllers turn heaters off and stop, HTTP servers shut down, the
 // control socket is removed, the device is closed before the stack, and the state directory
-// is released. A second Close returns the first's result.
+// is released. Once closed, always closed: a second Close returns an error wrapping
+// net.ErrClosed.
 func (g *Gateway) Close() error {
+	err := fmt.Errorf("gateway: close: %w", net.ErrClosed)
 	g.closeOnce.Do(func() {
 		start := time.Now()
-		g.closeErr = g.teardown()
+		err = g.teardown()
 		g.logf("gateway: stopped in %v", time.Since(start).Round(time.Millisecond))
 	})
-	return g.closeErr
+	return err
 }
 
 // teardown releases whatever Start made, in reverse order; it tolerates a partial start.

@@ -289,6 +289,9 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 	if _, err := os.Stat(control.Path(dir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left after Close: %v", err)
 	}
+	if err := g.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
+	}
 }
 
 // TestPendingExpiry: a pending peer whose TTL passes without a handshake leaves the device.
