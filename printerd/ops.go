@@ -95,7 +95,7 @@ func (s *Server) sendLines(ctx context.Context, q *request, lines []string) erro
 		if err != nil {
 			if sentRelative {
 				if rerr := p.Printer.Send(ctx, "G90"); rerr != nil {
-					s.logf("printerd: %s: restore G90: %v", p.name, rerr)
+					s.errorf("printerd: %s: restore G90: %v", p.name, rerr)
 				}
 			}
 			if errors.Is(err, policy.ErrRefused) {

@@ -170,10 +170,11 @@ type Config struct {
 	Metrics func(w io.Writer)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Logf logs verbose detail; nil discards.
+	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
-	// Errorf logs errors with their cause: what failed behind a request (an audit record
-	// that could not be written, a job that could not start); nil: Logf.
+	// Errorf logs errors: the cause of every 500 (with the error id its body carries), failed
+	// audit appends, a failed print after upload. The daemon logs it at the default level; nil
+	// discards.
 	Errorf func(format string, args ...any)
 }
 
@@ -245,7 +246,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.errorf = cfg.Errorf
 	if s.errorf == nil {
-		s.errorf = s.logf
+		s.errorf = func(string, ...any) {}
 	}
 	if s.now == nil {
 		s.now = time.Now
