@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // ListenUnix creates the control socket at path, mode 0600 from its creation, replacing a
@@ -18,9 +15,9 @@ func ListenUnix(path string) (*net.UnixListener, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("control socket %s: remove stale: %w", path, err)
 	}
-	old := syscall.Umask(0o177)
+	old := umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
+	umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -33,7 +30,8 @@ func ListenUnix(path string) (*net.UnixListener, error) {
 }
 
 // UnixPeerAllowed checks a Unix socket caller's credentials: root or this process's own user.
-// For Server.Allow.
+// For Server.Allow. Where the credentials cannot be read (platforms other than Linux, which
+// run only the client side), every caller is refused.
 func UnixPeerAllowed(c net.Conn) error {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
@@ -43,18 +41,16 @@ func UnixPeerAllowed(c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
+	var uid int
 	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	if err := raw.Control(func(fd uintptr) { uid, cerr = peerUID(fd) }); err != nil {
 		return err
 	}
 	if cerr != nil {
 		return cerr
 	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
-		return fmt.Errorf("uid %d may not use the control socket", cred.Uid)
+	if uid != 0 && uid != os.Getuid() {
+		return fmt.Errorf("uid %d may not use the control socket", uid)
 	}
 	return nil
 }
