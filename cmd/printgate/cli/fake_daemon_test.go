@@ -130,3 +130,40 @@ func TestCLIAgainstFakeDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestPeersJSONNames: `peers --json` prints the control socket's peer view unchanged, so its
+// names are enroll.PeerView's, the ones the web API's device list uses (the gateway's
+// TestPeerViewSameNames compares those two).
+func TestPeersJSONNames(t *testing.T) {
+	now := time.Now()
+	age := 12.5
+	full := enroll.PeerView{Name: "phone", Role: enroll.Admin, State: enroll.Pending, Address: "10.9.0.100", Address6: "fd00::100",
+		PublicKey: "k", OwnKey: true, HasAPIKey: true, APIKeyRole: enroll.Viewer, Created: now, ExpiresAt: &now, RevokedAt: &now,
+		LastHandshake: &now, LastHandshakeAge: &age, Endpoint: "192.0.2.1:5000", RxBytes: 1, TxBytes: 2, Clone: true}
+	dir := t.TempDir()
+	startFakeDaemon(t, dir, full)
+	out, errOut, code := runCLI(t, "peers", "--state", dir, "--json")
+	if code != 0 {
+		t.Fatalf("peers --json: %s", errOut)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 {
+		t.Fatalf("peers --json = %s, %v", out, err)
+	}
+	want := map[string]any{}
+	b, _ := json.Marshal(full)
+	json.Unmarshal(b, &want)
+	if len(got[0]) != len(want) {
+		t.Errorf("peers --json names = %v, want enroll.PeerView's %v", got[0], want)
+	}
+	for k := range want {
+		if _, ok := got[0][k]; !ok {
+			t.Errorf("peers --json lacks %q", k)
+		}
+	}
+	for _, k := range []string{"name", "role", "state", "address", "last_handshake_age_seconds"} {
+		if _, ok := got[0][k]; !ok {
+			t.Errorf("peers --json lacks the contract's %q", k)
+		}
+	}
+}
