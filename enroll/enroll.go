@@ -2,14 +2,24 @@
 // revoked life cycle, wg-quick config rendering, and the crash-safe state directory.
 package enroll
 
+// The package by stage:
+//
+//	peer.go       value types: Role, State, Peer, Gateway, Request, Enrollment
+//	view.go       PeerView, the one public view of a peer (CLI, control socket, web API)
+//	enroll.go     the Registry: Init, Open, commit of a generation, reads, Flush, Close
+//	mutate.go     mutations: Enroll, Revoke, RotateAPIKey, AllocatePrinterAddr, SetEndpoint
+//	lifecycle.go  observations from the device: first handshake, expiry, clones
+//	state.go      state files: envelope, lock, load, Recover (writes: package statefile)
+//	disk.go       the on-disk roster record (diskPeer, with secrets) and its validation
+//	addr.go, config.go, validate.go, lanaddr.go: addresses, wg-quick configs, input checks
+
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,200 +30,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// Role is what a peer may do; see DESIGN.md "Roles".
-type Role string
-
-// The roles, from least to most.
-const (
-	Viewer   Role = "viewer"
-	Operator Role = "operator"
-	Admin    Role = "admin"
-)
-
-// State is a peer's place in its life cycle.
-type State string
-
-// Life-cycle states. A peer is pending until its first handshake, active after, and revoked
-// for good (revoked peers stay in the roster as tombstones so their addresses are never reused).
-// A pending peer whose TTL passes without a handshake becomes expired: a tombstone like a
-// revoked one, off the device, its addresses never reused.
-//
-//	         first handshake
-//	pending ─────────────────▶ active
-//	   │  │                       │
-//	   │  └── TTL passes ──▶ expired
-//	   │                          │
-//	   └──────── Revoke ──────────┴──▶ revoked
-const (
-	Pending State = "pending"
-	Active  State = "active"
-	Revoked State = "revoked"
-	Expired State = "expired"
-)
-
-// Peer is one enrolled device.
-type Peer struct {
-	Name         string      `json:"name"`
-	Role         Role        `json:"role"`
-	State        State       `json:"state"`
-	PublicKey    wgtypes.Key `json:"public_key"`
-	PresharedKey wgtypes.Key `json:"preshared_key"`
-	IPv4         netip.Addr  `json:"ipv4"`
-	IPv6         netip.Addr  `json:"ipv6"`
-	// APIKeyHash is the SHA-256 of the peer's API key; the key itself is never stored.
-	APIKeyHash []byte    `json:"api_key_hash,omitempty"`
-	Created    time.Time `json:"created"`
-	// ExpiresAt is when a pending peer is dropped if it never handshakes.
-	ExpiresAt      time.Time `json:"expires_at,omitzero"`
-	FirstHandshake time.Time `json:"first_handshake,omitzero"`
-	LastHandshake  time.Time `json:"last_handshake,omitzero"`
-	RevokedAt      time.Time `json:"revoked_at,omitzero"`
-	// OwnKey is true when the device brought its own key (--pubkey).
-	OwnKey bool `json:"own_key,omitempty"`
-
-	// APIKeyRole narrows what the API key may do; empty means the peer's Role. It never
-	// exceeds Role.
-	APIKeyRole Role `json:"api_key_role,omitempty"`
-	// Endpoint is the source the device was last seen from, FirstEndpoint the first one.
-	Endpoint      netip.AddrPort `json:"endpoint,omitzero"`
-	FirstEndpoint netip.AddrPort `json:"first_endpoint,omitzero"`
-	// RxBytes and TxBytes are the device's counters at the last observation.
-	RxBytes int64 `json:"rx_bytes,omitempty"`
-	TxBytes int64 `json:"tx_bytes,omitempty"`
-	// Clone is set when the key's endpoint kept alternating between two sources: the same
-	// key (the same config) is in use on two devices. CloneEndpoints are those sources.
-	Clone          bool             `json:"clone,omitempty"`
-	CloneEndpoints []netip.AddrPort `json:"clone_endpoints,omitempty"`
-	CloneAt        time.Time        `json:"clone_at,omitzero"`
-}
-
-// Live reports whether p belongs on the device at time now: active, or pending and not
-// yet past its expiry.
-func (p Peer) Live(now time.Time) bool {
-	switch p.State {
-	case Active:
-		return true
-	case Pending:
-		return now.Before(p.ExpiresAt)
-	}
-	return false
-}
-
-// StateAt is p's state at time now: a pending peer past ExpiresAt is Expired even before the
-// registry has recorded it.
-func (p Peer) StateAt(now time.Time) State {
-	if p.State == Pending && !now.Before(p.ExpiresAt) {
-		return Expired
-	}
-	return p.State
-}
-
-// EffectiveAPIRole is the role a request authenticated with p's API key gets.
-func (p Peer) EffectiveAPIRole() Role {
-	if p.APIKeyRole != "" && p.Role.Includes(p.APIKeyRole) {
-		return p.APIKeyRole
-	}
-	return p.Role
-}
-
-// String describes p without any key material.
-func (p Peer) String() string {
-	return fmt.Sprintf("%s (%s, %s, %v)", p.Name, p.Role, p.State, p.IPv4)
-}
-
-// GoString redacts like String, for %#v.
-func (p Peer) GoString() string { return "enroll.Peer{" + p.String() + "}" }
-
-func (p Peer) clone() Peer {
-	p.APIKeyHash = slices.Clone(p.APIKeyHash)
-	p.CloneEndpoints = slices.Clone(p.CloneEndpoints)
-	return p
-}
-
-// Gateway is the gateway's own configuration, made by Init.
-type Gateway struct {
-	PrivateKey wgtypes.Key
-	ListenPort int
-	// Prefix4 and Prefix6 are the mesh prefixes; the gateway holds the first host address of each.
-	Prefix4 netip.Prefix
-	Prefix6 netip.Prefix
-	// Endpoint is HOST:PORT that devices dial.
-	Endpoint string
-	// EndpointGuessed is true when Init detected Endpoint from a LAN interface because none
-	// was given: devices outside this LAN cannot reach it (see EndpointWarning).
-	EndpointGuessed bool
-}
-
-// String describes g without its private key.
-func (g Gateway) String() string {
-	return fmt.Sprintf("gateway %s port %d %v %v endpoint %s", g.PublicKey(), g.ListenPort, g.Prefix4, g.Prefix6, g.Endpoint)
-}
-
-// GoString redacts like String, for %#v.
-func (g Gateway) GoString() string { return "enroll.Gateway{" + g.String() + "}" }
-
-// DefaultListenPort is the WireGuard UDP port when init is given none.
-const DefaultListenPort = 51820
-
-// InitOptions are the choices of `printgate init`; zero values take the documented defaults.
-type InitOptions struct {
-	Endpoint   string       // empty: a detected LAN address, with a warning
-	ListenPort int          // zero: 51820
-	Prefix4    netip.Prefix // zero: DefaultPrefix4
-	Prefix6    netip.Prefix // zero: a random RFC 4193 ULA /64
-}
-
-// Request asks for one enrollment.
-type Request struct {
-	Name string
-	Role Role // empty: Viewer
-	// PublicKey, when set, is the device's own key: no private key is made or shown.
-	PublicKey *wgtypes.Key
-	// TTL bounds how long the peer may stay pending; zero: DefaultTTL.
-	TTL time.Duration
-	// APIKeyRole narrows the peer's API key; empty: the peer's role. It may not exceed Role.
-	APIKeyRole Role
-}
-
-// Enrollment is the one-time result of Enroll. Its secrets are shown once and never stored.
-type Enrollment struct {
-	Peer Peer
-	// PrivateKey is the device's key, nil when the device brought its own.
-	PrivateKey *wgtypes.Key
-	// Config is the wg-quick config text for the device (PrivateKey left for the owner to fill
-	// in when the device brought its own key).
-	Config string
-	// APIKey is the peer's API key (43 URL-safe characters), shown once.
-	APIKey string
-}
-
-// Forget zeroes the private key and drops the config and API key once they have been shown.
-// (Go strings cannot be wiped in place; dropping the last reference is all Go allows.)
-func (e *Enrollment) Forget() {
-	if e.PrivateKey != nil {
-		*e.PrivateKey = wgtypes.Key{}
-		e.PrivateKey = nil
-	}
-	e.Config = ""
-	e.APIKey = ""
-}
-
-// PrinterAddr is a printer's pair of tunnel addresses.
-type PrinterAddr struct {
-	Name string     `json:"name"`
-	IPv4 netip.Addr `json:"ipv4"`
-	IPv6 netip.Addr `json:"ipv6"`
-}
-
-// DevicePeer is what the WireGuard device needs of one live peer; the daemon converts it to
-// tunnel.Peer.
-type DevicePeer struct {
-	Name         string
-	PublicKey    wgtypes.Key
-	PresharedKey wgtypes.Key
-	AllowedIPs   []netip.Prefix // the peer's /32 and /128
-}
 
 // Options tune an open Registry; zero values take the defaults.
 type Options struct {
@@ -267,7 +83,7 @@ type Registry struct {
 	}
 }
 
-var errClosed = fmt.Errorf("registry closed: %w", fs.ErrClosed)
+var errClosed = fmt.Errorf("registry closed: %w", net.ErrClosed)
 
 // Init creates a new state directory (mode 0700) with a fresh gateway key.
 func Init(dir string, opts InitOptions) (Gateway, error) {
@@ -342,30 +158,6 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 	return g, nil
 }
 
-// writeState writes the files of a new state directory, the roster last (its presence
-// marks a finished init).
-func writeState(dir string, g Gateway) error {
-	if err := writeGatewayKey(dir, g.PrivateKey); err != nil {
-		return err
-	}
-	gb, err := seal(kindGateway, gatewayBody{
-		ListenPort: g.ListenPort, Prefix4: g.Prefix4, Prefix6: g.Prefix6,
-		Endpoint: g.Endpoint, EndpointGuessed: g.EndpointGuessed,
-		PublicKey: keyText(g.PublicKey()), Created: time.Now().UTC(),
-	})
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(dir, FileGateway, gb, 0o600); err != nil {
-		return err
-	}
-	rb, err := seal(kindRoster, rosterBody{Generation: 1, NextDevice: firstDeviceOffset, Peers: []diskPeer{}, Printers: []PrinterAddr{}})
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(dir, FileRoster, rb, 0o600)
-}
-
 // Open opens the state directory. A corrupt, empty or unknown-version roster is an error that
 // names the recovery: the tunnel must not come up without a trustworthy roster.
 func Open(dir string) (*Registry, error) { return OpenWith(dir, Options{}) }
@@ -415,157 +207,6 @@ func OpenWith(dir string, opts Options) (*Registry, error) {
 	}
 	removeStaleTemps(dir)
 	return r, nil
-}
-
-// load reads the gateway and the roster; the caller holds the directory lock.
-func (r *Registry) load() error {
-	g, err := loadGateway(r.dir)
-	if err != nil {
-		return err
-	}
-	r.gw = g
-	body, err := loadRoster(r.dir, g)
-	if err != nil {
-		return err
-	}
-	r.install(body)
-	r.mu.saved = r.opts.Now()
-	return nil
-}
-
-func loadGateway(dir string) (Gateway, error) {
-	key, err := readGatewayKey(dir)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return Gateway{}, fmt.Errorf("%s is not initialized (no %s): run `printgate init --state %s`", dir, FileGatewayKey, dir)
-		}
-		return Gateway{}, err
-	}
-	path := filepath.Join(dir, FileGateway)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return Gateway{}, &CorruptError{Path: path, Reason: "missing (init did not finish?)", Dir: dir}
-		}
-		return Gateway{}, fmt.Errorf("read gateway config: %w", err)
-	}
-	var gb gatewayBody
-	if err := unseal(kindGateway, data, &gb); err != nil {
-		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
-	}
-	g := Gateway{PrivateKey: key, ListenPort: gb.ListenPort, Prefix4: gb.Prefix4, Prefix6: gb.Prefix6,
-		Endpoint: gb.Endpoint, EndpointGuessed: gb.EndpointGuessed}
-	if err := checkGateway(g); err != nil {
-		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
-	}
-	if wgtypes.Key(gb.PublicKey) != key.PublicKey() {
-		return Gateway{}, &CorruptError{Path: path, Reason: "its public key does not match " + FileGatewayKey, Dir: dir}
-	}
-	return g, nil
-}
-
-func checkGateway(g Gateway) error {
-	if g.ListenPort < 1 || g.ListenPort > 65535 {
-		return fmt.Errorf("listen port %d out of range", g.ListenPort)
-	}
-	if err := checkPrefix4(g.Prefix4); err != nil {
-		return err
-	}
-	if err := checkPrefix6(g.Prefix6); err != nil {
-		return err
-	}
-	if ep, err := ParseEndpoint(g.Endpoint, g.ListenPort); err != nil || ep != g.Endpoint {
-		return fmt.Errorf("endpoint %q is not canonical HOST:PORT", g.Endpoint)
-	}
-	return nil
-}
-
-// loadRoster reads and verifies roster.json; on failure it checks roster.prev.json so the
-// error can name the recovery.
-func loadRoster(dir string, g Gateway) (*rosterBody, error) {
-	path := filepath.Join(dir, FileRoster)
-	body, reason := readRosterFile(path, g)
-	if reason == "" {
-		return body, nil
-	}
-	ce := &CorruptError{Path: path, Reason: reason, Dir: dir}
-	prevPath := filepath.Join(dir, FileRosterPrev)
-	if prev, preason := readRosterFile(prevPath, g); preason == "" {
-		ce.Prev, ce.PrevGeneration = prevPath, prev.Generation
-	}
-	return nil, ce
-}
-
-// readRosterFile returns the verified roster at path, or a reason it is not one.
-func readRosterFile(path string, g Gateway) (*rosterBody, string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, "the file is missing"
-		}
-		return nil, err.Error()
-	}
-	body, err := decodeRoster(data, g)
-	if err != nil {
-		return nil, err.Error()
-	}
-	return body, ""
-}
-
-// decodeRoster verifies, decodes and validates a roster file against the gateway.
-func decodeRoster(data []byte, g Gateway) (*rosterBody, error) {
-	var body rosterBody
-	if err := unseal(kindRoster, data, &body); err != nil {
-		return nil, err
-	}
-	if err := body.validate(g); err != nil {
-		return nil, errReason("invalid content: " + err.Error())
-	}
-	return &body, nil
-}
-
-// Recover replaces a roster that fails to load with the previous generation, after a person
-// has looked at both. The damaged file is kept beside it as roster.corrupt-UNIXTIME.json. It
-// refuses when roster.json is fine or when the previous generation does not verify either.
-// The recovered roster gets a generation past the one that was lost, so generations only grow.
-func Recover(dir string) ([]Peer, error) {
-	lock, err := lockDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
-	}
-	defer unlockDir(lock)
-	g, err := loadGateway(dir)
-	if err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
-	}
-	path := filepath.Join(dir, FileRoster)
-	if _, reason := readRosterFile(path, g); reason == "" {
-		return nil, fmt.Errorf("recover: %s verifies; nothing to recover", path)
-	}
-	prevPath := filepath.Join(dir, FileRosterPrev)
-	prev, reason := readRosterFile(prevPath, g)
-	if reason != "" {
-		return nil, fmt.Errorf("recover: the previous generation %s is not usable either (%s): restore %s from a backup", prevPath, reason, dir)
-	}
-	if data, err := os.ReadFile(path); err == nil {
-		aside := fmt.Sprintf("roster.corrupt-%d.json", time.Now().Unix())
-		if err := writeFileAtomic(dir, aside, data, 0o600); err != nil {
-			return nil, fmt.Errorf("recover: keep the damaged roster: %w", err)
-		}
-	}
-	prev.Generation += 2
-	data, err := seal(kindRoster, prev)
-	if err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
-	}
-	if err := writeFileAtomic(dir, FileRoster, data, 0o600); err != nil {
-		return nil, fmt.Errorf("recover: %w", err)
-	}
-	peers := make([]Peer, len(prev.Peers))
-	for i, dp := range prev.Peers {
-		peers[i] = dp.peer()
-	}
-	return peers, nil
 }
 
 // install makes body the registry's state and rebuilds the indexes.
@@ -688,230 +329,11 @@ func (r *Registry) Gateway() Gateway {
 	return r.gw
 }
 
-// SetEndpoint changes the HOST:PORT that configs made from now on tell devices to dial (a
-// bare host takes the listen port). The empty string detects a LAN address again, as init
-// does. Devices already enrolled keep the endpoint in their config: re-enroll them. The key,
-// port and prefixes never change.
-func (r *Registry) SetEndpoint(endpoint string) (Gateway, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.closed {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", errClosed)
-	}
-	g := r.gw
-	if endpoint != "" {
-		ep, err := ParseEndpoint(endpoint, g.ListenPort)
-		if err != nil {
-			return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-		}
-		g.Endpoint, g.EndpointGuessed = ep, false
-	} else {
-		a, err := DetectLANAddr(g.Prefix4, g.Prefix6)
-		if err != nil {
-			return Gateway{}, fmt.Errorf("set endpoint: %v: pass HOST:PORT", err)
-		}
-		g.Endpoint, g.EndpointGuessed = netip.AddrPortFrom(a, uint16(g.ListenPort)).String(), true
-	}
-	path := filepath.Join(r.dir, FileGateway)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-	}
-	var gb gatewayBody
-	if err := unseal(kindGateway, data, &gb); err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", &CorruptError{Path: path, Reason: err.Error(), Dir: r.dir})
-	}
-	gb.Endpoint, gb.EndpointGuessed = g.Endpoint, g.EndpointGuessed
-	if data, err = seal(kindGateway, gb); err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-	}
-	if err := writeFileAtomic(r.dir, FileGateway, data, 0o600); err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-	}
-	r.gw = g
-	r.opts.Logf("enroll: endpoint is now %s", g.Endpoint)
-	return g, nil
-}
-
 // Generation is the roster generation on disk; it grows by one with every write.
 func (r *Registry) Generation() uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.mu.gen
-}
-
-// newAPIKey returns 32 bytes from crypto/rand as 43 characters of unpadded base64url.
-func newAPIKey() (string, [32]byte, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", [32]byte{}, err
-	}
-	k := base64.RawURLEncoding.EncodeToString(b[:])
-	return k, HashAPIKey(k), nil
-}
-
-// HashAPIKey is the SHA-256 of an API key, the only form of it the roster keeps.
-func HashAPIKey(key string) [32]byte { return sha256.Sum256([]byte(key)) }
-
-// Enroll adds a pending peer and returns its one-time secrets.
-//
-// The name must be free among pending and active peers; a revoked or expired peer's name may
-// be enrolled again (the tombstone stays, sorted beside the new peer). Addresses and public
-// keys are never reused: a key that was ever enrolled is refused.
-func (r *Registry) Enroll(req Request) (*Enrollment, error) {
-	if err := ValidateName(req.Name); err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
-	}
-	role, err := ParseRole(string(req.Role))
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	var apiRole Role
-	if req.APIKeyRole != "" {
-		if apiRole, err = ParseRole(string(req.APIKeyRole)); err != nil {
-			return nil, fmt.Errorf("enroll %s: api key %w", req.Name, err)
-		}
-		if !role.Includes(apiRole) {
-			return nil, fmt.Errorf("enroll %s: an api key may narrow the role %s, not widen it to %s: %w", req.Name, role, apiRole, ErrInvalid)
-		}
-		if apiRole == role {
-			apiRole = ""
-		}
-	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
-	if err := checkTTL(ttl); err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	if req.PublicKey != nil && *req.PublicKey == (wgtypes.Key{}) {
-		return nil, fmt.Errorf("enroll %s: public key is all zeros: %w", req.Name, ErrInvalid)
-	}
-
-	// Secrets are made before the lock and live only in memory.
-	e := &Enrollment{}
-	var pub wgtypes.Key
-	if req.PublicKey != nil {
-		pub = *req.PublicKey
-	} else {
-		priv, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-		}
-		e.PrivateKey = &priv
-		pub = priv.PublicKey()
-	}
-	psk, err := wgtypes.GenerateKey()
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	apiKey, apiHash, err := newAPIKey()
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.closed {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, errClosed)
-	}
-	now := r.opts.Now().UTC()
-	peers := r.copyPeersLocked()
-	r.expireLocked(peers, now)
-	for _, p := range peers {
-		if p.Name == req.Name && r.liveLocked(&p, now) {
-			return nil, fmt.Errorf("enroll %s: a %s peer of that name exists (revoke it first): %w", req.Name, p.State, ErrExists)
-		}
-	}
-	if pub == r.gw.PublicKey() {
-		return nil, fmt.Errorf("enroll %s: that is the gateway's own key: %w", req.Name, ErrInvalid)
-	}
-	if i, ok := r.mu.byKey[pub]; ok {
-		return nil, fmt.Errorf("enroll %s: public key already enrolled as %s (%s); a key is never enrolled twice: %w",
-			req.Name, r.mu.peers[i].Name, r.mu.peers[i].State, ErrExists)
-	}
-	off, next, err := r.allocDeviceLocked()
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	p := Peer{
-		Name:         req.Name,
-		Role:         role,
-		State:        Pending,
-		PublicKey:    pub,
-		PresharedKey: psk,
-		IPv4:         offsetAddr4(r.gw.Prefix4, off),
-		IPv6:         offsetAddr6(r.gw.Prefix6, off),
-		APIKeyHash:   apiHash[:],
-		APIKeyRole:   apiRole,
-		Created:      now,
-		ExpiresAt:    now.Add(ttl),
-		OwnKey:       req.PublicKey != nil,
-	}
-	peers = append(peers, p)
-	if err := r.commitLocked(peers, r.mu.printers, next); err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	r.mu.deadline[p.PublicKey] = r.opts.Monotonic() + ttl
-	r.opts.Logf("enroll: %s enrolled as %s, pending until %s", p.Name, p.Role, p.ExpiresAt.Format(time.RFC3339))
-	e.Peer = p.clone()
-	e.Config = RenderConfig(r.gw, p, e.PrivateKey, ConfigOptions{})
-	e.APIKey = apiKey
-	return e, nil
-}
-
-// ErrExists marks a name or key that is already taken.
-var ErrExists = errors.New("already exists")
-
-// ErrNotFound marks a name with no live peer or printer.
-var ErrNotFound = errors.New("not found")
-
-// allocDeviceLocked returns the next device offset and the new high-water mark. Offsets only
-// grow: an address once handed out, to a peer revoked or expired since, is never seen again.
-func (r *Registry) allocDeviceLocked() (off, next uint32, err error) {
-	for off = r.mu.next; off < size4(r.gw.Prefix4); off++ {
-		if !usableDevice(r.gw.Prefix4, off) {
-			continue
-		}
-		if _, used := r.mu.byAddr[offsetAddr4(r.gw.Prefix4, off)]; used {
-			continue
-		}
-		return off, off + 1, nil
-	}
-	return 0, 0, fmt.Errorf("no device address left in %v (addresses are never reused; a new state directory with a wider --prefix is needed): %w", r.gw.Prefix4, errExhausted)
-}
-
-// Revoke revokes a peer by name; its addresses are never handed out again.
-func (r *Registry) Revoke(name string) (Peer, error) {
-	if err := ValidateName(name); err != nil {
-		return Peer{}, fmt.Errorf("revoke: %w", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.closed {
-		return Peer{}, fmt.Errorf("revoke %s: %w", name, errClosed)
-	}
-	now := r.opts.Now().UTC()
-	peers := r.copyPeersLocked()
-	r.expireLocked(peers, now)
-	idx := -1
-	for i, p := range peers {
-		if p.Name == name && r.liveLocked(&p, now) {
-			idx = i
-		}
-	}
-	if idx < 0 {
-		return Peer{}, fmt.Errorf("revoke %s: no pending or active peer of that name: %w", name, ErrNotFound)
-	}
-	peers[idx].State = Revoked
-	peers[idx].RevokedAt = now
-	if err := r.commitLocked(peers, r.mu.printers, r.mu.next); err != nil {
-		return Peer{}, fmt.Errorf("revoke %s: %w", name, err)
-	}
-	delete(r.mu.tracks, peers[idx].PublicKey)
-	r.opts.Logf("enroll: %s revoked", name)
-	return peers[idx].clone(), nil
 }
 
 // Peers returns every peer, revoked ones included, sorted by name.
@@ -1013,81 +435,6 @@ func (r *Registry) APIKeyPeer(key string) (Peer, bool) {
 	return p.clone(), true
 }
 
-// RotateAPIKey gives the live peer named name a new API key (optionally narrowed to role;
-// empty: the peer's role) and returns it once; the old key stops working.
-func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", fmt.Errorf("rotate api key: %w", err)
-	}
-	key, hash, err := newAPIKey()
-	if err != nil {
-		return "", fmt.Errorf("rotate api key %s: %w", name, err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.closed {
-		return "", fmt.Errorf("rotate api key %s: %w", name, errClosed)
-	}
-	now := r.opts.Now().UTC()
-	peers := r.copyPeersLocked()
-	r.expireLocked(peers, now)
-	for i := range peers {
-		p := &peers[i]
-		if p.Name != name || !r.liveLocked(p, now) {
-			continue
-		}
-		if role != "" {
-			if _, err := ParseRole(string(role)); err != nil || !p.Role.Includes(role) {
-				return "", fmt.Errorf("rotate api key %s: role %q must be one of the peer's role %s or below: %w", name, role, p.Role, ErrInvalid)
-			}
-		}
-		p.APIKeyHash = hash[:]
-		p.APIKeyRole = role
-		if role == p.Role {
-			p.APIKeyRole = ""
-		}
-		if err := r.commitLocked(peers, r.mu.printers, r.mu.next); err != nil {
-			return "", fmt.Errorf("rotate api key %s: %w", name, err)
-		}
-		return key, nil
-	}
-	return "", fmt.Errorf("rotate api key %s: no pending or active peer of that name: %w", name, ErrNotFound)
-}
-
-// AllocatePrinterAddr returns the tunnel addresses of the printer named name, allocating the
-// next free pair (offsets 11 to 50) the first time a name is seen. A printer keeps its
-// addresses for good, across restarts and whatever order printers are named in later.
-func (r *Registry) AllocatePrinterAddr(name string) (PrinterAddr, error) {
-	if err := ValidateName(name); err != nil {
-		return PrinterAddr{}, fmt.Errorf("printer address: %w", err)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mu.closed {
-		return PrinterAddr{}, fmt.Errorf("printer address %s: %w", name, errClosed)
-	}
-	for _, pa := range r.mu.printers {
-		if pa.Name == name {
-			return pa, nil
-		}
-	}
-	off := uint32(firstPrinterOffset)
-	for _, pa := range r.mu.printers {
-		if o, _ := addrOffset4(r.gw.Prefix4, pa.IPv4); o >= off {
-			off = o + 1
-		}
-	}
-	if off > lastPrinterOffset {
-		return PrinterAddr{}, fmt.Errorf("printer address %s: all %d printer addresses are taken: %w", name, lastPrinterOffset-firstPrinterOffset+1, errExhausted)
-	}
-	pa := PrinterAddr{Name: name, IPv4: offsetAddr4(r.gw.Prefix4, off), IPv6: offsetAddr6(r.gw.Prefix6, off)}
-	printers := append(slices.Clone(r.mu.printers), pa)
-	if err := r.commitLocked(r.copyPeersLocked(), printers, r.mu.next); err != nil {
-		return PrinterAddr{}, fmt.Errorf("printer address %s: %w", name, err)
-	}
-	return pa, nil
-}
-
 // PrinterAddrs returns every printer's addresses, sorted by name.
 func (r *Registry) PrinterAddrs() []PrinterAddr {
 	r.mu.RLock()
@@ -1148,7 +495,7 @@ func (r *Registry) flushLocked() error {
 }
 
 // Close writes pending observations and releases the state directory. A second Close
-// returns an error wrapping fs.ErrClosed.
+// returns an error wrapping net.ErrClosed.
 func (r *Registry) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

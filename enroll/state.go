@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll/statefile"
 )
 
 // File names inside the state directory.
@@ -169,72 +171,14 @@ func strictDecode(data []byte, v any) error {
 	return nil
 }
 
-// writeFileAtomic replaces dir/name with data: temp → write → fsync → rename → fsync(dir).
+// writeFileAtomic replaces dir/name with data the crash-safe way (package statefile).
 func writeFileAtomic(dir, name string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	ok = true
-	return syncDir(dir)
+	return statefile.Write(filepath.Join(dir, name), data, perm)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// keepPrevious makes the current roster the previous generation, atomically: a hard link (or,
-// where links fail, a synced copy) renamed over roster.prev.json, then fsync(dir).
+// keepPrevious makes the current roster the previous generation, atomically.
 func keepPrevious(dir string) error {
-	cur := filepath.Join(dir, FileRoster)
-	tmp := filepath.Join(dir, "."+FileRosterPrev+".tmp")
-	os.Remove(tmp)
-	if err := os.Link(cur, tmp); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // first generation
-		}
-		data, rerr := os.ReadFile(cur)
-		if rerr != nil {
-			return fmt.Errorf("keep previous roster: %w", rerr)
-		}
-		return writeFileAtomic(dir, FileRosterPrev, data, 0o600)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, FileRosterPrev)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("keep previous roster: %w", err)
-	}
-	return syncDir(dir)
+	return statefile.KeepPrevious(filepath.Join(dir, FileRoster), filepath.Join(dir, FileRosterPrev))
 }
 
 // removeStaleTemps deletes temp files a killed writer left behind (called under the lock).
@@ -245,7 +189,7 @@ func removeStaleTemps(dir string) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") && strings.HasSuffix(n, ".tmp") && e.Type().IsRegular() {
+		if statefile.IsTemp(n) && e.Type().IsRegular() {
 			os.Remove(filepath.Join(dir, n))
 		}
 	}
@@ -332,4 +276,179 @@ func readGatewayKey(dir string) (wgtypes.Key, error) {
 		return wgtypes.Key{}, &CorruptError{Path: path, Reason: "not a WireGuard private key", Dir: dir}
 	}
 	return k, nil
+}
+
+// writeState writes the files of a new state directory, the roster last (its presence
+// marks a finished init).
+func writeState(dir string, g Gateway) error {
+	if err := writeGatewayKey(dir, g.PrivateKey); err != nil {
+		return err
+	}
+	gb, err := seal(kindGateway, gatewayBody{
+		ListenPort: g.ListenPort, Prefix4: g.Prefix4, Prefix6: g.Prefix6,
+		Endpoint: g.Endpoint, EndpointGuessed: g.EndpointGuessed,
+		PublicKey: keyText(g.PublicKey()), Created: time.Now().UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(dir, FileGateway, gb, 0o600); err != nil {
+		return err
+	}
+	rb, err := seal(kindRoster, rosterBody{Generation: 1, NextDevice: firstDeviceOffset, Peers: []diskPeer{}, Printers: []PrinterAddr{}})
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dir, FileRoster, rb, 0o600)
+}
+
+// load reads the gateway and the roster; the caller holds the directory lock.
+func (r *Registry) load() error {
+	g, err := loadGateway(r.dir)
+	if err != nil {
+		return err
+	}
+	r.gw = g
+	body, err := loadRoster(r.dir, g)
+	if err != nil {
+		return err
+	}
+	r.install(body)
+	r.mu.saved = r.opts.Now()
+	return nil
+}
+
+func loadGateway(dir string) (Gateway, error) {
+	key, err := readGatewayKey(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Gateway{}, fmt.Errorf("%s is not initialized (no %s): run `printgate init --state %s`", dir, FileGatewayKey, dir)
+		}
+		return Gateway{}, err
+	}
+	path := filepath.Join(dir, FileGateway)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Gateway{}, &CorruptError{Path: path, Reason: "missing (init did not finish?)", Dir: dir}
+		}
+		return Gateway{}, fmt.Errorf("read gateway config: %w", err)
+	}
+	var gb gatewayBody
+	if err := unseal(kindGateway, data, &gb); err != nil {
+		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
+	}
+	g := Gateway{PrivateKey: key, ListenPort: gb.ListenPort, Prefix4: gb.Prefix4, Prefix6: gb.Prefix6,
+		Endpoint: gb.Endpoint, EndpointGuessed: gb.EndpointGuessed}
+	if err := checkGateway(g); err != nil {
+		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
+	}
+	if wgtypes.Key(gb.PublicKey) != key.PublicKey() {
+		return Gateway{}, &CorruptError{Path: path, Reason: "its public key does not match " + FileGatewayKey, Dir: dir}
+	}
+	return g, nil
+}
+
+func checkGateway(g Gateway) error {
+	if g.ListenPort < 1 || g.ListenPort > 65535 {
+		return fmt.Errorf("listen port %d out of range", g.ListenPort)
+	}
+	if err := checkPrefix4(g.Prefix4); err != nil {
+		return err
+	}
+	if err := checkPrefix6(g.Prefix6); err != nil {
+		return err
+	}
+	if ep, err := ParseEndpoint(g.Endpoint, g.ListenPort); err != nil || ep != g.Endpoint {
+		return fmt.Errorf("endpoint %q is not canonical HOST:PORT", g.Endpoint)
+	}
+	return nil
+}
+
+// loadRoster reads and verifies roster.json; on failure it checks roster.prev.json so the
+// error can name the recovery.
+func loadRoster(dir string, g Gateway) (*rosterBody, error) {
+	path := filepath.Join(dir, FileRoster)
+	body, reason := readRosterFile(path, g)
+	if reason == "" {
+		return body, nil
+	}
+	ce := &CorruptError{Path: path, Reason: reason, Dir: dir}
+	prevPath := filepath.Join(dir, FileRosterPrev)
+	if prev, preason := readRosterFile(prevPath, g); preason == "" {
+		ce.Prev, ce.PrevGeneration = prevPath, prev.Generation
+	}
+	return nil, ce
+}
+
+// readRosterFile returns the verified roster at path, or a reason it is not one.
+func readRosterFile(path string, g Gateway) (*rosterBody, string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, "the file is missing"
+		}
+		return nil, err.Error()
+	}
+	body, err := decodeRoster(data, g)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return body, ""
+}
+
+// decodeRoster verifies, decodes and validates a roster file against the gateway.
+func decodeRoster(data []byte, g Gateway) (*rosterBody, error) {
+	var body rosterBody
+	if err := unseal(kindRoster, data, &body); err != nil {
+		return nil, err
+	}
+	if err := body.validate(g); err != nil {
+		return nil, errReason("invalid content: " + err.Error())
+	}
+	return &body, nil
+}
+
+// Recover replaces a roster that fails to load with the previous generation, after a person
+// has looked at both. The damaged file is kept beside it as roster.corrupt-UNIXTIME.json. It
+// refuses when roster.json is fine or when the previous generation does not verify either.
+// The recovered roster gets a generation past the one that was lost, so generations only grow.
+func Recover(dir string) ([]Peer, error) {
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	defer unlockDir(lock)
+	g, err := loadGateway(dir)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	path := filepath.Join(dir, FileRoster)
+	if _, reason := readRosterFile(path, g); reason == "" {
+		return nil, fmt.Errorf("recover: %s verifies; nothing to recover", path)
+	}
+	prevPath := filepath.Join(dir, FileRosterPrev)
+	prev, reason := readRosterFile(prevPath, g)
+	if reason != "" {
+		return nil, fmt.Errorf("recover: the previous generation %s is not usable either (%s): restore %s from a backup", prevPath, reason, dir)
+	}
+	if data, err := os.ReadFile(path); err == nil {
+		aside := fmt.Sprintf("roster.corrupt-%d.json", time.Now().Unix())
+		if err := writeFileAtomic(dir, aside, data, 0o600); err != nil {
+			return nil, fmt.Errorf("recover: keep the damaged roster: %w", err)
+		}
+	}
+	prev.Generation += 2
+	data, err := seal(kindRoster, prev)
+	if err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	if err := writeFileAtomic(dir, FileRoster, data, 0o600); err != nil {
+		return nil, fmt.Errorf("recover: %w", err)
+	}
+	peers := make([]Peer, len(prev.Peers))
+	for i, dp := range prev.Peers {
+		peers[i] = dp.peer()
+	}
+	return peers, nil
 }

@@ -72,7 +72,8 @@ type Config struct {
 	QueueSize int
 	// BatchSize is the most packets per TUN Read; zero means DefaultBatchSize.
 	BatchSize int
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail; nil discards. The stack has no error log: every error is
+	// returned to its caller.
 	Logf func(format string, args ...any)
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -210,26 +209,6 @@ func (s *Server) nTerminal(q *request) error {
 	return nil
 }
 
-// deviceJSON is one device with honest status: what the roster last observed, not guesses.
-type deviceJSON struct {
-	Name          string         `json:"name"`
-	Role          enroll.Role    `json:"role"`
-	State         enroll.State   `json:"state"`
-	Address       netip.Addr     `json:"address"`
-	Address6      netip.Addr     `json:"address6,omitzero"`
-	PublicKey     string         `json:"public_key"`
-	Created       time.Time      `json:"created"`
-	LastHandshake time.Time      `json:"last_handshake,omitzero"`
-	HandshakeAge  *float64       `json:"handshake_age_seconds"` // null: never
-	Endpoint      netip.AddrPort `json:"endpoint,omitzero"`
-	RxBytes       int64          `json:"rx_bytes"`
-	TxBytes       int64          `json:"tx_bytes"`
-	Clone         bool           `json:"clone"`
-	OwnKey        bool           `json:"own_key"`
-	ExpiresAt     time.Time      `json:"expires_at,omitzero"`
-	RevokedAt     time.Time      `json:"revoked_at,omitzero"`
-}
-
 func (s *Server) devices() (Devices, error) {
 	if s.cfg.Devices == nil {
 		return nil, errorf(http.StatusServiceUnavailable, "devices are not available on this gateway")
@@ -244,18 +223,9 @@ func (s *Server) nDevices(q *request) error {
 	}
 	now := s.now()
 	peers := d.Peers()
-	out := make([]deviceJSON, 0, len(peers))
+	out := make([]enroll.PeerView, 0, len(peers))
 	for _, p := range peers {
-		dj := deviceJSON{
-			Name: p.Name, Role: p.Role, State: p.StateAt(now), Address: p.IPv4, Address6: p.IPv6,
-			PublicKey: p.PublicKey.String(), Created: p.Created, LastHandshake: p.LastHandshake,
-			Endpoint: p.Endpoint, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone,
-			OwnKey: p.OwnKey, ExpiresAt: p.ExpiresAt, RevokedAt: p.RevokedAt,
-		}
-		if !p.LastHandshake.IsZero() {
-			dj.HandshakeAge = ptr(now.Sub(p.LastHandshake).Round(time.Second).Seconds())
-		}
-		out = append(out, dj)
+		out = append(out, p.View(now)) // one view for the CLI, the control socket and this API
 	}
 	writeJSON(q.w, http.StatusOK, map[string]any{"devices": out})
 	return nil

@@ -38,7 +38,7 @@ func (s *Server) record(q *request, action string, args map[string]string, err e
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if aerr := s.cfg.Audit.Append(ctx, rec); aerr != nil {
-		s.logf("printerd: audit %s: %v", action, aerr)
+		s.errorf("printerd: audit %s: %v", action, aerr)
 	}
 }
 
@@ -95,7 +95,7 @@ func (s *Server) sendLines(ctx context.Context, q *request, lines []string) erro
 		if err != nil {
 			if sentRelative {
 				if rerr := p.Printer.Send(ctx, "G90"); rerr != nil {
-					s.logf("printerd: %s: restore G90: %v", p.name, rerr)
+					s.errorf("printerd: %s: restore G90: %v", p.name, rerr)
 				}
 			}
 			if errors.Is(err, policy.ErrRefused) {

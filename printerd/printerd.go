@@ -172,6 +172,10 @@ type Config struct {
 	Now func() time.Time
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs errors: the cause of every 500 (with the error id its body carries), failed
+	// audit appends, a failed print after upload. The daemon logs it at the default level; nil
+	// discards.
+	Errorf func(format string, args ...any)
 }
 
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
@@ -179,6 +183,7 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	logf     func(string, ...any)
+	errorf   func(string, ...any)
 	now      func() time.Time
 	printers map[string]*printer
 	names    []string // sorted printer names
@@ -238,6 +243,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
+	}
+	s.errorf = cfg.Errorf
+	if s.errorf == nil {
+		s.errorf = func(string, ...any) {}
 	}
 	if s.now == nil {
 		s.now = time.Now

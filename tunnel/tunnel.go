@@ -66,8 +66,12 @@ type Config struct {
 	// InterfaceName names the UAPI socket (/var/run/wireguard/NAME.sock) so that
 	// `wg show NAME` reads the live device; empty means no UAPI socket.
 	InterfaceName string
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail (wireguard-go's Verbosef: handshakes, keepalives, routines
+	// starting and stopping); nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs the device's errors (wireguard-go's Errorf: a failed bind, an unreadable
+	// TUN, bad packets from a known peer), each with its cause; nil: Logf.
+	Errorf func(format string, args ...any)
 }
 
 // Device is a running WireGuard device.
@@ -113,6 +117,10 @@ func New(cfg Config) (*Device, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	errorf := cfg.Errorf
+	if errorf == nil {
+		errorf = logf
+	}
 	bind := cfg.Bind
 	if bind == nil {
 		bind = conn.NewDefaultBind()
@@ -121,7 +129,7 @@ func New(cfg Config) (*Device, error) {
 	d.mu.applied = map[wgtypes.Key]Peer{}
 	logger := &device.Logger{
 		Verbosef: func(format string, args ...any) { logf("wireguard: "+format, args...) },
-		Errorf:   func(format string, args ...any) { logf("wireguard: error: "+format, args...) },
+		Errorf:   func(format string, args ...any) { errorf("wireguard: error: "+format, args...) },
 	}
 	d.dev = device.NewDevice(cfg.TUN, bind, logger)
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/statefile"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -308,10 +309,10 @@ func (r *runner) writeFiles(s *shown) error {
 	if err != nil {
 		return fmt.Errorf("render png: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(r.cfg.BootDir, PNGName), png); err != nil {
+	if err := statefile.WriteFAT(filepath.Join(r.cfg.BootDir, PNGName), png); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(r.cfg.BootDir, ConfName), []byte(s.config))
+	return statefile.WriteFAT(filepath.Join(r.cfg.BootDir, ConfName), []byte(s.config))
 }
 
 func (r *runner) printQR(s *shown, expires time.Time) error {
@@ -349,7 +350,7 @@ func (r *runner) finish(admin enroll.Peer) error {
 			}
 		}
 		if len(errs) == 0 {
-			syncDir(r.cfg.BootDir)
+			statefile.SyncDir(r.cfg.BootDir)
 		}
 	}
 	if r.current != nil {

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll/statefile"
 )
 
 // FileName is the audit log's name in the gateway's state directory.
@@ -283,9 +286,10 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 
 // Log is an open audit log. It is safe for concurrent use.
 type Log struct {
-	path string
-	logf func(string, ...any)
-	now  func() time.Time
+	path   string
+	logf   func(string, ...any)
+	errorf func(string, ...any)
+	now    func() time.Time
 
 	mu     sync.Mutex // guards the fields below and serialises writes
 	f      *os.File
@@ -297,8 +301,11 @@ type Log struct {
 
 // Options tune Open. The zero value is the production setting.
 type Options struct {
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs what an operator must see, with its cause (a torn last record cut off at
+	// open); nil: Logf. Failed appends are returned to the caller, who logs them.
+	Errorf func(format string, args ...any)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -313,9 +320,12 @@ func Open(path string) (*Log, error) { return OpenOptions(path, Options{}) }
 
 // OpenOptions is Open with options.
 func OpenOptions(path string, o Options) (*Log, error) {
-	l := &Log{path: path, logf: o.Logf, now: o.Now}
+	l := &Log{path: path, logf: o.Logf, errorf: o.Errorf, now: o.Now}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
+	}
+	if l.errorf == nil {
+		l.errorf = l.logf
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -326,7 +336,7 @@ func OpenOptions(path string, o Options) (*Log, error) {
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := statefile.SyncDir(filepath.Dir(path)); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("audit: open %s: %w", path, err)
 		}
@@ -343,7 +353,7 @@ func OpenOptions(path string, o Options) (*Log, error) {
 	}
 	l.f, l.head, l.size = f, head, size
 	if torn > 0 {
-		l.logf("audit: %s: cut an incomplete last line of %d bytes", path, torn)
+		l.errorf("audit: %s: cut an incomplete last line of %d bytes (a crash during a write)", path, torn)
 		err := l.Append(context.Background(), Record{Action: ActionTornTail,
 			Args: map[string]string{"bytes": fmt.Sprint(torn)}, Result: "ok"})
 		if err != nil {
@@ -426,7 +436,7 @@ func (l *Log) Append(ctx context.Context, r Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("audit: append %s: %w", r.Action, os.ErrClosed)
+		return fmt.Errorf("audit: append %s: %w", r.Action, net.ErrClosed)
 	}
 	if l.failed != nil {
 		return fmt.Errorf("audit: append %s: log unusable since an earlier failure: %w", r.Action, l.failed)
@@ -491,7 +501,7 @@ func (l *Log) Tail(n int) ([]Record, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil, fmt.Errorf("audit: tail: %w", os.ErrClosed)
+		return nil, fmt.Errorf("audit: tail: %w", net.ErrClosed)
 	}
 	size, err := l.f.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -530,12 +540,12 @@ func (l *Log) Tail(n int) ([]Record, error) {
 	return recs, nil
 }
 
-// Close closes the log. A second Close returns an error wrapping os.ErrClosed.
+// Close closes the log. A second Close returns an error wrapping net.ErrClosed.
 func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return fmt.Errorf("audit: close: %w", os.ErrClosed)
+		return fmt.Errorf("audit: close: %w", net.ErrClosed)
 	}
 	l.closed = true
 	return l.f.Close()
@@ -556,13 +566,4 @@ func VerifyFile(path string) (Head, error) {
 		return h, fmt.Errorf("audit: verify %s: %w", path, err)
 	}
 	return h, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,11 +84,11 @@ func TestAppendVerify(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Close(); !errors.Is(err, os.ErrClosed) {
-		t.Errorf("second Close = %v, want os.ErrClosed", err)
+	if err := l.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
 	}
-	if err := l.Append(context.Background(), Record{Action: "x"}); !errors.Is(err, os.ErrClosed) {
-		t.Errorf("Append after Close = %v, want os.ErrClosed", err)
+	if err := l.Append(context.Background(), Record{Action: "x"}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Append after Close = %v, want net.ErrClosed", err)
 	}
 	l2, err := Open(path)
 	if err != nil {

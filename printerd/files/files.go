@@ -53,8 +53,11 @@ type Config struct {
 	// Check reads a whole upload and returns the first refusal (policy.Policy.CheckFile).
 	// It must read r to its end when it returns nil. Nil means no check: tests only.
 	Check func(ctx context.Context, r io.Reader) error
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs errors no caller sees (a leftover upload that cannot be removed), each with
+	// its cause; nil: Logf.
+	Errorf func(format string, args ...any)
 }
 
 // FileInfo describes a stored file or folder.
@@ -74,6 +77,7 @@ type Store struct {
 	maxSize int64
 	check   func(ctx context.Context, r io.Reader) error
 	logf    func(string, ...any)
+	errorf  func(string, ...any)
 	closed  atomic.Bool
 
 	// meta caches hash and estimate per path, valid while size and mtime match.
@@ -109,6 +113,10 @@ func New(cfg Config) (*Store, error) {
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
+	s.errorf = cfg.Errorf
+	if s.errorf == nil {
+		s.errorf = s.logf
+	}
 	s.meta.m = map[string]meta{}
 	s.removeTemps(".", 0)
 	return s, nil
@@ -140,7 +148,9 @@ func (s *Store) removeTemps(dir string, depth int) {
 		switch {
 		case isTemp(e.Name()) && e.Type().IsRegular():
 			s.logf("files: removing leftover upload %s", p)
-			s.root.Remove(p)
+			if err := s.root.Remove(p); err != nil {
+				s.errorf("files: remove leftover upload %s: %v", p, err)
+			}
 		case e.IsDir() && !strings.HasPrefix(e.Name(), "."):
 			s.removeTemps(p, depth+1)
 		}

@@ -51,8 +51,9 @@ import (
 // Controller owns one printer link. Each Controller is independent: the package has no
 // shared state, so a gateway runs one per printer.
 type Controller struct {
-	cfg  Config
-	logf func(string, ...any)
+	cfg    Config
+	logf   func(string, ...any)
+	errorf func(string, ...any)
 
 	reqs    chan request  // API calls to the Run goroutine
 	wake    chan struct{} // Emergency tells the session it wrote M112
@@ -175,6 +176,10 @@ func New(cfg Config) *Controller {
 	}
 	if c.logf == nil {
 		c.logf = func(string, ...any) {}
+	}
+	c.errorf = cfg.Errorf
+	if c.errorf == nil {
+		c.errorf = func(string, ...any) {}
 	}
 	c.mu.st = Status{Name: cfg.Name, State: Disconnected, Port: cfg.Port, Baud: cfg.Baud}
 	c.mu.hist = make([]Temps, cfg.HistorySize)
@@ -460,12 +465,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer c.logf("marlin %s: run stopped", c.cfg.Name)
 	bo := backoff{first: c.cfg.ReconnectMin, max: c.cfg.ReconnectMax}
 	want := true
+	lastErr := "" // the link error last logged at error level, to log each one once
 	for {
 		if want {
 			s := newSession(c)
 			why, err := s.run(ctx)
 			if s.stayedUp {
 				bo.reset()
+				lastErr = ""
 			}
 			switch why {
 			case endCtx:
@@ -479,7 +486,12 @@ func (c *Controller) Run(ctx context.Context) error {
 				continue
 			}
 			c.setState(Error, err.Error())
-			c.logf("marlin %s: link: %v", c.cfg.Name, err)
+			if msg := err.Error(); msg != lastErr {
+				c.errorf("marlin %s: link %s: %v (retrying)", c.cfg.Name, c.cfg.Port, err)
+				lastErr = msg
+			} else {
+				c.logf("marlin %s: link %s: %v (still)", c.cfg.Name, c.cfg.Port, err)
+			}
 		}
 		// Wait: for the back-off while we want a link, forever otherwise.
 		var timer <-chan time.Time

@@ -108,8 +108,12 @@ type Config struct {
 	PauseScript  []string
 	ResumeScript []string
 	CancelScript []string
-	// Logf logs at verbose level; nil discards.
+	// Logf logs verbose detail (state changes, the firmware's chatter); nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs what an operator must see, each with its cause: a link that cannot be
+	// opened or fails (once per distinct error while it keeps failing), firmware errors,
+	// watchdog alarms. Nil discards.
+	Errorf func(format string, args ...any)
 
 	// Extruders is the number of hotends to turn off on connect (M104 T<n> S0 each); zero
 	// means 1. More are turned off once M115 reports a higher EXTRUDER_COUNT.

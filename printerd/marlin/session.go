@@ -469,7 +469,7 @@ func (s *session) onError(r Reply) {
 			return // a Resend follows
 		}
 	}
-	c.logf("marlin %s: firmware error: %s", c.cfg.Name, r.Text)
+	c.errorf("marlin %s: firmware error: %s", c.cfg.Name, r.Text)
 }
 
 // halt records kill(): nothing more is written (no resend after kill) and the job fails.
@@ -528,10 +528,10 @@ func (s *session) temps(t Temps, now time.Time) {
 // alarm is the watchdog's emergency stop.
 func (s *session) alarm(reason string) {
 	c := s.c
-	c.logf("marlin %s: watchdog: %s", c.cfg.Name, reason)
+	c.errorf("marlin %s: watchdog alarm: %s", c.cfg.Name, reason)
 	if !s.halted {
 		if err := c.Emergency(); err != nil {
-			c.logf("marlin %s: watchdog: %v", c.cfg.Name, err)
+			c.errorf("marlin %s: watchdog: emergency stop: %v", c.cfg.Name, err)
 		}
 		s.emergencySent("watchdog: " + reason)
 		c.setState(Halted, "watchdog: "+reason)
@@ -554,7 +554,7 @@ func (s *session) tick(now time.Time) {
 		case wdAlarm:
 			s.alarm(act.reason)
 		case wdHeatersOff:
-			c.logf("marlin %s: watchdog: %s", c.cfg.Name, act.reason)
+			c.errorf("marlin %s: watchdog: %s; heaters off", c.cfg.Name, act.reason)
 			s.queueHeatersOff(kInternal)
 			c.publish("alarm", "watchdog: "+act.reason)
 		}

@@ -401,7 +401,7 @@ async function loadDevices() {
     tb.replaceChildren();
     for (const dev of d.devices) {
       const tr = el('tr', null, { 'data-device': dev.name, 'data-state': dev.state, 'data-clone': String(!!dev.clone) });
-      tr.append(el('td', dev.name), el('td', dev.role), el('td', dev.state), el('td', fmtAge(dev.handshake_age_seconds)),
+      tr.append(el('td', dev.name), el('td', dev.role), el('td', dev.state), el('td', fmtAge(dev.last_handshake_age_seconds)),
         el('td', dev.endpoint || '–'), el('td', '↓' + fmtBytes(dev.rx_bytes || 0) + ' ↑' + fmtBytes(dev.tx_bytes || 0)));
       const td = el('td');
       if (dev.state !== 'revoked' && dev.state !== 'expired') {

@@ -191,7 +191,8 @@ A first gateway:
   printgate enroll --state /var/lib/printgate alice-phone --role admin
 
 enroll, peers, revoke and status talk to the running gateway over its control socket
-(STATE/control.sock, mode 0600) and open the state directory directly when none runs.
+(STATE/control.sock, mode 0600) and open the state directory directly when none runs; a
+gateway still starting is waited for (up to 5 s).
 `)
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/enroll/qr"
 )
 
@@ -101,7 +102,7 @@ func runDemo(ctx context.Context, e *env, endpoint string, port int) (err error)
 	if err != nil {
 		return err
 	}
-	res := gateway.EnrollResultFrom(en, time.Now())
+	res := control.EnrollResultFrom(en, time.Now())
 	en.Forget()
 	conf := filepath.Join(tmp, "demo-admin.conf")
 	if err := writeSecretFile(conf, []byte(res.Config)); err != nil {

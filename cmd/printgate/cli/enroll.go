@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/enroll/qr"
 )
 
@@ -65,8 +65,8 @@ without one the state directory is changed directly.`,
 				if err := enroll.ValidateName(args[0]); err != nil {
 					return usagef("enroll", "%v", err)
 				}
-				req := gateway.Request{Op: gateway.OpEnroll, Name: args[0], Role: *role, PublicKey: *pubkey, TTL: ttl.String()}
-				if _, err := gateway.RequestToEnroll(req); err != nil {
+				req := control.Request{Op: control.OpEnroll, Name: args[0], Role: *role, PublicKey: *pubkey, TTL: ttl.String()}
+				if _, err := req.EnrollRequest(); err != nil {
 					return usagef("enroll", "%v", err)
 				}
 				for _, p := range []struct{ flag, path string }{{"--conf", *confPath}, {"--png", *pngPath}} {
@@ -74,7 +74,7 @@ without one the state directory is changed directly.`,
 						return err
 					}
 				}
-				res, err := doEnroll(ctx, *state, req)
+				res, err := doEnroll(ctx, e, *state, req)
 				if err != nil {
 					return err
 				}
@@ -85,30 +85,29 @@ without one the state directory is changed directly.`,
 }
 
 // doEnroll asks the running gateway, or opens the state directory when none runs.
-func doEnroll(ctx context.Context, state string, req gateway.Request) (*gateway.EnrollResult, error) {
-	resp, err := gateway.Call(ctx, state, req)
-	if err == nil {
+func doEnroll(ctx context.Context, e *env, state string, req control.Request) (*control.EnrollResult, error) {
+	var res *control.EnrollResult
+	resp, err := callDaemon(ctx, e, state, req, func(reg *enroll.Registry) error {
+		r, err := req.EnrollRequest()
+		if err != nil {
+			return err
+		}
+		en, err := reg.Enroll(r)
+		if err != nil {
+			return err
+		}
+		er := control.EnrollResultFrom(en, time.Now())
+		en.Forget()
+		res = &er
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp != nil {
 		return resp.Enrollment, nil
 	}
-	if !errors.Is(err, gateway.ErrNoDaemon) {
-		return nil, err
-	}
-	r, err := gateway.RequestToEnroll(req)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := enroll.Open(state)
-	if err != nil {
-		return nil, err
-	}
-	defer reg.Close()
-	en, err := reg.Enroll(r)
-	if err != nil {
-		return nil, err
-	}
-	res := gateway.EnrollResultFrom(en, time.Now())
-	en.Forget()
-	return &res, nil
+	return res, nil
 }
 
 // checkOutputPath refuses, before anything is enrolled, a file that exists, a directory that
@@ -162,7 +161,7 @@ func writeSecretFile(path string, data []byte) error {
 	return f.Close()
 }
 
-func showEnrollment(e *env, res *gateway.EnrollResult, qrMode, confPath, pngPath string) error {
+func showEnrollment(e *env, res *control.EnrollResult, qrMode, confPath, pngPath string) error {
 	p := res.Peer
 	code, qerr := qr.Encode(res.Config)
 	fmt.Fprintf(e.stdout, "enrolled %s: role %s, address %s", p.Name, p.Role, p.Address)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func peersCmd() *command {
@@ -26,8 +26,9 @@ sources (the same config on two devices). WireGuard has no connections: a recent
 the only sign of life.
 
 --json prints a list of objects with the keys name, role, state, address, address6, public_key,
-own_key, created, expires_at, revoked_at, last_handshake, last_handshake_age_seconds, endpoint,
-rx_bytes, tx_bytes and clone. With a running gateway the numbers are live; without one they are
+own_key, has_api_key, api_key_role, created, expires_at, revoked_at, last_handshake,
+last_handshake_age_seconds, endpoint, rx_bytes, tx_bytes and clone (the web API's device list
+uses the same names; keys without a value are left out). With a running gateway the numbers are live; without one they are
 the roster's last record.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
@@ -39,7 +40,7 @@ the roster's last record.`,
 				if err := exactArgs("peers", args, 0, ""); err != nil {
 					return err
 				}
-				peers, err := listPeers(ctx, *state)
+				peers, err := listPeers(ctx, e, *state)
 				if err != nil {
 					return err
 				}
@@ -53,23 +54,22 @@ the roster's last record.`,
 	}
 }
 
-func listPeers(ctx context.Context, state string) ([]gateway.PeerInfo, error) {
-	resp, err := gateway.Call(ctx, state, gateway.Request{Op: gateway.OpPeers})
-	if err == nil {
-		if resp.Peers == nil {
-			return []gateway.PeerInfo{}, nil
-		}
-		return resp.Peers, nil
-	}
-	if !errors.Is(err, gateway.ErrNoDaemon) {
-		return nil, err
-	}
-	reg, err := enroll.Open(state)
+func listPeers(ctx context.Context, e *env, state string) ([]enroll.PeerView, error) {
+	var peers []enroll.PeerView
+	resp, err := callDaemon(ctx, e, state, control.Request{Op: control.OpPeers}, func(reg *enroll.Registry) error {
+		peers = gateway.OfflinePeers(reg)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer reg.Close()
-	return gateway.OfflinePeers(reg), nil
+	if resp != nil {
+		peers = resp.Peers
+	}
+	if peers == nil {
+		peers = []enroll.PeerView{}
+	}
+	return peers, nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -78,7 +78,7 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-func printPeers(w io.Writer, peers []gateway.PeerInfo) {
+func printPeers(w io.Writer, peers []enroll.PeerView) {
 	if len(peers) == 0 {
 		fmt.Fprintln(w, "no devices enrolled (printgate enroll --state DIR NAME)")
 		return

@@ -2,13 +2,12 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"time"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func revokeCmd() *command {
@@ -30,26 +29,22 @@ device's addresses are never handed out again.`,
 				if err := exactArgs("revoke", args, 1, "one device NAME"); err != nil {
 					return err
 				}
-				resp, err := gateway.Call(ctx, *state, gateway.Request{Op: gateway.OpRevoke, Name: args[0]})
-				if err == nil {
+				resp, err := callDaemon(ctx, e, *state, control.Request{Op: control.OpRevoke, Name: args[0]}, func(reg *enroll.Registry) error {
+					p, err := reg.Revoke(args[0])
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				if resp != nil {
 					r := resp.Revoked
 					fmt.Fprintf(e.stdout, "revoked %s (%s): off the tunnel in %v, %d open connections closed\n",
 						r.Peer.Name, r.Peer.Address, time.Duration(r.AppliedSeconds*float64(time.Second)).Round(time.Microsecond), r.ClosedConns)
-					return nil
 				}
-				if !errors.Is(err, gateway.ErrNoDaemon) {
-					return err
-				}
-				reg, err := enroll.Open(*state)
-				if err != nil {
-					return err
-				}
-				defer reg.Close()
-				p, err := reg.Revoke(args[0])
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
 				return nil
 			}
 		},

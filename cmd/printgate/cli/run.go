@@ -14,6 +14,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // printerFlags collects repeated --printer flags.
@@ -65,7 +66,8 @@ With --boot-dir (the appliance), while no admin is enrolled, a pending admin enr
 shown on standard output (the console) and written to the boot partition, and owner settings
 are read from DIR/printgate.txt there.
 
-Under systemd (Type=notify) run sends READY=1 once the tunnel is up and feeds the watchdog.
+Under systemd (Type=notify) run sends READY=1 once the tunnel is up and the control socket
+answers, and feeds the watchdog.
 SIGINT or SIGTERM stop it: printers' heaters off, HTTP servers closed, device down, socket
 files removed.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
@@ -75,7 +77,7 @@ files removed.`,
 			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
 			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
 			endpoint := fs.String("endpoint", "", "`HOST:PORT` that devices enrolled from now on dial (default: the state's; a detected LAN address is re-detected)")
-			verbose := fs.Bool("verbose", false, "log the device's and the stack's verbose messages")
+			verbose := fs.Bool("verbose", false, "log every part's verbose detail too (errors are always logged, with their cause)")
 			statsEvery := fs.Duration("stats-interval", gateway.DefaultStatsInterval, "how often device stats are polled (`DURATION`)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if err := needState("run", *state); err != nil {
@@ -167,7 +169,7 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 		return err
 	}
 	st := g.Status()
-	logf("ready: tunnel %s, udp port %d, control socket %s", strings.Join(st.Addresses, " "), st.ListenPort, gateway.ControlPath(cfg.StateDir))
+	logf("ready: tunnel %s, udp port %d, control socket %s", strings.Join(st.Addresses, " "), st.ListenPort, control.Path(cfg.StateDir))
 	if err := n.Notify(fmt.Sprintf("READY=1\nSTATUS=tunnel up on udp %d, %d printers", st.ListenPort, len(st.Printers))); err != nil {
 		logf("%v", err)
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 func statusCmd() *command {
@@ -34,7 +34,7 @@ port, state, error) and peers (a count per state).`,
 				if err := exactArgs("status", args, 0, ""); err != nil {
 					return err
 				}
-				st, err := getStatus(ctx, *state)
+				st, err := getStatus(ctx, e, *state)
 				if err != nil {
 					return err
 				}
@@ -48,24 +48,22 @@ port, state, error) and peers (a count per state).`,
 	}
 }
 
-func getStatus(ctx context.Context, state string) (*gateway.Status, error) {
-	resp, err := gateway.Call(ctx, state, gateway.Request{Op: gateway.OpStatus})
-	if err == nil {
-		return resp.Status, nil
-	}
-	if !errors.Is(err, gateway.ErrNoDaemon) {
-		return nil, err
-	}
-	reg, err := enroll.Open(state)
+func getStatus(ctx context.Context, e *env, state string) (*control.Status, error) {
+	var st control.Status
+	resp, err := callDaemon(ctx, e, state, control.Request{Op: control.OpStatus}, func(reg *enroll.Registry) error {
+		st = gateway.OfflineStatus(reg)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer reg.Close()
-	st := gateway.OfflineStatus(reg)
+	if resp != nil {
+		return resp.Status, nil
+	}
 	return &st, nil
 }
 
-func printStatus(w io.Writer, st *gateway.Status) {
+func printStatus(w io.Writer, st *control.Status) {
 	if st.Running {
 		fmt.Fprintln(w, "gateway running")
 	} else {

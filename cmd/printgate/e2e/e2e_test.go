@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 const listenPort = 51820
@@ -135,7 +136,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 	}
 	d := startDaemon(t, l.gw, state, gwIface, printerArgs...)
 
-	var st gateway.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(pgOK(t, "status", "--state", state, "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 		if !st.Running || st.ListenPort != listenPort || st.PublicKey == "" || len(st.Addresses) != 2 || st.Addresses[0] != "10.77.0.1" || st.Printers == nil {
 			t.Errorf("status --json = %+v; want running, port %d, a key, 10.77.0.1 and an IPv6 address, a printers list", st, listenPort)
 		}
-		fi, err := os.Stat(gateway.ControlPath(state))
+		fi, err := os.Stat(control.Path(state))
 		if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 			t.Errorf("control socket: %v, mode %v; want a 0600 socket", err, fi.Mode())
 		}
@@ -241,7 +242,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 		if err := d.stop(t); err != nil {
 			t.Errorf("printgate run exit on SIGTERM: %v\n%s", err, d.stderr)
 		}
-		for _, p := range []string{gateway.ControlPath(state), "/var/run/wireguard/" + gwIface + ".sock"} {
+		for _, p := range []string{control.Path(state), "/var/run/wireguard/" + gwIface + ".sock"} {
 			if _, err := os.Stat(p); !os.IsNotExist(err) {
 				t.Errorf("%s left after shutdown: %v", p, err)
 			}
@@ -251,7 +252,7 @@ func TestGatewayEndToEnd(t *testing.T) {
 		offline, _ := peerByName(peersJSON(t, state), "offline")
 
 		d = startDaemon(top, l.gw, state, gwIface)
-		var st2 gateway.Status
+		var st2 control.Status
 		json.Unmarshal([]byte(pgOK(t, "status", "--state", state, "--json")), &st2)
 		if st2.PublicKey != st.PublicKey || st2.ListenPort != st.ListenPort || !slices.Equal(st2.Addresses, st.Addresses) {
 			t.Errorf("after restart status = %+v, want key, port and addresses of %+v", st2, st)
@@ -426,7 +427,7 @@ func checkSockets(t *testing.T, pid, udpPort int) {
 // opened, and `printgate revoke` runs. When it returns, the open connection must get no answer
 // and a new connection must fail.
 func revocationTrials(t, top *testing.T, l *lab, state string, trials int) {
-	var st gateway.Status
+	var st control.Status
 	json.Unmarshal([]byte(pgOK(t, "status", "--state", state, "--json")), &st)
 	gwAddr := net.JoinHostPort(st.Addresses[0], "80")
 	var rc *wgClient

@@ -24,7 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // binPath is the printgate binary built once for the package by TestMain.
@@ -239,7 +240,7 @@ func startDaemon(t *testing.T, ns netns, state, iface string, extra ...string) *
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := gateway.Call(ctx, state, gateway.Request{Op: gateway.OpStatus})
+		resp, err := control.Unix(state).Call(ctx, control.Request{Op: control.OpStatus})
 		cancel()
 		if err == nil && resp.Status.Running {
 			return d
@@ -307,9 +308,9 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
-func peersJSON(t *testing.T, state string) []gateway.PeerInfo {
+func peersJSON(t *testing.T, state string) []enroll.PeerView {
 	t.Helper()
-	var peers []gateway.PeerInfo
+	var peers []enroll.PeerView
 	out := pgOK(t, "peers", "--state", state, "--json")
 	if err := json.Unmarshal([]byte(out), &peers); err != nil {
 		t.Fatalf("peers --json: %v\n%s", err, out)
@@ -317,11 +318,11 @@ func peersJSON(t *testing.T, state string) []gateway.PeerInfo {
 	return peers
 }
 
-func peerByName(peers []gateway.PeerInfo, name string) (gateway.PeerInfo, bool) {
+func peerByName(peers []enroll.PeerView, name string) (enroll.PeerView, bool) {
 	for _, p := range peers {
 		if p.Name == name {
 			return p, true
 		}
 	}
-	return gateway.PeerInfo{}, false
+	return enroll.PeerView{}, false
 }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // TestSimOnPTY: `printgate sim` prints a pty path; `printgate run --printer mk=PATH` drives it
@@ -77,7 +77,7 @@ func TestSimOnPTY(t *testing.T) {
 			<-runDone
 		}
 	})
-	var st gateway.Status
+	var st control.Status
 	waitFor(t, "printer on the pty operational", 30*time.Second, func() bool {
 		out, _, code := pg(t, "status", "--state", state, "--json")
 		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && len(st.Printers) == 1 && st.Printers[0].State == "operational"

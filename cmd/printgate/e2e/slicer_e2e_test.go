@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll/control"
 )
 
 // This file is issue 6's acceptance through the real tunnel client: one gateway with a
@@ -88,7 +89,7 @@ func uiSetup(t *testing.T) *uiLab {
 	spec := fmt.Sprintf("%s=sim,webcam=%s?action=stream,snapshot=%s?action=snapshot", uiPrinter, u.cam.url, u.cam.url)
 	u.d = startDaemon(t, u.lab.gw, u.state, u.prefix+"w", "--printer", spec)
 
-	var st gateway.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(pgOK(t, "status", "--state", u.state, "--json")), &st); err != nil {
 		t.Fatal(err)
 	}

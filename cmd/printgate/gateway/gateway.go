@@ -7,11 +7,13 @@ package gateway
 // stack as netstack requires):
 //
 //  1. enroll.Open: the state directory, locked; a corrupt roster fails here (fail closed)
+//     then the control socket STATE/control.sock (0600) listens, not yet answering: whoever
+//     meets the lock or the UDP port finds the socket and waits there for its answer
 //  2. netstack.New with the gateway's first host addresses and one address per printer
 //  3. tunnel.New: the gateway key, the listen port (the one host socket), the UAPI socket
 //  4. apply the roster: live peers → []tunnel.Peer → Device.Apply (a diff)
 //  5. printer controllers (heaters off on the first bytes), HTTP on port 80 of each address
-//  6. the control socket STATE/control.sock (0600)
+//  6. the control socket answers (its accept loop starts)
 //  7. the stats loop: every StatsInterval, device stats → roster → pending expiry → re-apply
 //
 // Close: controllers stop (their heaters-off path), HTTP servers shut down, control socket
@@ -23,12 +25,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/netstack"
 	"github.com/printgate/printgate/printerd/audit"
 	"github.com/printgate/printgate/tunnel"
@@ -59,12 +64,17 @@ type Config struct {
 	Endpoint string
 	// StatsInterval is the stats loop period; zero: DefaultStatsInterval.
 	StatsInterval time.Duration
-	// Logf logs the daemon's progress; nil discards. Secrets are never passed to it.
+	// Logf is the default log: the daemon's progress and every error of every part (device,
+	// printers, files, web faces, audit log), each with its cause; nil discards. Secrets are
+	// never passed to it.
 	Logf func(format string, args ...any)
-	// Verbosef receives the device's and stack's verbose logs; nil discards.
+	// Verbosef receives the verbose detail of every part (`run --verbose`); nil discards.
 	Verbosef func(format string, args ...any)
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+
+	// onDeviceUp, when set (tests), runs once the WireGuard UDP port is bound.
+	onDeviceUp func()
 }
 
 // Gateway is a running daemon. Its methods are safe for concurrent use.
@@ -76,8 +86,10 @@ type Gateway struct {
 	gw       enroll.Gateway
 	stack    *netstack.Stack
 	dev      *tunnel.Device
-	audit    *audit.Log // nil if the audit log could not be opened (logged)
-	ctl      *controlServer
+	audit    *audit.Log      // nil if the audit log could not be opened (logged)
+	ctlLn    net.Listener    // the control socket, listening from the start
+	ctl      *control.Server // answering it once the gateway is up
+	ctlDone  sync.WaitGroup  // ctl.Serve
 	web      *webServers
 	prs      []*printer
 
@@ -85,13 +97,15 @@ type Gateway struct {
 	wg     sync.WaitGroup     // the stats loop
 	loops  sync.WaitGroup     // controllers
 
-	// reg guards the registry, which is not safe for concurrent use, and what is derived
-	// from it: the live set last applied to the device.
+	// reg serializes the writes: roster changes and applying them to the device. Requests
+	// never take it; they read roster.
 	reg struct {
 		sync.Mutex
 		r       *enroll.Registry
 		applied map[wgtypes.Key]enroll.DevicePeer // live peers on the device
 	}
+	// roster is the roster as last applied, published by every apply (publishLocked).
+	roster atomic.Pointer[rosterView]
 
 	stats struct {
 		sync.Mutex
@@ -102,7 +116,6 @@ type Gateway struct {
 	}
 
 	closeOnce sync.Once
-	closeErr  error
 }
 
 // Start opens the state directory and brings the gateway up. On error nothing is left
@@ -150,6 +163,11 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if err := g.updateEndpoint(cfg.Endpoint); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
+	// The socket exists before the UDP port is bound and before "ready": a CLI that meets the
+	// state directory's lock finds it, and its call waits in the backlog until serve below.
+	if g.ctlLn, err = control.ListenUnix(control.Path(cfg.StateDir)); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
 
 	addrs := g.Addrs()
 	for _, spec := range cfg.Printers {
@@ -175,12 +193,16 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		TUN:           g.stack.TUN(),
 		InterfaceName: cfg.Interface,
 		Logf:          g.verbosef,
+		Errorf:        g.logf,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
+	if cfg.onDeviceUp != nil {
+		cfg.onDeviceUp()
+	}
 
-	if al, err := audit.Open(audit.Path(cfg.StateDir)); err != nil {
+	if al, err := audit.OpenOptions(audit.Path(cfg.StateDir), audit.Options{Logf: g.verbosef, Errorf: g.logf}); err != nil {
 		g.logf("gateway: audit log unavailable: %v", err)
 	} else {
 		g.audit = al
@@ -201,9 +223,12 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 	if g.web, err = g.startWeb(); err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
-	if g.ctl, err = listenControl(g, cfg.StateDir); err != nil {
-		return nil, fmt.Errorf("gateway: start: %w", err)
-	}
+	g.ctl = &control.Server{Handler: control.HandlerFunc(g.handle), Allow: control.UnixPeerAllowed, Logf: g.logf}
+	g.ctlDone.Add(1)
+	go func() {
+		defer g.ctlDone.Done()
+		g.ctl.Serve(g.ctlLn)
+	}()
 	g.wg.Add(1)
 	go g.statsLoop(runCtx)
 
@@ -232,14 +257,16 @@ func (g *Gateway) PublicKey() wgtypes.Key { return g.dev.PublicKey() }
 
 // Close stops the gateway: controllers turn heaters off and stop, HTTP servers shut down, the
 // control socket is removed, the device is closed before the stack, and the state directory
-// is released. A second Close returns the first's result.
+// is released. Once closed, always closed: a second Close returns an error wrapping
+// net.ErrClosed.
 func (g *Gateway) Close() error {
+	err := fmt.Errorf("gateway: close: %w", net.ErrClosed)
 	g.closeOnce.Do(func() {
 		start := time.Now()
-		g.closeErr = g.teardown()
+		err = g.teardown()
 		g.logf("gateway: stopped in %v", time.Since(start).Round(time.Millisecond))
 	})
-	return g.closeErr
+	return err
 }
 
 // teardown releases whatever Start made, in reverse order; it tolerates a partial start.
@@ -256,6 +283,10 @@ func (g *Gateway) teardown() error {
 	g.releasePrinters()
 	if g.ctl != nil {
 		g.ctl.Close()
+		g.ctlDone.Wait()
+	}
+	if g.ctlLn != nil {
+		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
 	if g.dev != nil {
 		if err := g.dev.Close(); err != nil {
@@ -278,6 +309,7 @@ func (g *Gateway) teardown() error {
 			errs = append(errs, err)
 		}
 		g.reg.r = nil
+		g.publishLocked()
 	}
 	g.reg.Unlock()
 	return errors.Join(errs...)
@@ -294,6 +326,7 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
 	}
 	if err := g.dev.Apply(peers); err != nil {
+		g.publishLocked() // the roster changed even if the device did not
 		return nil, 0, err
 	}
 	for k, p := range g.reg.applied {
@@ -302,6 +335,7 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		}
 	}
 	g.reg.applied = next
+	g.publishLocked()
 	if len(gone) > 0 {
 		closed = g.closeConns(gone)
 	}
@@ -414,7 +448,7 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 // Revoke revokes a peer: the roster first (its addresses are tombstoned), then the device,
 // then every open connection of the peer inside the stack. When it returns, nothing of the
 // peer is served.
-func (g *Gateway) Revoke(name string) (RevokeResult, error) {
+func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
 	res, err := g.revoke(name)
 	if err == nil {
 		g.record(audit.ActionRevoke, res.peer, "ok")
@@ -423,7 +457,7 @@ func (g *Gateway) Revoke(name string) (RevokeResult, error) {
 }
 
 type revokeResult struct {
-	RevokeResult
+	control.RevokeResult
 	peer enroll.Peer
 }
 
@@ -448,6 +482,7 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 			g.logf("gateway: clear device: %v", cerr)
 		}
 		g.reg.applied = nil
+		g.publishLocked()
 	}
 	// applyLocked closed its connections if it was live; close again for a peer that was
 	// not on the device (an expired pending peer) in case anything of it remains.
@@ -458,7 +493,7 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	g.stats.Unlock()
 	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
 	st := g.statsFor(p.PublicKey)
-	return revokeResult{RevokeResult{Peer: PeerInfoFrom(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
+	return revokeResult{control.RevokeResult{Peer: viewOf(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
 }
 
 func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
@@ -470,40 +505,17 @@ func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
 	return nil
 }
 
-// WhoIs returns the live peer that owns a tunnel address: the identity of a request.
-func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return enroll.Peer{}, false
-	}
-	p, ok := g.reg.r.WhoIs(a)
-	if !ok {
-		return enroll.Peer{}, false
-	}
-	if _, live := g.reg.applied[p.PublicKey]; !live {
-		return enroll.Peer{}, false // not on the device (yet)
-	}
-	return p, true
-}
-
 // Peers returns every peer with its live device stats, sorted by name.
-func (g *Gateway) Peers() []PeerInfo {
-	g.reg.Lock()
-	var peers []enroll.Peer
-	if g.reg.r != nil {
-		peers = g.reg.r.Peers()
-	}
-	applied := g.reg.applied
-	g.reg.Unlock()
+func (g *Gateway) Peers() []enroll.PeerView {
+	v := g.view()
 	now := g.now()
-	out := make([]PeerInfo, 0, len(peers))
-	for _, p := range peers {
+	out := make([]enroll.PeerView, 0, len(v.peers))
+	for _, p := range v.peers {
 		var st *tunnel.PeerStats
-		if _, ok := applied[p.PublicKey]; ok {
+		if v.onDev[p.PublicKey] {
 			st = g.statsFor(p.PublicKey)
 		}
-		out = append(out, PeerInfoFrom(p, st, now))
+		out = append(out, viewOf(p, st, now))
 	}
 	return out
 }
@@ -537,14 +549,9 @@ func devicePeerOf(p enroll.Peer) enroll.DevicePeer {
 	return dp
 }
 
-// RosterPeers returns the roster's peers as enroll reports them (first boot watches them).
+// RosterPeers returns the roster's peers as last applied (first boot watches them).
 func (g *Gateway) RosterPeers() []enroll.Peer {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return nil
-	}
-	return g.reg.r.Peers()
+	return slices.Clone(g.view().peers)
 }
 
 // updateEndpoint applies Config.Endpoint, or re-detects a detected one whose LAN address

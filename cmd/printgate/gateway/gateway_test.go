@@ -24,11 +24,12 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/netstack"
 )
 
 // freeUDPPort returns a loopback UDP port that was free a moment ago.
-func freeUDPPort(t *testing.T) int {
+func freeUDPPort(t testing.TB) int {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -39,7 +40,7 @@ func freeUDPPort(t *testing.T) int {
 }
 
 // newState initializes a state directory whose devices dial 127.0.0.1.
-func newState(t *testing.T) string {
+func newState(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "state")
 	port := freeUDPPort(t)
@@ -185,7 +186,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func peerState(g *Gateway, name string) string {
 	for _, p := range g.Peers() {
 		if p.Name == name {
-			return p.State
+			return string(p.State)
 		}
 	}
 	return ""
@@ -285,8 +286,11 @@ func TestGatewayEndToEndInProcess(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
-	if _, err := os.Stat(ControlPath(dir)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(control.Path(dir)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket left after Close: %v", err)
+	}
+	if err := g.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("second Close = %v, want net.ErrClosed", err)
 	}
 }
 
@@ -323,7 +327,7 @@ func TestPendingExpiry(t *testing.T) {
 func TestControlSocket(t *testing.T) {
 	dir := newState(t)
 	startGateway(t, dir)
-	fi, err := os.Stat(ControlPath(dir))
+	fi, err := os.Stat(control.Path(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,47 +335,40 @@ func TestControlSocket(t *testing.T) {
 		t.Errorf("control socket mode = %v, want socket 0600", fi.Mode())
 	}
 	ctx := context.Background()
-	resp, err := Call(ctx, dir, Request{Op: OpEnroll, Name: "laptop", Role: "admin", TTL: "1h"})
+	resp, err := control.Unix(dir).Call(ctx, control.Request{Op: control.OpEnroll, Name: "laptop", Role: "admin", TTL: "1h"})
 	if err != nil {
 		t.Fatalf("enroll: %v", err)
 	}
 	if resp.Enrollment == nil || !strings.Contains(resp.Enrollment.Config, "PrivateKey = ") || len(resp.Enrollment.APIKey) != 43 {
 		t.Fatalf("enroll reply = %+v, want a config and a 43-character API key", resp.Enrollment)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpPeers})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpPeers})
 	if err != nil || len(resp.Peers) != 1 || resp.Peers[0].Name != "laptop" || resp.Peers[0].State != "pending" || resp.Peers[0].Address == "" {
 		t.Fatalf("peers = %+v, %v; want laptop pending with an address", resp, err)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpStatus})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpStatus})
 	if err != nil || resp.Status == nil || !resp.Status.Running || len(resp.Status.Addresses) != 2 {
 		t.Fatalf("status = %+v, %v", resp, err)
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpRevoke, Name: "laptop"})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpRevoke, Name: "laptop"})
 	if err != nil || resp.Revoked == nil || resp.Revoked.Peer.State != "revoked" {
 		t.Fatalf("revoke = %+v, %v", resp, err)
 	}
-	for _, req := range []Request{
+	for _, req := range []control.Request{
 		{Op: "shutdown"},
-		{Op: OpEnroll, Name: "bad=name"},
-		{Op: OpEnroll, Name: "x", Role: "root"},
-		{Op: OpEnroll, Name: "x", TTL: "-1s"},
-		{Op: OpEnroll, Name: "x", PublicKey: "not-a-key"},
-		{Op: OpRevoke, Name: "nobody"},
+		{Op: control.OpEnroll, Name: "bad=name"},
+		{Op: control.OpEnroll, Name: "x", Role: "root"},
+		{Op: control.OpEnroll, Name: "x", TTL: "-1s"},
+		{Op: control.OpEnroll, Name: "x", PublicKey: "not-a-key"},
+		{Op: control.OpRevoke, Name: "nobody"},
 	} {
-		if _, err := Call(ctx, dir, req); err == nil {
+		if _, err := control.Unix(dir).Call(ctx, req); err == nil {
 			t.Errorf("Call(%+v) succeeded, want an error", req)
 		}
 	}
-	resp, err = Call(ctx, dir, Request{Op: OpPeers})
+	resp, err = control.Unix(dir).Call(ctx, control.Request{Op: control.OpPeers})
 	if err != nil || len(resp.Peers) != 1 {
 		t.Errorf("roster changed by refused requests: %+v, %v", resp, err)
-	}
-}
-
-// TestNoDaemon: Call says ErrNoDaemon when nothing listens.
-func TestNoDaemon(t *testing.T) {
-	if _, err := Call(context.Background(), t.TempDir(), Request{Op: OpStatus}); !errors.Is(err, ErrNoDaemon) {
-		t.Errorf("Call without daemon = %v, want ErrNoDaemon", err)
 	}
 }
 
@@ -560,4 +557,36 @@ func FuzzParsePrinterSpec(f *testing.F) {
 			t.Fatalf("ParsePrinterSpec(%q) = %+v; round trip through %q = %+v, %v", s, spec, spec.String(), back, err)
 		}
 	})
+}
+
+// TestControlSocketBeforePort: by the time the UDP port is bound (what a script or a unit
+// takes for "up"), the control socket accepts, and a call made then is answered once the
+// gateway is up, not refused and not sent to the locked state directory.
+func TestControlSocketBeforePort(t *testing.T) {
+	dir := newState(t)
+	type answer struct {
+		resp *control.Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	cfg := Config{StateDir: dir, StatsInterval: 50 * time.Millisecond, Logf: t.Logf}
+	cfg.onDeviceUp = func() {
+		fi, err := os.Stat(control.Path(dir))
+		if err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("UDP port bound while the control socket is missing: %v", err)
+		}
+		go func() {
+			resp, err := control.Unix(dir).Call(context.Background(), control.Request{Op: control.OpStatus})
+			done <- answer{resp, err}
+		}()
+	}
+	g, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer g.Close()
+	a := <-done
+	if a.err != nil || a.resp.Status == nil || !a.resp.Status.Running {
+		t.Fatalf("status called while starting = %+v, %v; want the running gateway's answer", a.resp, a.err)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/printerd/files"
 	"github.com/printgate/printgate/printerd/marlin"
 	"github.com/printgate/printgate/printerd/policy"
@@ -138,8 +139,8 @@ type printer struct {
 	}
 }
 
-func (p *printer) info() PrinterInfo {
-	pi := PrinterInfo{
+func (p *printer) info() control.PrinterInfo {
+	pi := control.PrinterInfo{
 		Name:     p.spec.Name,
 		Address:  p.addr4.String(),
 		Address6: addrString(p.addr6),
@@ -190,6 +191,7 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 			// MaxInFlight: the spec's window; zero lets the firmware's B field decide.
 			MaxInFlight: p.spec.Window,
 			Logf:        g.verbosef,
+			Errorf:      g.logf,
 		}
 		if p.spec.Sim() {
 			open, closer, err := g.openSim(ctx, p.spec)

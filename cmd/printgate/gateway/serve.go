@@ -38,12 +38,7 @@ func (id identity) WhoIs(a netip.Addr) (printerd.Caller, bool) {
 }
 
 func (id identity) CheckAPIKey(peer, key string) (enroll.Role, bool) {
-	id.g.reg.Lock()
-	defer id.g.reg.Unlock()
-	if id.g.reg.r == nil {
-		return "", false
-	}
-	p, ok := id.g.reg.r.APIKeyPeer(key)
+	p, ok := id.g.apiKeyPeer(key)
 	if !ok || p.Name != peer {
 		return "", false
 	}
@@ -66,7 +61,11 @@ func (d devices) RotateAPIKey(name string, role enroll.Role) (string, error) {
 	if d.g.reg.r == nil {
 		return "", errors.New("rotate api key: gateway closed")
 	}
-	return d.g.reg.r.RotateAPIKey(name, role)
+	key, err := d.g.reg.r.RotateAPIKey(name, role)
+	if err == nil {
+		d.g.publishLocked() // the old key stops working now
+	}
+	return key, err
 }
 
 // startWeb makes the printerd server and serves it on port 80 of every tunnel address.
@@ -74,9 +73,10 @@ func (g *Gateway) startWeb() (*webServers, error) {
 	pcs := map[string]printerd.PrinterConfig{}
 	for _, p := range g.prs {
 		store, err := files.New(files.Config{
-			Dir:   filepath.Join(g.cfg.StateDir, "files", p.spec.Name),
-			Check: p.pol.CheckFile,
-			Logf:  g.verbosef,
+			Dir:    filepath.Join(g.cfg.StateDir, "files", p.spec.Name),
+			Check:  p.pol.CheckFile,
+			Logf:   g.verbosef,
+			Errorf: g.logf,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("printer %s: %w", p.spec.Name, err)
@@ -92,6 +92,7 @@ func (g *Gateway) startWeb() (*webServers, error) {
 		GatewayURL: "http://" + g.Addrs()[0].String(),
 		Metrics:    g.writeMetrics,
 		Logf:       g.verbosef,
+		Errorf:     g.logf,
 	}
 	if g.audit != nil {
 		cfg.Audit = g.audit
