@@ -2,11 +2,7 @@ package printerd
 
 import (
 	"encoding/json"
-	"errors"
-	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -18,79 +14,6 @@ import (
 // This file is the OctoPrint-compatible API on a printer's address, route by route as
 // reference/octoprint-api.md gives them. Errors are {"error": "..."}; anonymous or
 // insufficient callers get 403 as OctoPrint answers them.
-
-// maxJSONBody caps JSON request bodies.
-const maxJSONBody = 64 << 10
-
-// decodeJSON reads a JSON body into v. Only application/json is accepted: form content types,
-// which a cross-site page can send without a preflight, are refused (415).
-func decodeJSON(q *request, v any) error {
-	mt, _, err := mime.ParseMediaType(q.r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return errorf(http.StatusUnsupportedMediaType, "expected content-type application/json")
-	}
-	body := http.MaxBytesReader(q.w, q.r.Body, maxJSONBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var me *http.MaxBytesError
-		if errors.As(err, &me) {
-			return errorf(http.StatusRequestEntityTooLarge, "request body too large")
-		}
-		return errorf(http.StatusBadRequest, "malformed JSON body")
-	}
-	return nil
-}
-
-// parseBool reads OctoPrint's booleans: true, yes, y, 1 (any case) are true.
-func parseBool(s string) bool {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "yes", "y", "1", "on":
-		return true
-	}
-	return false
-}
-
-// historyQuery is ?history=&limit=&exclude= of /api/printer and friends.
-type historyQuery struct {
-	history bool
-	limit   int // 0: all
-	exclude map[string]bool
-}
-
-// parseHistoryQuery parses the query of /api/printer, /api/printer/tool and /api/printer/bed.
-func parseHistoryQuery(v url.Values) (historyQuery, error) {
-	h := historyQuery{history: parseBool(v.Get("history")), exclude: map[string]bool{}}
-	if ls := v.Get("limit"); ls != "" {
-		n, err := strconv.Atoi(ls)
-		if err != nil || n < 0 {
-			return h, errorf(http.StatusBadRequest, "bad limit")
-		}
-		h.limit = n
-	}
-	if ex := v.Get("exclude"); ex != "" {
-		for _, e := range strings.Split(ex, ",") {
-			switch e = strings.TrimSpace(e); e {
-			case "temperature", "sd", "state":
-				h.exclude[e] = true
-			case "":
-			default:
-				return h, errorf(http.StatusBadRequest, "bad exclude")
-			}
-		}
-	}
-	return h, nil
-}
-
-func (h historyQuery) entries(all []marlin.Temps) []map[string]any {
-	if h.limit > 0 && len(all) > h.limit {
-		all = all[len(all)-h.limit:]
-	}
-	out := make([]map[string]any, 0, len(all))
-	for _, t := range all {
-		out = append(out, historyEntry(t))
-	}
-	return out
-}
 
 // opIndex sends a browser that opened the printer's address to this printer's page in the
 // web UI on the gateway.
@@ -341,18 +264,6 @@ func (s *Server) opFiles(q *request) error {
 	return nil
 }
 
-// diskSpace asks the store for free and total bytes when it can tell.
-func diskSpace(f Files) (free, total int64) {
-	if d, ok := f.(interface {
-		DiskSpace() (free, total int64, err error)
-	}); ok {
-		if fr, to, err := d.DiskSpace(); err == nil {
-			return fr, to
-		}
-	}
-	return 0, 0
-}
-
 func (s *Server) opFile(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
@@ -434,52 +345,11 @@ func (s *Server) opFileDelete(q *request) error {
 	return s.deleteFile(q, q.r.PathValue("path"))
 }
 
-func (s *Server) deleteFile(q *request, path string) error {
-	if q.p.inUse(path) {
-		return errorf(http.StatusConflict, "file is being printed")
-	}
-	err := q.p.Files.Delete(path)
-	s.record(q, "delete", map[string]string{"file": path}, err)
-	if err != nil {
-		return err
-	}
-	q.p.mu.Lock()
-	if q.p.mu.selected == path {
-		q.p.mu.selected = ""
-	}
-	q.p.mu.Unlock()
-	q.w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
 func (s *Server) opDownload(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
 	return s.download(q, q.r.PathValue("path"))
-}
-
-// download serves a stored file as an attachment, never as something a browser renders.
-func (s *Server) download(q *request, path string) error {
-	f, err := q.p.Files.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := q.w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", "attachment; filename*=UTF-8''"+url.PathEscape(f.Info.Name))
-	h.Set("Content-Length", strconv.FormatInt(f.Size(), 10))
-	h.Set("Cache-Control", "no-store")
-	q.w.WriteHeader(http.StatusOK)
-	if q.r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = io.Copy(q.w, io.NewSectionReader(f, 0, f.Size()))
-	if err != nil {
-		s.logf("printerd: download %s: %v", path, err)
-	}
-	return nil
 }
 
 func (s *Server) opJob(q *request) error {
