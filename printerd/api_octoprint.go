@@ -15,9 +15,15 @@ import (
 // reference/octoprint-api.md gives them. Errors are {"error": "..."}; anonymous or
 // insufficient callers get 403 as OctoPrint answers them.
 
+// octoprint is the OctoPrint-compatible face: the handlers of the routes on a printer's
+// address, here and in sockjs.go, upload.go (opUpload) and appkeys.go (the app-keys plugin).
+// It speaks OctoPrint's vocabulary over the Server's printers, printer actions (ops.go) and
+// shared helpers (api.go); its methods keep the receiver name s of the Server they wrap.
+type octoprint struct{ *Server }
+
 // opIndex sends a browser that opened the printer's address to this printer's page in the
 // web UI on the gateway.
-func (s *Server) opIndex(q *request) error {
+func (s octoprint) opIndex(q *request) error {
 	if s.cfg.GatewayURL == "" {
 		return errorf(http.StatusNotFound, "this address serves the OctoPrint-compatible API; the web UI is on the gateway address")
 	}
@@ -25,7 +31,7 @@ func (s *Server) opIndex(q *request) error {
 	return nil
 }
 
-func (s *Server) opVersion(q *request) error {
+func (s octoprint) opVersion(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]string{
 		"api":    octoAPIVersion,
 		"server": octoServerVersion,
@@ -34,7 +40,7 @@ func (s *Server) opVersion(q *request) error {
 	return nil
 }
 
-func (s *Server) opServer(q *request) error {
+func (s octoprint) opServer(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"version": octoServerVersion, "safemode": nil})
 	return nil
 }
@@ -63,7 +69,7 @@ func octoGroups(r enroll.Role) []string {
 
 // userRecord is the login/currentuser reply. name is the peer's name; FDM Monster refuses
 // "_api", so the peer name is always used.
-func (s *Server) userRecord(q *request, session string) map[string]any {
+func (s octoprint) userRecord(q *request, session string) map[string]any {
 	perms := octoPermissions(q.role)
 	lower := make([]string, len(perms))
 	for i, p := range perms {
@@ -90,7 +96,7 @@ func (s *Server) userRecord(q *request, session string) map[string]any {
 	return rec
 }
 
-func (s *Server) opLogin(q *request) error {
+func (s octoprint) opLogin(q *request) error {
 	var body struct {
 		Passive bool   `json:"passive"`
 		User    string `json:"user"`
@@ -105,12 +111,12 @@ func (s *Server) opLogin(q *request) error {
 	return nil
 }
 
-func (s *Server) opLogout(q *request) error {
+func (s octoprint) opLogout(q *request) error {
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) opCurrentUser(q *request) error {
+func (s octoprint) opCurrentUser(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{
 		"name":        q.caller.Name,
 		"permissions": octoPermissions(q.role),
@@ -120,7 +126,7 @@ func (s *Server) opCurrentUser(q *request) error {
 }
 
 // webcamURLs are the proxied URLs a client should use, absolute on the address it reached.
-func (s *Server) webcamURLs(q *request) (stream, snapshot string) {
+func (s octoprint) webcamURLs(q *request) (stream, snapshot string) {
 	if q.p.Webcam.Stream != "" {
 		stream = absURL(q.r, "/webcam/stream")
 	}
@@ -130,7 +136,7 @@ func (s *Server) webcamURLs(q *request) (stream, snapshot string) {
 	return stream, snapshot
 }
 
-func (s *Server) opSettings(q *request) error {
+func (s octoprint) opSettings(q *request) error {
 	stream, snapshot := s.webcamURLs(q)
 	lim := q.p.Policy.Limits()
 	webcam := map[string]any{
@@ -173,7 +179,7 @@ func webcamList(stream, snapshot string) []map[string]any {
 }
 
 // profile is the printer profile from the policy's limits.
-func (s *Server) profile(q *request) map[string]any {
+func (s octoprint) profile(q *request) map[string]any {
 	lim := q.p.Policy.Limits()
 	model := q.p.Model
 	if model == "" {
@@ -193,12 +199,12 @@ func (s *Server) profile(q *request) map[string]any {
 	}
 }
 
-func (s *Server) opProfiles(q *request) error {
+func (s octoprint) opProfiles(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"profiles": map[string]any{"_default": s.profile(q)}})
 	return nil
 }
 
-func (s *Server) opConnection(q *request) error {
+func (s octoprint) opConnection(q *request) error {
 	st := q.p.Printer.Status()
 	state := octoStateText(st.State)
 	if st.State == marlin.Disconnected {
@@ -219,7 +225,7 @@ func (s *Server) opConnection(q *request) error {
 	return nil
 }
 
-func (s *Server) opConnectionCommand(q *request) error {
+func (s octoprint) opConnectionCommand(q *request) error {
 	var body struct {
 		Command string `json:"command"`
 	}
@@ -246,7 +252,7 @@ func checkOrigin(q *request) error {
 	}
 }
 
-func (s *Server) opFiles(q *request) error {
+func (s octoprint) opFiles(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -264,7 +270,7 @@ func (s *Server) opFiles(q *request) error {
 	return nil
 }
 
-func (s *Server) opFile(q *request) error {
+func (s octoprint) opFile(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -292,7 +298,7 @@ func (s *Server) opFile(q *request) error {
 	return nil
 }
 
-func (s *Server) opFileCommand(q *request) error {
+func (s octoprint) opFileCommand(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -338,26 +344,26 @@ func (s *Server) opFileCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opFileDelete(q *request) error {
+func (s octoprint) opFileDelete(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
 	return s.deleteFile(q, q.r.PathValue("path"))
 }
 
-func (s *Server) opDownload(q *request) error {
+func (s octoprint) opDownload(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
 	return s.download(q, q.r.PathValue("path"))
 }
 
-func (s *Server) opJob(q *request) error {
+func (s octoprint) opJob(q *request) error {
 	writeJSON(q.w, http.StatusOK, q.p.jobOf(q.p.Printer.Status()))
 	return nil
 }
 
-func (s *Server) opJobCommand(q *request) error {
+func (s octoprint) opJobCommand(q *request) error {
 	var body struct {
 		Command string `json:"command"`
 		Action  string `json:"action"`
@@ -393,7 +399,7 @@ func (s *Server) opJobCommand(q *request) error {
 // notOperational is OctoPrint's 409 for printer state routes while disconnected.
 var notOperational = &httpError{code: http.StatusConflict, msg: "Printer is not operational"}
 
-func (s *Server) opPrinter(q *request) error {
+func (s octoprint) opPrinter(q *request) error {
 	hq, err := parseHistoryQuery(q.r.URL.Query())
 	if err != nil {
 		return err
@@ -421,7 +427,7 @@ func (s *Server) opPrinter(q *request) error {
 }
 
 // heaterState renders GET /api/printer/tool or /bed: keep selects the heaters.
-func (s *Server) heaterState(q *request, keep func(string) bool) error {
+func (s octoprint) heaterState(q *request, keep func(string) bool) error {
 	hq, err := parseHistoryQuery(q.r.URL.Query())
 	if err != nil {
 		return err
@@ -456,15 +462,15 @@ func (s *Server) heaterState(q *request, keep func(string) bool) error {
 	return nil
 }
 
-func (s *Server) opTool(q *request) error {
+func (s octoprint) opTool(q *request) error {
 	return s.heaterState(q, func(k string) bool { return strings.HasPrefix(k, "tool") })
 }
 
-func (s *Server) opBed(q *request) error {
+func (s octoprint) opBed(q *request) error {
 	return s.heaterState(q, func(k string) bool { return k == "bed" })
 }
 
-func (s *Server) opToolCommand(q *request) error {
+func (s octoprint) opToolCommand(q *request) error {
 	var body struct {
 		Command string             `json:"command"`
 		Targets map[string]float64 `json:"targets"`
@@ -536,7 +542,7 @@ func (s *Server) opToolCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opBedCommand(q *request) error {
+func (s octoprint) opBedCommand(q *request) error {
 	var body struct {
 		Command string   `json:"command"`
 		Target  *float64 `json:"target"`
@@ -567,7 +573,7 @@ func (s *Server) opBedCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opPrintheadCommand(q *request) error {
+func (s octoprint) opPrintheadCommand(q *request) error {
 	var axes []string
 	var raw struct {
 		Command string          `json:"command"`
@@ -628,7 +634,7 @@ func (s *Server) opPrintheadCommand(q *request) error {
 // maxBatch caps the lines of one /api/printer/command request.
 const maxBatch = 100
 
-func (s *Server) opCommand(q *request) error {
+func (s octoprint) opCommand(q *request) error {
 	var body struct {
 		Command  string   `json:"command"`
 		Commands []string `json:"commands"`

@@ -19,9 +19,18 @@ import (
 // goes through sendLines, which checks it with the printer's Policy for the caller's role
 // and then hands it to the controller (whose own filter checks it once more).
 
+// actions are the printer actions both faces share, with what they report to: the audit log,
+// the metrics and the logs. The Server embeds them.
+type actions struct {
+	audit     Audit                // nil records nothing
+	metrics   *metrics             // never nil
+	logf      func(string, ...any) // verbose; never nil
+	errorLogf func(string, ...any) // errors; never nil
+}
+
 // record appends an audit record for q's caller; err nil means "ok".
-func (s *Server) record(q *request, action string, args map[string]string, err error) {
-	if s.cfg.Audit == nil {
+func (s *actions) record(q *request, action string, args map[string]string, err error) {
+	if s.audit == nil {
 		return
 	}
 	res := "ok"
@@ -37,13 +46,13 @@ func (s *Server) record(q *request, action string, args map[string]string, err e
 	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: args, Result: res}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if aerr := s.cfg.Audit.Append(ctx, rec); aerr != nil {
-		s.logf("printerd: audit %s: %v", action, aerr)
+	if aerr := s.audit.Append(ctx, rec); aerr != nil {
+		s.errorLogf("printerd: audit %s: %v", action, aerr)
 	}
 }
 
 // refused records a policy refusal in the audit log and the metrics; it returns err.
-func (s *Server) refused(q *request, line string, err error) error {
+func (s *actions) refused(q *request, line string, err error) error {
 	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		s.metrics.refusal(string(ref.Rule))
@@ -60,7 +69,7 @@ func policyRole(r string) policy.Role { return policy.Role(r) }
 // refusal there changes nothing; every line is checked again right before it is sent
 // (relative moves can only be judged once the G91 is queued). If a refusal stops a batch
 // after it switched to relative positioning, G90 is sent to restore absolute mode.
-func (s *Server) sendLines(ctx context.Context, q *request, lines []string) error {
+func (s *actions) sendLines(ctx context.Context, q *request, lines []string) error {
 	p := q.p
 	role := policyRole(string(q.role))
 	st := p.Printer.Status()
@@ -95,7 +104,7 @@ func (s *Server) sendLines(ctx context.Context, q *request, lines []string) erro
 		if err != nil {
 			if sentRelative {
 				if rerr := p.Printer.Send(ctx, "G90"); rerr != nil {
-					s.logf("printerd: %s: restore G90: %v", p.name, rerr)
+					s.errorLogf("printerd: %s: restore G90: %v", p.name, rerr)
 				}
 			}
 			if errors.Is(err, policy.ErrRefused) {
@@ -140,7 +149,7 @@ func heaterLine(heater string, target float64, extruders int) (string, error) {
 }
 
 // setTargets sets heater targets, all checked before any is sent.
-func (s *Server) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
+func (s *actions) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
 	var lines []string
 	ext := q.p.Policy.Limits().Extruders
 	for _, h := range sortedKeys(targets) {
@@ -159,7 +168,7 @@ func (s *Server) setTargets(ctx context.Context, q *request, targets map[string]
 }
 
 // jog moves the head relative to where it is, inside the volume the policy allows.
-func (s *Server) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
+func (s *actions) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
 	move := "G1"
 	for i, v := range []float64{x, y, z} {
 		if v != 0 {
@@ -178,7 +187,7 @@ func (s *Server) jog(ctx context.Context, q *request, x, y, z, feed float64) err
 }
 
 // home homes the given axes ("x", "y", "z"); none means all.
-func (s *Server) home(ctx context.Context, q *request, axes []string) error {
+func (s *actions) home(ctx context.Context, q *request, axes []string) error {
 	line := "G28"
 	seen := map[string]bool{}
 	for _, a := range axes {
@@ -195,7 +204,7 @@ func (s *Server) home(ctx context.Context, q *request, axes []string) error {
 }
 
 // terminal sends admin-typed lines (each still through the policy).
-func (s *Server) terminal(ctx context.Context, q *request, lines []string) error {
+func (s *actions) terminal(ctx context.Context, q *request, lines []string) error {
 	for _, l := range lines {
 		if len(l) > 4096 {
 			return errorf(http.StatusBadRequest, "command line too long")
@@ -207,7 +216,7 @@ func (s *Server) terminal(ctx context.Context, q *request, lines []string) error
 }
 
 // selectFile makes path the selected file (OctoPrint's select).
-func (s *Server) selectFile(q *request, path string) error {
+func (s *actions) selectFile(q *request, path string) error {
 	fi, err := q.p.Files.Stat(path)
 	if err != nil {
 		return err
@@ -226,13 +235,13 @@ func (s *Server) selectFile(q *request, path string) error {
 }
 
 // startFile prints path from its beginning.
-func (s *Server) startFile(ctx context.Context, q *request, path string) error {
+func (s *actions) startFile(ctx context.Context, q *request, path string) error {
 	err := s.startFileLocked(ctx, q, path)
 	s.record(q, audit.ActionStart, map[string]string{"file": path}, err)
 	return err
 }
 
-func (s *Server) startFileLocked(ctx context.Context, q *request, path string) error {
+func (s *actions) startFileLocked(ctx context.Context, q *request, path string) error {
 	p := q.p
 	if st := p.Printer.Status(); st.State != marlin.Operational {
 		return errorf(http.StatusConflict, "printer is not ready to print (%s)", st.State)
@@ -266,7 +275,7 @@ func (p *printer) inUse(path string) bool {
 
 // jobAction applies OctoPrint's job commands and the UI's: start, restart, cancel, pause,
 // resume, toggle.
-func (s *Server) jobAction(ctx context.Context, q *request, action string) error {
+func (s *actions) jobAction(ctx context.Context, q *request, action string) error {
 	p := q.p
 	st := p.Printer.Status().State
 	var err error
@@ -352,7 +361,7 @@ func waitState(ctx context.Context, pr Printer, want marlin.State, limit time.Du
 }
 
 // connection connects or disconnects the printer.
-func (s *Server) connection(q *request, action string) error {
+func (s *actions) connection(q *request, action string) error {
 	var err error
 	switch action {
 	case "connect":
@@ -372,7 +381,7 @@ func (s *Server) connection(q *request, action string) error {
 }
 
 // emergency sends M112 ahead of everything.
-func (s *Server) emergency(q *request) error {
+func (s *actions) emergency(q *request) error {
 	err := q.p.Printer.Emergency()
 	s.record(q, audit.ActionEmergency, nil, err)
 	if err != nil {

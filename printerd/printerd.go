@@ -172,20 +172,23 @@ type Config struct {
 	Now func() time.Time
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
+	// Errorf logs errors: the cause of every 500 (with the error id its body carries), failed
+	// audit appends, a failed print after upload. The daemon logs it at the default level; nil
+	// discards.
+	Errorf func(format string, args ...any)
 }
 
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
 // Serve method is called with a listener.
 type Server struct {
 	cfg      Config
-	logf     func(string, ...any)
+	actions  // the printer actions both faces share (ops.go), with the metrics and the logs
 	now      func() time.Time
 	printers map[string]*printer
 	names    []string // sorted printer names
 	gateway  http.Handler
 	appkeys  *appKeys
 	sessions *sessions
-	metrics  *metrics
 
 	ctx    context.Context // canceled by Close: ends push sockets and streams
 	cancel context.CancelFunc
@@ -230,14 +233,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		logf:     cfg.Logf,
+		actions:  actions{audit: cfg.Audit, metrics: newMetrics(), logf: cfg.Logf, errorLogf: cfg.Errorf},
 		now:      cfg.Now,
 		printers: map[string]*printer{},
 		sessions: newSessions(),
-		metrics:  newMetrics(),
 	}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
+	}
+	if s.errorLogf == nil {
+		s.errorLogf = func(string, ...any) {}
 	}
 	if s.now == nil {
 		s.now = time.Now

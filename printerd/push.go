@@ -101,7 +101,7 @@ func (p *printer) nativeStatus(st marlin.Status) nativeStatus {
 // nPush is the web UI's live channel: {"type":"status","printer":…,"status":…} at most every
 // pushInterval per printer while something changes, and, for admins (the terminal),
 // {"type":"log","printer":…,"line":…}.
-func (s *Server) nPush(q *request) error {
+func (s native) nPush(q *request) error {
 	c, err := websocket.Accept(q.w, q.r, nil)
 	if err != nil {
 		return nil

@@ -71,7 +71,7 @@ func octoEvents(prev, cur marlin.Status) []map[string]any {
 func baseName(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
 
 // octoCurrent is the payload of "current" and "history".
-func (s *Server) octoCurrent(p *printer, st marlin.Status, temps []map[string]any, logs []string) map[string]any {
+func (s octoprint) octoCurrent(p *printer, st marlin.Status, temps []map[string]any, logs []string) map[string]any {
 	j := p.jobOf(st)
 	if logs == nil {
 		logs = []string{}
@@ -95,7 +95,7 @@ func (s *Server) octoCurrent(p *printer, st marlin.Status, temps []map[string]an
 }
 
 // opSockJS serves OctoPrint's push socket for one printer.
-func (s *Server) opSockJS(q *request) error {
+func (s octoprint) opSockJS(q *request) error {
 	c, err := websocket.Accept(q.w, q.r, nil)
 	if err != nil {
 		return nil // Accept wrote the response
