@@ -1,6 +1,8 @@
 package printerd
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +52,8 @@ type errorBody struct {
 	Command string `json:"command,omitempty"`
 	Line    int    `json:"line,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// ErrorID names a 500 in the error log, which repeats it beside the cause.
+	ErrorID string `json:"error_id,omitempty"`
 }
 
 // statusOf maps an error to its HTTP status and body.
@@ -86,13 +90,26 @@ func statusOf(err error) (int, errorBody) {
 	return code, body
 }
 
-// writeError writes err as JSON with its status.
+// writeError writes err as JSON with its status. A 500 tells the client only an error id; the
+// error log gets the id with the cause, so what a user reports can be found. Other errors
+// are the client's to read and are logged at verbose level.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code, body := statusOf(err)
 	if code == http.StatusInternalServerError {
-		s.logf("printerd: %s %s: %v", r.Method, r.URL.Path, err)
+		body.ErrorID = newErrorID()
+		body.Error += " (error id " + body.ErrorID + ")"
+		s.errorLogf("printerd: %s %s: error id %s: %v", r.Method, r.URL.Path, body.ErrorID, err)
+	} else {
+		s.logf("printerd: %s %s: %d: %v", r.Method, r.URL.Path, code, err)
 	}
 	writeJSON(w, code, body)
+}
+
+// newErrorID returns 8 random hex digits.
+func newErrorID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // writeJSON writes v as the JSON body with status code.

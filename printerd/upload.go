@@ -295,7 +295,7 @@ func (s *Server) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 					if err := s.startFile(q.r.Context(), q, info.Path); err == nil {
 						res.effectivePrint = true
 					} else {
-						s.logf("printerd: %s: print after upload: %v", q.p.name, err)
+						s.errorLogf("printerd: %s: print after upload: %v", q.p.name, err)
 					}
 				}
 			}
@@ -341,7 +341,7 @@ func joinPath(folder, name string) string {
 	return folder + "/" + name
 }
 
-func (s *Server) opUpload(q *request) error {
+func (s octoprint) opUpload(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}

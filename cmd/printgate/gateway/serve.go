@@ -92,6 +92,7 @@ func (g *Gateway) startWeb() (*webServers, error) {
 		GatewayURL: "http://" + g.Addrs()[0].String(),
 		Metrics:    g.writeMetrics,
 		Logf:       g.verbosef,
+		Errorf:     g.logf,
 	}
 	if g.audit != nil {
 		cfg.Audit = g.audit
