@@ -342,7 +342,7 @@ func (s *actions) jobAction(ctx context.Context, q *request, action string) erro
 }
 
 // waitState polls until the printer reaches want.
-func waitState(ctx context.Context, pr Printer, want marlin.State, limit time.Duration) error {
+func waitState(ctx context.Context, pr interface{ Status() marlin.Status }, want marlin.State, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		st := pr.Status().State

@@ -44,15 +44,32 @@ import (
 	"github.com/printgate/printgate/printerd/policy"
 )
 
-// Printer is what the server needs of one printer; *marlin.Controller satisfies it.
+// Printer is what the server needs of one printer; *marlin.Controller satisfies it. The faces
+// only watch a printer (Monitor); the printer actions both faces share (ops.go) and the serial
+// bridge drive it through its Link and its Jobs.
 type Printer interface {
+	Monitor
+	Link
+	Jobs
+}
+
+// Monitor is a printer as the faces show it.
+type Monitor interface {
 	Status() marlin.Status
 	History() []marlin.Temps
 	Subscribe() (<-chan marlin.Event, func())
+}
+
+// Link is the printer's connection: opened, closed, sent a line, or stopped at once (M112).
+type Link interface {
 	Connect() error
 	Disconnect() error
 	Send(ctx context.Context, line string) error
 	Emergency() error
+}
+
+// Jobs streams a file to the printer and pauses, resumes or cancels it.
+type Jobs interface {
 	Start(ctx context.Context, name string, r io.ReaderAt, size int64) error
 	Pause() error
 	Resume() error
