@@ -18,9 +18,11 @@ test:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	cd deploy && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 25m ./...
 
 lint:
 	$(GO) vet $(PKGS)
+	cd deploy && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Benchmarks print ratios against a baseline measured in the same run: the stock wireguard-go
@@ -56,7 +58,7 @@ image:
 # The appliance tests: the .deb installed into the arm64 root filesystem under qemu-user, then
 # the image booted under qemu-system-aarch64 with its admin QR decoded and used through the tunnel.
 image-test: image
-	$(GO) test -count=1 -v -run 'TestDebInArm64Rootfs' ./deploy/image/
+	cd deploy && $(GO) test -count=1 -v -run 'TestDebInArm64Rootfs' ./image/
 	deploy/image/boottest.sh out/image
 
 clean:

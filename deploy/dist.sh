@@ -21,6 +21,7 @@ DIST="${DIST:-$PWD/dist}"
 ldflags="-s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$VERSION"
 
 mkdir -p "$DIST"
+DIST="$(cd "$DIST" && pwd)"
 build() { # NAME GOARCH [GOARM]
 	local out="$DIST/printgate_linux_$1"
 	local start=$SECONDS
@@ -37,7 +38,7 @@ build armv7 arm 7
 if $deb; then
 	doc=()
 	[[ -f docs/appliance.md ]] && doc=(-doc docs/appliance.md)
-	"$GO" build -o "$DIST/.mkdeb" ./deploy/mkdeb
+	(cd deploy && "$GO" build -o "$DIST/.mkdeb" ./mkdeb) # deploy/ is its own module
 	"$DIST/.mkdeb" -arch amd64 -version "$VERSION" -bin "$DIST/printgate_linux_amd64" "${doc[@]}" -o "$DIST"
 	"$DIST/.mkdeb" -arch arm64 -version "$VERSION" -bin "$DIST/printgate_linux_arm64" "${doc[@]}" -o "$DIST"
 	"$DIST/.mkdeb" -arch arm6 -version "$VERSION" -bin "$DIST/printgate_linux_armv6" "${doc[@]}" -o "$DIST"
