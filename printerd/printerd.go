@@ -19,6 +19,14 @@
 //  5. The handler runs and returns an error; writeError maps it to a status and JSON body.
 //     G-code from any handler passes the printer's Policy with the caller's role and then the
 //     controller's own filter.
+//
+// The files follow the faces. routes.go is the one route table; auth.go the checks before a
+// handler; api.go what both faces share of HTTP (the error mapping, JSON bodies, downloads);
+// ops.go the printer actions both faces share (type actions). The OctoPrint-compatible face
+// (type octoprint) is api_octoprint.go, octojson.go, sockjs.go and opUpload and the app-keys
+// plugin in upload.go and appkeys.go; the native face (type native) is api_native.go, push.go,
+// ui.go, and the app-key grants and /metrics in appkeys.go and metrics.go. The serial bridge
+// (bridge.go) and the webcam proxy (webcam.go) stay on the Server.
 package printerd
 
 import (
@@ -197,6 +205,10 @@ type Config struct {
 
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
 // Serve method is called with a listener.
+//
+// Its own methods are the life cycle (this file), the request pipeline (auth.go, routes.go,
+// api.go) and what both faces share (uploads, the webcam proxy, the bridge); the faces'
+// handlers are methods of octoprint and native, which wrap it.
 type Server struct {
 	cfg      Config
 	actions  // the printer actions both faces share (ops.go), with the metrics and the logs
