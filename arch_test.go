@@ -1,5 +1,6 @@
 // Architecture rules from DESIGN.md, checked over the whole tree: every package documents
 // itself in one line, only netstack/ imports gVisor, and printerd/ never reaches the tunnel.
+// The walk reads files, not modules: deploy/ (a module of its own) is checked too.
 package printgate_test
 
 import (
