@@ -98,9 +98,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == http.StatusInternalServerError {
 		body.ErrorID = newErrorID()
 		body.Error += " (error id " + body.ErrorID + ")"
-		s.errorLogf("printerd: %s %s: error id %s: %v", r.Method, r.URL.Path, body.ErrorID, err)
+		s.errorLogf("printerd: %s %q: error id %s: %v", r.Method, r.URL.Path, body.ErrorID, err)
 	} else {
-		s.logf("printerd: %s %s: %d: %v", r.Method, r.URL.Path, code, err)
+		s.logf("printerd: %s %q: %d: %v", r.Method, r.URL.Path, code, err)
 	}
 	writeJSON(w, code, body)
 }
