@@ -26,7 +26,8 @@
 // (type octoprint) is api_octoprint.go, octojson.go, sockjs.go and opUpload and the app-keys
 // plugin in upload.go and appkeys.go; the native face (type native) is api_native.go, push.go,
 // ui.go, and the app-key grants and /metrics in appkeys.go and metrics.go. The serial bridge
-// (bridge.go) and the webcam proxy (webcam.go) stay on the Server.
+// is a face of its own (type bridge, bridge.go); the webcam proxy (webcam.go) serves both
+// HTTP faces from the Server.
 package printerd
 
 import (
@@ -207,8 +208,8 @@ type Config struct {
 // Serve method is called with a listener.
 //
 // Its own methods are the life cycle (this file), the request pipeline (auth.go, routes.go,
-// api.go) and what both faces share (uploads, the webcam proxy, the bridge); the faces'
-// handlers are methods of octoprint and native, which wrap it.
+// api.go) and what both HTTP faces share (uploads, the webcam proxy); the faces' handlers are
+// methods of octoprint, native and bridge, which wrap it.
 type Server struct {
 	cfg      Config
 	actions  // the printer actions both faces share (ops.go), with the metrics and the logs
