@@ -17,11 +17,10 @@ if [[ "${1:-}" == "--deb" ]]; then
 fi
 VERSION="${1:-${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}}"
 GO="${GO:-go}"
-DIST="${DIST:-$PWD/dist}"
+DIST="$(mkdir -p "${DIST:-dist}" && cd "${DIST:-dist}" && pwd)" # absolute: mkdeb builds in deploy/
 ldflags="-s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$VERSION"
 
 mkdir -p "$DIST"
-DIST="$(cd "$DIST" && pwd)"
 build() { # NAME GOARCH [GOARM]
 	local out="$DIST/printgate_linux_$1"
 	local start=$SECONDS

@@ -98,7 +98,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if code == http.StatusInternalServerError {
 		body.ErrorID = newErrorID()
 		body.Error += " (error id " + body.ErrorID + ")"
-		s.errorLogf("printerd: %s %q: error id %s: %v", r.Method, r.URL.Path, body.ErrorID, err)
+		s.errorf("printerd: %s %q: error id %s: %v", r.Method, r.URL.Path, body.ErrorID, err)
 	} else {
 		s.logf("printerd: %s %q: %d: %v", r.Method, r.URL.Path, code, err)
 	}

@@ -14,6 +14,26 @@ import (
 	"github.com/printgate/printgate/enroll"
 )
 
+// handler builds one face's handler from the route table. p is the printer of a printer face.
+func (s *Server) handler(f face, p *printer) http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		if rt.face&f == 0 {
+			continue
+		}
+		mux.Handle(rt.pattern, s.wrap(rt, p))
+	}
+	// Everything else: the peer must still be known before it learns that a path is missing.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := s.authenticate(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeError(w, r, errorf(http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path))
+	})
+	return s.front(mux)
+}
+
 // front applies the checks every request of either face gets before routing: security
 // headers and the Host check.
 func (s *Server) front(next http.Handler) http.Handler {

@@ -19,18 +19,18 @@ import (
 // goes through sendLines, which checks it with the printer's Policy for the caller's role
 // and then hands it to the controller (whose own filter checks it once more).
 
-// actions are the printer actions both faces share, with what they report to: the audit log,
-// the metrics and the logs. The Server embeds them.
+// actions are the printer actions both faces share, with what they report to: the audit log
+// (cfg.Audit), the metrics and the logs. The Server embeds them.
 type actions struct {
-	audit     Audit                // nil records nothing
-	metrics   *metrics             // never nil
-	logf      func(string, ...any) // verbose; never nil
-	errorLogf func(string, ...any) // errors; never nil
+	cfg     *Config              // the Server's
+	metrics *metrics             // never nil
+	logf    func(string, ...any) // verbose; never nil
+	errorf  func(string, ...any) // errors; never nil
 }
 
 // record appends an audit record for q's caller; err nil means "ok".
 func (s *actions) record(q *request, action string, args map[string]string, err error) {
-	if s.audit == nil {
+	if s.cfg.Audit == nil {
 		return
 	}
 	res := "ok"
@@ -46,8 +46,8 @@ func (s *actions) record(q *request, action string, args map[string]string, err 
 	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: args, Result: res}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if aerr := s.audit.Append(ctx, rec); aerr != nil {
-		s.errorLogf("printerd: audit %s: %v", action, aerr)
+	if aerr := s.cfg.Audit.Append(ctx, rec); aerr != nil {
+		s.errorf("printerd: audit %s: %v", action, aerr)
 	}
 }
 
@@ -104,7 +104,7 @@ func (s *actions) sendLines(ctx context.Context, q *request, lines []string) err
 		if err != nil {
 			if sentRelative {
 				if rerr := p.Printer.Send(ctx, "G90"); rerr != nil {
-					s.errorLogf("printerd: %s: restore G90: %v", p.name, rerr)
+					s.errorf("printerd: %s: restore G90: %v", p.name, rerr)
 				}
 			}
 			if errors.Is(err, policy.ErrRefused) {

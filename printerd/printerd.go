@@ -263,16 +263,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		actions:  actions{audit: cfg.Audit, metrics: newMetrics(), logf: cfg.Logf, errorLogf: cfg.Errorf},
 		now:      cfg.Now,
 		printers: map[string]*printer{},
 		sessions: newSessions(),
 	}
+	s.actions = actions{cfg: &s.cfg, metrics: newMetrics(), logf: cfg.Logf, errorf: cfg.Errorf}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
-	if s.errorLogf == nil {
-		s.errorLogf = func(string, ...any) {}
+	if s.errorf == nil {
+		s.errorf = func(string, ...any) {}
 	}
 	if s.now == nil {
 		s.now = time.Now

@@ -7,8 +7,8 @@ import (
 	"github.com/printgate/printgate/enroll"
 )
 
-// This file is the route table of both faces and the mux built from it; auth.go holds the
-// checks every route passes before its handler runs.
+// This file is the route table of both faces; auth.go builds each face's mux from it and holds
+// the checks every route passes before its handler runs.
 
 // face says where a route is served.
 type face uint8
@@ -117,24 +117,4 @@ func onOcto(h func(octoprint, *request) error) func(*Server, *request) error {
 
 func onNative(h func(native, *request) error) func(*Server, *request) error {
 	return func(s *Server, q *request) error { return h(native{s}, q) }
-}
-
-// handler builds one face's handler from the route table. p is the printer of a printer face.
-func (s *Server) handler(f face, p *printer) http.Handler {
-	mux := http.NewServeMux()
-	for _, rt := range routes {
-		if rt.face&f == 0 {
-			continue
-		}
-		mux.Handle(rt.pattern, s.wrap(rt, p))
-	}
-	// Everything else: the peer must still be known before it learns that a path is missing.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if _, _, err := s.authenticate(r); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		s.writeError(w, r, errorf(http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path))
-	})
-	return s.front(mux)
 }

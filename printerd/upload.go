@@ -295,7 +295,7 @@ func (s *Server) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 					if err := s.startFile(q.r.Context(), q, info.Path); err == nil {
 						res.effectivePrint = true
 					} else {
-						s.errorLogf("printerd: %s: print after upload: %v", q.p.name, err)
+						s.errorf("printerd: %s: print after upload: %v", q.p.name, err)
 					}
 				}
 			}
