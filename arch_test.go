@@ -1,6 +1,5 @@
 // Architecture rules from DESIGN.md, checked over the whole tree: every package documents
 // itself in one line, only netstack/ imports gVisor, and printerd/ never reaches the tunnel.
-// The walk reads files, not modules: deploy/ (a module of its own) is checked too.
 package printgate_test
 
 import (
@@ -27,6 +26,7 @@ func loadPackages(t *testing.T) map[string]*goPackage {
 	t.Helper()
 	pkgs := map[string]*goPackage{}
 	fset := token.NewFileSet()
+	// The walk reads files, not modules: deploy/, a module of its own, is checked too.
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

@@ -211,7 +211,7 @@ func diskSpace(f Files) (free, total int64) {
 	return 0, 0
 }
 
-func (s *Server) deleteFile(q *request, path string) error {
+func (s actions) deleteFile(q *request, path string) error {
 	if q.p.inUse(path) {
 		return errorf(http.StatusConflict, "file is being printed")
 	}
@@ -230,7 +230,7 @@ func (s *Server) deleteFile(q *request, path string) error {
 }
 
 // download serves a stored file as an attachment, never as something a browser renders.
-func (s *Server) download(q *request, path string) error {
+func (s actions) download(q *request, path string) error {
 	f, err := q.p.Files.Open(path)
 	if err != nil {
 		return err

@@ -19,9 +19,9 @@ import (
 // shares the printer actions (ops.go) and the route table with the OctoPrint face.
 
 // native is the gateway's face: the web UI (ui.go), the native JSON API here, its push
-// (push.go), app-key grants (appkeys.go) and metrics. Like octoprint it wraps the Server and
-// keeps the receiver name s.
-type native struct{ *Server }
+// (push.go), app-key grants (appkeys.go) and metrics. Like octoprint it is built on the shared
+// actions and keeps the receiver name s.
+type native struct{ actions }
 
 func (s native) nWhoAmI(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"name": q.caller.Name, "role": q.role, "peer_role": q.caller.Role})
@@ -235,7 +235,7 @@ type deviceJSON struct {
 	RevokedAt     time.Time      `json:"revoked_at,omitzero"`
 }
 
-func (s native) devices() (Devices, error) {
+func (s *Server) devices() (Devices, error) {
 	if s.cfg.Devices == nil {
 		return nil, errorf(http.StatusServiceUnavailable, "devices are not available on this gateway")
 	}

@@ -17,9 +17,9 @@ import (
 
 // octoprint is the OctoPrint-compatible face: the handlers of the routes on a printer's
 // address, here and in sockjs.go, upload.go (opUpload) and appkeys.go (the app-keys plugin).
-// It speaks OctoPrint's vocabulary over the Server's printers, printer actions (ops.go) and
-// shared helpers (api.go); its methods keep the receiver name s of the Server they wrap.
-type octoprint struct{ *Server }
+// It speaks OctoPrint's vocabulary over the shared actions (ops.go, api.go, upload.go) and the
+// Server under them; its methods keep the receiver name s.
+type octoprint struct{ actions }
 
 // opIndex sends a browser that opened the printer's address to this printer's page in the
 // web UI on the gateway.

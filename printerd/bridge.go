@@ -28,8 +28,8 @@ import (
 //	controller "Recv: …" log events ─▶ host (bare "ok" dropped: the bridge acknowledges itself)
 
 // bridge is the serial bridge's face: one host connection at a time on a printer's address. Like
-// the HTTP faces it wraps the Server and keeps the receiver name s.
-type bridge struct{ *Server }
+// the HTTP faces it is built on the shared actions and keeps the receiver name s.
+type bridge struct{ actions }
 
 // BridgePort is the TCP port the daemon should give ServeBridge on each printer's tunnel
 // address (ESP3D and many serial-over-TCP bridges use it too).
@@ -66,7 +66,7 @@ func (s *Server) ServeBridge(name string, l net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			bridge{s}.bridgeConn(p, c)
+			bridge{actions{s}}.bridgeConn(p, c)
 		}()
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // maxServerMethods bounds the Server's own methods: the life cycle, the request pipeline and
-// what both faces share. It had 101 before the faces got their own types, and has 25.
+// what both faces share. It had 101 before the faces got their own types, and has 20.
 const maxServerMethods = 30
 
 // TestFaceLayout pins the split by face: op* handlers are methods of octoprint, n* handlers

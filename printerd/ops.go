@@ -19,17 +19,13 @@ import (
 // goes through sendLines, which checks it with the printer's Policy for the caller's role
 // and then hands it to the controller (whose own filter checks it once more).
 
-// actions are the printer actions both faces share, with what they report to: the audit log
-// (cfg.Audit), the metrics and the logs. The Server embeds them.
-type actions struct {
-	cfg     *Config              // the Server's
-	metrics *metrics             // never nil
-	logf    func(string, ...any) // verbose; never nil
-	errorf  func(string, ...any) // errors; never nil
-}
+// actions are what the faces share beyond HTTP: the printer actions here, and the file
+// actions (download, delete, upload) of api.go and upload.go. Like the faces built on it, it
+// is a view of the Server and keeps the receiver name s.
+type actions struct{ *Server }
 
 // record appends an audit record for q's caller; err nil means "ok".
-func (s *actions) record(q *request, action string, args map[string]string, err error) {
+func (s actions) record(q *request, action string, args map[string]string, err error) {
 	if s.cfg.Audit == nil {
 		return
 	}
@@ -52,7 +48,7 @@ func (s *actions) record(q *request, action string, args map[string]string, err 
 }
 
 // refused records a policy refusal in the audit log and the metrics; it returns err.
-func (s *actions) refused(q *request, line string, err error) error {
+func (s actions) refused(q *request, line string, err error) error {
 	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		s.metrics.refusal(string(ref.Rule))
@@ -69,7 +65,7 @@ func policyRole(r string) policy.Role { return policy.Role(r) }
 // refusal there changes nothing; every line is checked again right before it is sent
 // (relative moves can only be judged once the G91 is queued). If a refusal stops a batch
 // after it switched to relative positioning, G90 is sent to restore absolute mode.
-func (s *actions) sendLines(ctx context.Context, q *request, lines []string) error {
+func (s actions) sendLines(ctx context.Context, q *request, lines []string) error {
 	p := q.p
 	role := policyRole(string(q.role))
 	st := p.Printer.Status()
@@ -149,7 +145,7 @@ func heaterLine(heater string, target float64, extruders int) (string, error) {
 }
 
 // setTargets sets heater targets, all checked before any is sent.
-func (s *actions) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
+func (s actions) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
 	var lines []string
 	ext := q.p.Policy.Limits().Extruders
 	for _, h := range sortedKeys(targets) {
@@ -168,7 +164,7 @@ func (s *actions) setTargets(ctx context.Context, q *request, targets map[string
 }
 
 // jog moves the head relative to where it is, inside the volume the policy allows.
-func (s *actions) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
+func (s actions) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
 	move := "G1"
 	for i, v := range []float64{x, y, z} {
 		if v != 0 {
@@ -187,7 +183,7 @@ func (s *actions) jog(ctx context.Context, q *request, x, y, z, feed float64) er
 }
 
 // home homes the given axes ("x", "y", "z"); none means all.
-func (s *actions) home(ctx context.Context, q *request, axes []string) error {
+func (s actions) home(ctx context.Context, q *request, axes []string) error {
 	line := "G28"
 	seen := map[string]bool{}
 	for _, a := range axes {
@@ -204,7 +200,7 @@ func (s *actions) home(ctx context.Context, q *request, axes []string) error {
 }
 
 // terminal sends admin-typed lines (each still through the policy).
-func (s *actions) terminal(ctx context.Context, q *request, lines []string) error {
+func (s actions) terminal(ctx context.Context, q *request, lines []string) error {
 	for _, l := range lines {
 		if len(l) > 4096 {
 			return errorf(http.StatusBadRequest, "command line too long")
@@ -216,7 +212,7 @@ func (s *actions) terminal(ctx context.Context, q *request, lines []string) erro
 }
 
 // selectFile makes path the selected file (OctoPrint's select).
-func (s *actions) selectFile(q *request, path string) error {
+func (s actions) selectFile(q *request, path string) error {
 	fi, err := q.p.Files.Stat(path)
 	if err != nil {
 		return err
@@ -235,13 +231,13 @@ func (s *actions) selectFile(q *request, path string) error {
 }
 
 // startFile prints path from its beginning.
-func (s *actions) startFile(ctx context.Context, q *request, path string) error {
+func (s actions) startFile(ctx context.Context, q *request, path string) error {
 	err := s.startFileLocked(ctx, q, path)
 	s.record(q, audit.ActionStart, map[string]string{"file": path}, err)
 	return err
 }
 
-func (s *actions) startFileLocked(ctx context.Context, q *request, path string) error {
+func (s actions) startFileLocked(ctx context.Context, q *request, path string) error {
 	p := q.p
 	if st := p.Printer.Status(); st.State != marlin.Operational {
 		return errorf(http.StatusConflict, "printer is not ready to print (%s)", st.State)
@@ -275,7 +271,7 @@ func (p *printer) inUse(path string) bool {
 
 // jobAction applies OctoPrint's job commands and the UI's: start, restart, cancel, pause,
 // resume, toggle.
-func (s *actions) jobAction(ctx context.Context, q *request, action string) error {
+func (s actions) jobAction(ctx context.Context, q *request, action string) error {
 	p := q.p
 	st := p.Printer.Status().State
 	var err error
@@ -361,7 +357,7 @@ func waitState(ctx context.Context, pr interface{ Status() marlin.Status }, want
 }
 
 // connection connects or disconnects the printer.
-func (s *actions) connection(q *request, action string) error {
+func (s actions) connection(q *request, action string) error {
 	var err error
 	switch action {
 	case "connect":
@@ -381,7 +377,7 @@ func (s *actions) connection(q *request, action string) error {
 }
 
 // emergency sends M112 ahead of everything.
-func (s *actions) emergency(q *request) error {
+func (s actions) emergency(q *request) error {
 	err := q.p.Printer.Emergency()
 	s.record(q, audit.ActionEmergency, nil, err)
 	if err != nil {

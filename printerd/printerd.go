@@ -20,14 +20,16 @@
 //     G-code from any handler passes the printer's Policy with the caller's role and then the
 //     controller's own filter.
 //
-// The files follow the faces. routes.go is the one route table; auth.go the checks before a
-// handler; api.go what both faces share of HTTP (the error mapping, JSON bodies, downloads);
-// ops.go the printer actions both faces share (type actions). The OctoPrint-compatible face
-// (type octoprint) is api_octoprint.go, octojson.go, sockjs.go and opUpload and the app-keys
-// plugin in upload.go and appkeys.go; the native face (type native) is api_native.go, push.go,
-// ui.go, and the app-key grants and /metrics in appkeys.go and metrics.go. The serial bridge
-// is a face of its own (type bridge, bridge.go); the webcam proxy (webcam.go) serves both
-// HTTP faces from the Server.
+// The files follow the faces, in three layers: the Server (life cycle, request pipeline), the
+// actions the faces share (a view of the Server), and the faces (views of the actions).
+// routes.go is the one route table; auth.go the checks before a handler; api.go what both
+// faces share of HTTP (the error mapping, JSON bodies, downloads); ops.go the printer actions
+// (type actions, which also holds the file actions of api.go and upload.go). The
+// OctoPrint-compatible face (type octoprint) is api_octoprint.go, octojson.go, sockjs.go, and
+// opUpload and the app-keys plugin in upload.go and appkeys.go; the native face (type native)
+// is api_native.go, push.go, ui.go, and the app-key grants and /metrics in appkeys.go and
+// metrics.go. The serial bridge is a face of its own (type bridge, bridge.go); the webcam
+// proxy (webcam.go) serves both HTTP faces from the Server.
 package printerd
 
 import (
@@ -207,18 +209,20 @@ type Config struct {
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
 // Serve method is called with a listener.
 //
-// Its own methods are the life cycle (this file), the request pipeline (auth.go, routes.go,
-// api.go) and what both HTTP faces share (uploads, the webcam proxy); the faces' handlers are
-// methods of octoprint, native and bridge, which wrap it.
+// Its own methods are the life cycle (this file), the request pipeline (auth.go, api.go) and
+// the webcam proxy; the shared actions are methods of actions, the faces' handlers methods of
+// octoprint, native and bridge, all views of the Server.
 type Server struct {
 	cfg      Config
-	actions  // the printer actions both faces share (ops.go), with the metrics and the logs
+	logf     func(string, ...any)
+	errorf   func(string, ...any)
 	now      func() time.Time
 	printers map[string]*printer
 	names    []string // sorted printer names
 	gateway  http.Handler
 	appkeys  *appKeys
 	sessions *sessions
+	metrics  *metrics
 
 	ctx    context.Context // canceled by Close: ends push sockets and streams
 	cancel context.CancelFunc
@@ -263,14 +267,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
+		logf:     cfg.Logf,
 		now:      cfg.Now,
 		printers: map[string]*printer{},
 		sessions: newSessions(),
+		metrics:  newMetrics(),
 	}
-	s.actions = actions{cfg: &s.cfg, metrics: newMetrics(), logf: cfg.Logf, errorf: cfg.Errorf}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
+	s.errorf = cfg.Errorf
 	if s.errorf == nil {
 		s.errorf = func(string, ...any) {}
 	}

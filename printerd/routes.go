@@ -112,9 +112,9 @@ var routes = []route{
 // onOcto and onNative make rows of the face handlers: the table stays one list of
 // func(*Server, *request) error, and a face is a view of the Server, made per request.
 func onOcto(h func(octoprint, *request) error) func(*Server, *request) error {
-	return func(s *Server, q *request) error { return h(octoprint{s}, q) }
+	return func(s *Server, q *request) error { return h(octoprint{actions{s}}, q) }
 }
 
 func onNative(h func(native, *request) error) func(*Server, *request) error {
-	return func(s *Server, q *request) error { return h(native{s}, q) }
+	return func(s *Server, q *request) error { return h(native{actions{s}}, q) }
 }
