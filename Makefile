@@ -16,11 +16,13 @@ demo: build
 
 test: lint
 	$(GO) test -race -count=1 -timeout 25m $(PKGS) </dev/null
+	cd deploy && $(GO) test -race -count=1 -timeout 25m ./... </dev/null
 
 # vet and gofmt over every Go file of the tree (a git checkout or an unpacked source tarball
 # alike); neither reads standard input.
 lint:
 	$(GO) vet $(PKGS)
+	cd deploy && $(GO) vet ./...
 	@files=$$(gofmt -l . </dev/null) || exit 1; \
 	  test -z "$$files" || { echo "gofmt needed:"; echo "$$files"; exit 1; }
 
@@ -57,7 +59,7 @@ image:
 # The appliance tests: the .deb installed into the arm64 root filesystem under qemu-user, then
 # the image booted under qemu-system-aarch64 with its admin QR decoded and used through the tunnel.
 image-test: image
-	$(GO) test -count=1 -v -run 'TestDebInArm64Rootfs' ./deploy/image/
+	cd deploy && $(GO) test -count=1 -v -run 'TestDebInArm64Rootfs' ./image/
 	deploy/image/boottest.sh out/image
 
 clean:

@@ -17,7 +17,7 @@ if [[ "${1:-}" == "--deb" ]]; then
 fi
 VERSION="${1:-${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}}"
 GO="${GO:-go}"
-DIST="${DIST:-$PWD/dist}"
+DIST="$(mkdir -p "${DIST:-dist}" && cd "${DIST:-dist}" && pwd)" # absolute: mkdeb builds in deploy/
 ldflags="-s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$VERSION"
 
 mkdir -p "$DIST"
@@ -37,7 +37,7 @@ build armv7 arm 7
 if $deb; then
 	doc=()
 	[[ -f docs/appliance.md ]] && doc=(-doc docs/appliance.md)
-	"$GO" build -o "$DIST/.mkdeb" ./deploy/mkdeb
+	(cd deploy && "$GO" build -o "$DIST/.mkdeb" ./mkdeb) # deploy/ is its own module
 	"$DIST/.mkdeb" -arch amd64 -version "$VERSION" -bin "$DIST/printgate_linux_amd64" "${doc[@]}" -o "$DIST"
 	"$DIST/.mkdeb" -arch arm64 -version "$VERSION" -bin "$DIST/printgate_linux_arm64" "${doc[@]}" -o "$DIST"
 	"$DIST/.mkdeb" -arch arm6 -version "$VERSION" -bin "$DIST/printgate_linux_armv6" "${doc[@]}" -o "$DIST"

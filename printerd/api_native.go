@@ -17,12 +17,17 @@ import (
 // This file is the native JSON API on the gateway address, /api/v1/…, used by the web UI. It
 // shares the printer actions (ops.go) and the route table with the OctoPrint face.
 
-func (s *Server) nWhoAmI(q *request) error {
+// native is the gateway's face: the web UI (ui.go), the native JSON API here, its push
+// (push.go), app-key grants (appkeys.go) and metrics. Like octoprint it is built on the shared
+// actions and keeps the receiver name s.
+type native struct{ actions }
+
+func (s native) nWhoAmI(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"name": q.caller.Name, "role": q.role, "peer_role": q.caller.Role})
 	return nil
 }
 
-func (s *Server) nPrinters(q *request) error {
+func (s native) nPrinters(q *request) error {
 	out := make([]nativeStatus, 0, len(s.names))
 	for _, n := range s.names {
 		p := s.printers[n]
@@ -32,12 +37,12 @@ func (s *Server) nPrinters(q *request) error {
 	return nil
 }
 
-func (s *Server) nPrinter(q *request) error {
+func (s native) nPrinter(q *request) error {
 	writeJSON(q.w, http.StatusOK, q.p.nativeStatus(q.p.Printer.Status()))
 	return nil
 }
 
-func (s *Server) nTemps(q *request) error {
+func (s native) nTemps(q *request) error {
 	hq, err := parseHistoryQuery(q.r.URL.Query())
 	if err != nil {
 		return err
@@ -60,7 +65,7 @@ type nativeFile struct {
 	Printing bool    `json:"printing"`
 }
 
-func (s *Server) nFiles(q *request) error {
+func (s native) nFiles(q *request) error {
 	list, err := q.p.Files.List("", true)
 	if err != nil {
 		return err
@@ -74,7 +79,7 @@ func (s *Server) nFiles(q *request) error {
 	return nil
 }
 
-func (s *Server) nUpload(q *request) error {
+func (s native) nUpload(q *request) error {
 	res, err := s.receiveUpload(q, uploadPathParam(q.r.URL.Query()))
 	if err != nil {
 		return err
@@ -85,11 +90,11 @@ func (s *Server) nUpload(q *request) error {
 	return nil
 }
 
-func (s *Server) nFileDelete(q *request) error { return s.deleteFile(q, q.r.PathValue("path")) }
+func (s native) nFileDelete(q *request) error { return s.deleteFile(q, q.r.PathValue("path")) }
 
-func (s *Server) nDownload(q *request) error { return s.download(q, q.r.PathValue("path")) }
+func (s native) nDownload(q *request) error { return s.download(q, q.r.PathValue("path")) }
 
-func (s *Server) nPrint(q *request) error {
+func (s native) nPrint(q *request) error {
 	var body struct {
 		Path string `json:"path"`
 	}
@@ -106,7 +111,7 @@ func (s *Server) nPrint(q *request) error {
 	return nil
 }
 
-func (s *Server) nJob(q *request) error {
+func (s native) nJob(q *request) error {
 	var body struct {
 		Action string `json:"action"`
 	}
@@ -120,7 +125,7 @@ func (s *Server) nJob(q *request) error {
 	return nil
 }
 
-func (s *Server) nConnection(q *request) error {
+func (s native) nConnection(q *request) error {
 	var body struct {
 		Action string `json:"action"`
 	}
@@ -137,7 +142,7 @@ func (s *Server) nConnection(q *request) error {
 	return nil
 }
 
-func (s *Server) nTemperature(q *request) error {
+func (s native) nTemperature(q *request) error {
 	var body struct {
 		Heater string   `json:"heater"`
 		Target *float64 `json:"target"`
@@ -155,7 +160,7 @@ func (s *Server) nTemperature(q *request) error {
 	return nil
 }
 
-func (s *Server) nJog(q *request) error {
+func (s native) nJog(q *request) error {
 	var body struct {
 		X, Y, Z float64
 		Feed    float64 `json:"feed"`
@@ -170,7 +175,7 @@ func (s *Server) nJog(q *request) error {
 	return nil
 }
 
-func (s *Server) nHome(q *request) error {
+func (s native) nHome(q *request) error {
 	var body struct {
 		Axes []string `json:"axes"`
 	}
@@ -184,7 +189,7 @@ func (s *Server) nHome(q *request) error {
 	return nil
 }
 
-func (s *Server) nEmergency(q *request) error {
+func (s native) nEmergency(q *request) error {
 	if err := s.emergency(q); err != nil {
 		return err
 	}
@@ -192,7 +197,7 @@ func (s *Server) nEmergency(q *request) error {
 	return nil
 }
 
-func (s *Server) nTerminal(q *request) error {
+func (s native) nTerminal(q *request) error {
 	var body struct {
 		Command string `json:"command"`
 	}
@@ -216,7 +221,7 @@ func (s *Server) devices() (Devices, error) {
 	return s.cfg.Devices, nil
 }
 
-func (s *Server) nDevices(q *request) error {
+func (s native) nDevices(q *request) error {
 	d, err := s.devices()
 	if err != nil {
 		return err
@@ -233,7 +238,7 @@ func (s *Server) nDevices(q *request) error {
 
 // nEnroll enrolls a device and returns its secrets once: the QR code (SVG, and as a data URL
 // for an <img>), the wg-quick config and the API key. Nothing of them is kept.
-func (s *Server) nEnroll(q *request) error {
+func (s native) nEnroll(q *request) error {
 	d, err := s.devices()
 	if err != nil {
 		return err
@@ -285,7 +290,7 @@ func (s *Server) nEnroll(q *request) error {
 	return nil
 }
 
-func (s *Server) nRevoke(q *request) error {
+func (s native) nRevoke(q *request) error {
 	d, err := s.devices()
 	if err != nil {
 		return err
@@ -315,7 +320,7 @@ type auditJSON struct {
 	Hash   string            `json:"hash"`
 }
 
-func (s *Server) nAudit(q *request) error {
+func (s native) nAudit(q *request) error {
 	if s.cfg.Audit == nil {
 		return errorf(http.StatusServiceUnavailable, "no audit log on this gateway")
 	}
@@ -339,7 +344,7 @@ func (s *Server) nAudit(q *request) error {
 	return nil
 }
 
-func (s *Server) nAuditVerify(q *request) error {
+func (s native) nAuditVerify(q *request) error {
 	if s.cfg.VerifyAudit == nil {
 		return errorf(http.StatusServiceUnavailable, "audit verification is not available on this gateway")
 	}

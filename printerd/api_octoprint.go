@@ -2,11 +2,7 @@ package printerd
 
 import (
 	"encoding/json"
-	"errors"
-	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -19,82 +15,15 @@ import (
 // reference/octoprint-api.md gives them. Errors are {"error": "..."}; anonymous or
 // insufficient callers get 403 as OctoPrint answers them.
 
-// maxJSONBody caps JSON request bodies.
-const maxJSONBody = 64 << 10
-
-// decodeJSON reads a JSON body into v. Only application/json is accepted: form content types,
-// which a cross-site page can send without a preflight, are refused (415).
-func decodeJSON(q *request, v any) error {
-	mt, _, err := mime.ParseMediaType(q.r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return errorf(http.StatusUnsupportedMediaType, "expected content-type application/json")
-	}
-	body := http.MaxBytesReader(q.w, q.r.Body, maxJSONBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
-		var me *http.MaxBytesError
-		if errors.As(err, &me) {
-			return errorf(http.StatusRequestEntityTooLarge, "request body too large")
-		}
-		return errorf(http.StatusBadRequest, "malformed JSON body")
-	}
-	return nil
-}
-
-// parseBool reads OctoPrint's booleans: true, yes, y, 1 (any case) are true.
-func parseBool(s string) bool {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "yes", "y", "1", "on":
-		return true
-	}
-	return false
-}
-
-// historyQuery is ?history=&limit=&exclude= of /api/printer and friends.
-type historyQuery struct {
-	history bool
-	limit   int // 0: all
-	exclude map[string]bool
-}
-
-// parseHistoryQuery parses the query of /api/printer, /api/printer/tool and /api/printer/bed.
-func parseHistoryQuery(v url.Values) (historyQuery, error) {
-	h := historyQuery{history: parseBool(v.Get("history")), exclude: map[string]bool{}}
-	if ls := v.Get("limit"); ls != "" {
-		n, err := strconv.Atoi(ls)
-		if err != nil || n < 0 {
-			return h, errorf(http.StatusBadRequest, "bad limit")
-		}
-		h.limit = n
-	}
-	if ex := v.Get("exclude"); ex != "" {
-		for _, e := range strings.Split(ex, ",") {
-			switch e = strings.TrimSpace(e); e {
-			case "temperature", "sd", "state":
-				h.exclude[e] = true
-			case "":
-			default:
-				return h, errorf(http.StatusBadRequest, "bad exclude")
-			}
-		}
-	}
-	return h, nil
-}
-
-func (h historyQuery) entries(all []marlin.Temps) []map[string]any {
-	if h.limit > 0 && len(all) > h.limit {
-		all = all[len(all)-h.limit:]
-	}
-	out := make([]map[string]any, 0, len(all))
-	for _, t := range all {
-		out = append(out, historyEntry(t))
-	}
-	return out
-}
+// octoprint is the OctoPrint-compatible face: the handlers of the routes on a printer's
+// address, here and in sockjs.go, upload.go (opUpload) and appkeys.go (the app-keys plugin).
+// It speaks OctoPrint's vocabulary over the shared actions (ops.go, api.go, upload.go) and the
+// Server under them; its methods keep the receiver name s.
+type octoprint struct{ actions }
 
 // opIndex sends a browser that opened the printer's address to this printer's page in the
 // web UI on the gateway.
-func (s *Server) opIndex(q *request) error {
+func (s octoprint) opIndex(q *request) error {
 	if s.cfg.GatewayURL == "" {
 		return errorf(http.StatusNotFound, "this address serves the OctoPrint-compatible API; the web UI is on the gateway address")
 	}
@@ -102,7 +31,7 @@ func (s *Server) opIndex(q *request) error {
 	return nil
 }
 
-func (s *Server) opVersion(q *request) error {
+func (s octoprint) opVersion(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]string{
 		"api":    octoAPIVersion,
 		"server": octoServerVersion,
@@ -111,7 +40,7 @@ func (s *Server) opVersion(q *request) error {
 	return nil
 }
 
-func (s *Server) opServer(q *request) error {
+func (s octoprint) opServer(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"version": octoServerVersion, "safemode": nil})
 	return nil
 }
@@ -140,7 +69,7 @@ func octoGroups(r enroll.Role) []string {
 
 // userRecord is the login/currentuser reply. name is the peer's name; FDM Monster refuses
 // "_api", so the peer name is always used.
-func (s *Server) userRecord(q *request, session string) map[string]any {
+func (s octoprint) userRecord(q *request, session string) map[string]any {
 	perms := octoPermissions(q.role)
 	lower := make([]string, len(perms))
 	for i, p := range perms {
@@ -167,7 +96,7 @@ func (s *Server) userRecord(q *request, session string) map[string]any {
 	return rec
 }
 
-func (s *Server) opLogin(q *request) error {
+func (s octoprint) opLogin(q *request) error {
 	var body struct {
 		Passive bool   `json:"passive"`
 		User    string `json:"user"`
@@ -182,12 +111,12 @@ func (s *Server) opLogin(q *request) error {
 	return nil
 }
 
-func (s *Server) opLogout(q *request) error {
+func (s octoprint) opLogout(q *request) error {
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) opCurrentUser(q *request) error {
+func (s octoprint) opCurrentUser(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{
 		"name":        q.caller.Name,
 		"permissions": octoPermissions(q.role),
@@ -197,7 +126,7 @@ func (s *Server) opCurrentUser(q *request) error {
 }
 
 // webcamURLs are the proxied URLs a client should use, absolute on the address it reached.
-func (s *Server) webcamURLs(q *request) (stream, snapshot string) {
+func (s octoprint) webcamURLs(q *request) (stream, snapshot string) {
 	if q.p.Webcam.Stream != "" {
 		stream = absURL(q.r, "/webcam/stream")
 	}
@@ -207,7 +136,7 @@ func (s *Server) webcamURLs(q *request) (stream, snapshot string) {
 	return stream, snapshot
 }
 
-func (s *Server) opSettings(q *request) error {
+func (s octoprint) opSettings(q *request) error {
 	stream, snapshot := s.webcamURLs(q)
 	lim := q.p.Policy.Limits()
 	webcam := map[string]any{
@@ -250,7 +179,7 @@ func webcamList(stream, snapshot string) []map[string]any {
 }
 
 // profile is the printer profile from the policy's limits.
-func (s *Server) profile(q *request) map[string]any {
+func (s octoprint) profile(q *request) map[string]any {
 	lim := q.p.Policy.Limits()
 	model := q.p.Model
 	if model == "" {
@@ -270,12 +199,12 @@ func (s *Server) profile(q *request) map[string]any {
 	}
 }
 
-func (s *Server) opProfiles(q *request) error {
+func (s octoprint) opProfiles(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"profiles": map[string]any{"_default": s.profile(q)}})
 	return nil
 }
 
-func (s *Server) opConnection(q *request) error {
+func (s octoprint) opConnection(q *request) error {
 	st := q.p.Printer.Status()
 	state := octoStateText(st.State)
 	if st.State == marlin.Disconnected {
@@ -296,7 +225,7 @@ func (s *Server) opConnection(q *request) error {
 	return nil
 }
 
-func (s *Server) opConnectionCommand(q *request) error {
+func (s octoprint) opConnectionCommand(q *request) error {
 	var body struct {
 		Command string `json:"command"`
 	}
@@ -323,7 +252,7 @@ func checkOrigin(q *request) error {
 	}
 }
 
-func (s *Server) opFiles(q *request) error {
+func (s octoprint) opFiles(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -341,19 +270,7 @@ func (s *Server) opFiles(q *request) error {
 	return nil
 }
 
-// diskSpace asks the store for free and total bytes when it can tell.
-func diskSpace(f Files) (free, total int64) {
-	if d, ok := f.(interface {
-		DiskSpace() (free, total int64, err error)
-	}); ok {
-		if fr, to, err := d.DiskSpace(); err == nil {
-			return fr, to
-		}
-	}
-	return 0, 0
-}
-
-func (s *Server) opFile(q *request) error {
+func (s octoprint) opFile(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -381,7 +298,7 @@ func (s *Server) opFile(q *request) error {
 	return nil
 }
 
-func (s *Server) opFileCommand(q *request) error {
+func (s octoprint) opFileCommand(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
@@ -427,67 +344,26 @@ func (s *Server) opFileCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opFileDelete(q *request) error {
+func (s octoprint) opFileDelete(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
 	return s.deleteFile(q, q.r.PathValue("path"))
 }
 
-func (s *Server) deleteFile(q *request, path string) error {
-	if q.p.inUse(path) {
-		return errorf(http.StatusConflict, "file is being printed")
-	}
-	err := q.p.Files.Delete(path)
-	s.record(q, "delete", map[string]string{"file": path}, err)
-	if err != nil {
-		return err
-	}
-	q.p.mu.Lock()
-	if q.p.mu.selected == path {
-		q.p.mu.selected = ""
-	}
-	q.p.mu.Unlock()
-	q.w.WriteHeader(http.StatusNoContent)
-	return nil
-}
-
-func (s *Server) opDownload(q *request) error {
+func (s octoprint) opDownload(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}
 	return s.download(q, q.r.PathValue("path"))
 }
 
-// download serves a stored file as an attachment, never as something a browser renders.
-func (s *Server) download(q *request, path string) error {
-	f, err := q.p.Files.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	h := q.w.Header()
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Content-Disposition", "attachment; filename*=UTF-8''"+url.PathEscape(f.Info.Name))
-	h.Set("Content-Length", strconv.FormatInt(f.Size(), 10))
-	h.Set("Cache-Control", "no-store")
-	q.w.WriteHeader(http.StatusOK)
-	if q.r.Method == http.MethodHead {
-		return nil
-	}
-	_, err = io.Copy(q.w, io.NewSectionReader(f, 0, f.Size()))
-	if err != nil {
-		s.logf("printerd: download %s: %v", path, err)
-	}
-	return nil
-}
-
-func (s *Server) opJob(q *request) error {
+func (s octoprint) opJob(q *request) error {
 	writeJSON(q.w, http.StatusOK, q.p.jobOf(q.p.Printer.Status()))
 	return nil
 }
 
-func (s *Server) opJobCommand(q *request) error {
+func (s octoprint) opJobCommand(q *request) error {
 	var body struct {
 		Command string `json:"command"`
 		Action  string `json:"action"`
@@ -523,7 +399,7 @@ func (s *Server) opJobCommand(q *request) error {
 // notOperational is OctoPrint's 409 for printer state routes while disconnected.
 var notOperational = &httpError{code: http.StatusConflict, msg: "Printer is not operational"}
 
-func (s *Server) opPrinter(q *request) error {
+func (s octoprint) opPrinter(q *request) error {
 	hq, err := parseHistoryQuery(q.r.URL.Query())
 	if err != nil {
 		return err
@@ -551,7 +427,7 @@ func (s *Server) opPrinter(q *request) error {
 }
 
 // heaterState renders GET /api/printer/tool or /bed: keep selects the heaters.
-func (s *Server) heaterState(q *request, keep func(string) bool) error {
+func (s octoprint) heaterState(q *request, keep func(string) bool) error {
 	hq, err := parseHistoryQuery(q.r.URL.Query())
 	if err != nil {
 		return err
@@ -586,15 +462,15 @@ func (s *Server) heaterState(q *request, keep func(string) bool) error {
 	return nil
 }
 
-func (s *Server) opTool(q *request) error {
+func (s octoprint) opTool(q *request) error {
 	return s.heaterState(q, func(k string) bool { return strings.HasPrefix(k, "tool") })
 }
 
-func (s *Server) opBed(q *request) error {
+func (s octoprint) opBed(q *request) error {
 	return s.heaterState(q, func(k string) bool { return k == "bed" })
 }
 
-func (s *Server) opToolCommand(q *request) error {
+func (s octoprint) opToolCommand(q *request) error {
 	var body struct {
 		Command string             `json:"command"`
 		Targets map[string]float64 `json:"targets"`
@@ -666,7 +542,7 @@ func (s *Server) opToolCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opBedCommand(q *request) error {
+func (s octoprint) opBedCommand(q *request) error {
 	var body struct {
 		Command string   `json:"command"`
 		Target  *float64 `json:"target"`
@@ -697,7 +573,7 @@ func (s *Server) opBedCommand(q *request) error {
 	return nil
 }
 
-func (s *Server) opPrintheadCommand(q *request) error {
+func (s octoprint) opPrintheadCommand(q *request) error {
 	var axes []string
 	var raw struct {
 		Command string          `json:"command"`
@@ -758,7 +634,7 @@ func (s *Server) opPrintheadCommand(q *request) error {
 // maxBatch caps the lines of one /api/printer/command request.
 const maxBatch = 100
 
-func (s *Server) opCommand(q *request) error {
+func (s octoprint) opCommand(q *request) error {
 	var body struct {
 		Command  string   `json:"command"`
 		Commands []string `json:"commands"`

@@ -173,12 +173,12 @@ func (a *appKeys) get(token string) (appKeyRequest, bool) {
 	return *r, true
 }
 
-func (s *Server) opAppKeysProbe(q *request) error {
+func (s octoprint) opAppKeysProbe(q *request) error {
 	q.w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) opAppKeysRequest(q *request) error {
+func (s octoprint) opAppKeysRequest(q *request) error {
 	var body struct {
 		App  string `json:"app"`
 		User string `json:"user"`
@@ -209,7 +209,7 @@ func (s *Server) opAppKeysRequest(q *request) error {
 	return nil
 }
 
-func (s *Server) opAppKeysPoll(q *request) error {
+func (s octoprint) opAppKeysPoll(q *request) error {
 	state, key, ok := s.appkeys.poll(q.caller.Name, q.r.PathValue("token"))
 	if !ok {
 		return errorf(http.StatusNotFound, "no such app key request (denied, expired or unknown)")
@@ -226,14 +226,14 @@ func (s *Server) opAppKeysPoll(q *request) error {
 }
 
 // nAppKeys lists pending requests for the admin UI.
-func (s *Server) nAppKeys(q *request) error {
+func (s native) nAppKeys(q *request) error {
 	writeJSON(q.w, http.StatusOK, map[string]any{"requests": s.appkeys.pending()})
 	return nil
 }
 
 // nAppKeyDecision approves or denies a request. An approval issues the requesting peer's API
 // key with the peer's role at request time, or a narrower role the admin picks.
-func (s *Server) nAppKeyDecision(q *request) error {
+func (s native) nAppKeyDecision(q *request) error {
 	var body struct {
 		Decision bool        `json:"decision"`
 		Role     enroll.Role `json:"role"`

@@ -27,6 +27,10 @@ import (
 //	host line ─▶ strip N/checksum ─▶ M110: ok │ M112: Emergency │ else policy (admin) ─▶ Send ─▶ ok
 //	controller "Recv: …" log events ─▶ host (bare "ok" dropped: the bridge acknowledges itself)
 
+// bridge is the serial bridge's face: one host connection at a time on a printer's address. Like
+// the HTTP faces it is built on the shared actions and keeps the receiver name s.
+type bridge struct{ actions }
+
 // BridgePort is the TCP port the daemon should give ServeBridge on each printer's tunnel
 // address (ESP3D and many serial-over-TCP bridges use it too).
 const BridgePort = 8888
@@ -62,7 +66,7 @@ func (s *Server) ServeBridge(name string, l net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.bridgeConn(p, c)
+			bridge{actions{s}}.bridgeConn(p, c)
 		}()
 	}
 }
@@ -80,7 +84,7 @@ func (w *lockedWriter) line(s string) error {
 	return err
 }
 
-func (s *Server) bridgeConn(p *printer, c net.Conn) {
+func (s bridge) bridgeConn(p *printer, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
@@ -195,7 +199,7 @@ func unframe(line string) (cmd string, n int64, ok bool) {
 }
 
 // bridgeLine handles one host line and returns the replies.
-func (s *Server) bridgeLine(ctx context.Context, q *request, raw string) []string {
+func (s bridge) bridgeLine(ctx context.Context, q *request, raw string) []string {
 	cmd, n, ok := unframe(raw)
 	if !ok {
 		return []string{"Error:checksum mismatch, Last Line: " + strconv.FormatInt(n-1, 10), "Resend: " + strconv.FormatInt(n, 10), "ok"}

@@ -103,7 +103,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 	}
 }
 
-func (s *Server) nMetrics(q *request) error {
+func (s native) nMetrics(q *request) error {
 	q.w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	q.w.Header().Set("Cache-Control", "no-store")
 	q.w.WriteHeader(http.StatusOK)

@@ -19,8 +19,13 @@ import (
 // goes through sendLines, which checks it with the printer's Policy for the caller's role
 // and then hands it to the controller (whose own filter checks it once more).
 
+// actions are what the faces share beyond HTTP: the printer actions here, and the file
+// actions (download, delete, upload) of api.go and upload.go. Like the faces built on it, it
+// is a view of the Server and keeps the receiver name s.
+type actions struct{ *Server }
+
 // record appends an audit record for q's caller; err nil means "ok".
-func (s *Server) record(q *request, action string, args map[string]string, err error) {
+func (s actions) record(q *request, action string, args map[string]string, err error) {
 	if s.cfg.Audit == nil {
 		return
 	}
@@ -43,7 +48,7 @@ func (s *Server) record(q *request, action string, args map[string]string, err e
 }
 
 // refused records a policy refusal in the audit log and the metrics; it returns err.
-func (s *Server) refused(q *request, line string, err error) error {
+func (s actions) refused(q *request, line string, err error) error {
 	var ref *policy.Refusal
 	if errors.As(err, &ref) {
 		s.metrics.refusal(string(ref.Rule))
@@ -60,7 +65,7 @@ func policyRole(r string) policy.Role { return policy.Role(r) }
 // refusal there changes nothing; every line is checked again right before it is sent
 // (relative moves can only be judged once the G91 is queued). If a refusal stops a batch
 // after it switched to relative positioning, G90 is sent to restore absolute mode.
-func (s *Server) sendLines(ctx context.Context, q *request, lines []string) error {
+func (s actions) sendLines(ctx context.Context, q *request, lines []string) error {
 	p := q.p
 	role := policyRole(string(q.role))
 	st := p.Printer.Status()
@@ -140,7 +145,7 @@ func heaterLine(heater string, target float64, extruders int) (string, error) {
 }
 
 // setTargets sets heater targets, all checked before any is sent.
-func (s *Server) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
+func (s actions) setTargets(ctx context.Context, q *request, targets map[string]float64) error {
 	var lines []string
 	ext := q.p.Policy.Limits().Extruders
 	for _, h := range sortedKeys(targets) {
@@ -159,7 +164,7 @@ func (s *Server) setTargets(ctx context.Context, q *request, targets map[string]
 }
 
 // jog moves the head relative to where it is, inside the volume the policy allows.
-func (s *Server) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
+func (s actions) jog(ctx context.Context, q *request, x, y, z, feed float64) error {
 	move := "G1"
 	for i, v := range []float64{x, y, z} {
 		if v != 0 {
@@ -178,7 +183,7 @@ func (s *Server) jog(ctx context.Context, q *request, x, y, z, feed float64) err
 }
 
 // home homes the given axes ("x", "y", "z"); none means all.
-func (s *Server) home(ctx context.Context, q *request, axes []string) error {
+func (s actions) home(ctx context.Context, q *request, axes []string) error {
 	line := "G28"
 	seen := map[string]bool{}
 	for _, a := range axes {
@@ -195,7 +200,7 @@ func (s *Server) home(ctx context.Context, q *request, axes []string) error {
 }
 
 // terminal sends admin-typed lines (each still through the policy).
-func (s *Server) terminal(ctx context.Context, q *request, lines []string) error {
+func (s actions) terminal(ctx context.Context, q *request, lines []string) error {
 	for _, l := range lines {
 		if len(l) > 4096 {
 			return errorf(http.StatusBadRequest, "command line too long")
@@ -207,7 +212,7 @@ func (s *Server) terminal(ctx context.Context, q *request, lines []string) error
 }
 
 // selectFile makes path the selected file (OctoPrint's select).
-func (s *Server) selectFile(q *request, path string) error {
+func (s actions) selectFile(q *request, path string) error {
 	fi, err := q.p.Files.Stat(path)
 	if err != nil {
 		return err
@@ -226,13 +231,13 @@ func (s *Server) selectFile(q *request, path string) error {
 }
 
 // startFile prints path from its beginning.
-func (s *Server) startFile(ctx context.Context, q *request, path string) error {
+func (s actions) startFile(ctx context.Context, q *request, path string) error {
 	err := s.startFileLocked(ctx, q, path)
 	s.record(q, audit.ActionStart, map[string]string{"file": path}, err)
 	return err
 }
 
-func (s *Server) startFileLocked(ctx context.Context, q *request, path string) error {
+func (s actions) startFileLocked(ctx context.Context, q *request, path string) error {
 	p := q.p
 	if st := p.Printer.Status(); st.State != marlin.Operational {
 		return errorf(http.StatusConflict, "printer is not ready to print (%s)", st.State)
@@ -266,7 +271,7 @@ func (p *printer) inUse(path string) bool {
 
 // jobAction applies OctoPrint's job commands and the UI's: start, restart, cancel, pause,
 // resume, toggle.
-func (s *Server) jobAction(ctx context.Context, q *request, action string) error {
+func (s actions) jobAction(ctx context.Context, q *request, action string) error {
 	p := q.p
 	st := p.Printer.Status().State
 	var err error
@@ -333,7 +338,7 @@ func (s *Server) jobAction(ctx context.Context, q *request, action string) error
 }
 
 // waitState polls until the printer reaches want.
-func waitState(ctx context.Context, pr Printer, want marlin.State, limit time.Duration) error {
+func waitState(ctx context.Context, pr interface{ Status() marlin.Status }, want marlin.State, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		st := pr.Status().State
@@ -352,7 +357,7 @@ func waitState(ctx context.Context, pr Printer, want marlin.State, limit time.Du
 }
 
 // connection connects or disconnects the printer.
-func (s *Server) connection(q *request, action string) error {
+func (s actions) connection(q *request, action string) error {
 	var err error
 	switch action {
 	case "connect":
@@ -372,7 +377,7 @@ func (s *Server) connection(q *request, action string) error {
 }
 
 // emergency sends M112 ahead of everything.
-func (s *Server) emergency(q *request) error {
+func (s actions) emergency(q *request) error {
 	err := q.p.Printer.Emergency()
 	s.record(q, audit.ActionEmergency, nil, err)
 	if err != nil {

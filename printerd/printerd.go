@@ -19,6 +19,17 @@
 //  5. The handler runs and returns an error; writeError maps it to a status and JSON body.
 //     G-code from any handler passes the printer's Policy with the caller's role and then the
 //     controller's own filter.
+//
+// The files follow the faces, in three layers: the Server (life cycle, request pipeline), the
+// actions the faces share (a view of the Server), and the faces (views of the actions).
+// routes.go is the one route table; auth.go the checks before a handler; api.go what both
+// faces share of HTTP (the error mapping, JSON bodies, downloads); ops.go the printer actions
+// (type actions, which also holds the file actions of api.go and upload.go). The
+// OctoPrint-compatible face (type octoprint) is api_octoprint.go, octojson.go, sockjs.go, and
+// opUpload and the app-keys plugin in upload.go and appkeys.go; the native face (type native)
+// is api_native.go, push.go, ui.go, and the app-key grants and /metrics in appkeys.go and
+// metrics.go. The serial bridge is a face of its own (type bridge, bridge.go); the webcam
+// proxy (webcam.go) serves both HTTP faces from the Server.
 package printerd
 
 import (
@@ -44,15 +55,32 @@ import (
 	"github.com/printgate/printgate/printerd/policy"
 )
 
-// Printer is what the server needs of one printer; *marlin.Controller satisfies it.
+// Printer is what the server needs of one printer; *marlin.Controller satisfies it. The faces
+// only watch a printer (Monitor); the printer actions both faces share (ops.go) and the serial
+// bridge drive it through its Link and its Jobs.
 type Printer interface {
+	Monitor
+	Link
+	Jobs
+}
+
+// Monitor is a printer as the faces show it.
+type Monitor interface {
 	Status() marlin.Status
 	History() []marlin.Temps
 	Subscribe() (<-chan marlin.Event, func())
+}
+
+// Link is the printer's connection: opened, closed, sent a line, or stopped at once (M112).
+type Link interface {
 	Connect() error
 	Disconnect() error
 	Send(ctx context.Context, line string) error
 	Emergency() error
+}
+
+// Jobs streams a file to the printer and pauses, resumes or cancels it.
+type Jobs interface {
 	Start(ctx context.Context, name string, r io.ReaderAt, size int64) error
 	Pause() error
 	Resume() error
@@ -180,6 +208,10 @@ type Config struct {
 
 // Server serves the gateway and printer faces. Create it with New; it starts nothing until a
 // Serve method is called with a listener.
+//
+// Its own methods are the life cycle (this file), the request pipeline (auth.go, api.go) and
+// the webcam proxy; the shared actions are methods of actions, the faces' handlers methods of
+// octoprint, native and bridge, all views of the Server.
 type Server struct {
 	cfg      Config
 	logf     func(string, ...any)

@@ -18,7 +18,7 @@ var uiTypes = map[string]string{
 }
 
 // uiAsset serves the embedded web UI: "/" is index.html, "/ui/<file>" the rest.
-func (s *Server) uiAsset(q *request) error {
+func (s native) uiAsset(q *request) error {
 	name := q.r.PathValue("file")
 	if name == "" {
 		name = "index.html"

@@ -152,7 +152,7 @@ func (f *fileReader) Read(p []byte) (int, error) {
 // receiveUpload reads an upload request (OctoPrint's form: file, path, select, print,
 // noOverwrite, foldername) into q's printer's store. defaultPath is the folder when the form
 // names none.
-func (s *Server) receiveUpload(q *request, defaultPath string) (uploadResult, error) {
+func (s actions) receiveUpload(q *request, defaultPath string) (uploadResult, error) {
 	res, err := s.receiveUploadLocked(q, defaultPath)
 	if err != nil || !res.folder {
 		args := map[string]string{"file": res.info.Path}
@@ -164,7 +164,7 @@ func (s *Server) receiveUpload(q *request, defaultPath string) (uploadResult, er
 	return res, err
 }
 
-func (s *Server) receiveUploadLocked(q *request, defaultPath string) (uploadResult, error) {
+func (s actions) receiveUploadLocked(q *request, defaultPath string) (uploadResult, error) {
 	for k := range q.r.URL.Query() {
 		if internalField(k) {
 			return uploadResult{}, errorf(http.StatusBadRequest, "internal upload parameter %q not accepted", clip(k, 40))
@@ -305,7 +305,7 @@ func (s *Server) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 }
 
 // checkOverwrite refuses to replace the file being printed, or any file with noOverwrite.
-func (s *Server) checkOverwrite(q *request, target string, noOverwrite bool) error {
+func (s actions) checkOverwrite(q *request, target string, noOverwrite bool) error {
 	if q.p.inUse(target) {
 		return errorf(http.StatusConflict, "file is being printed")
 	}
@@ -317,7 +317,7 @@ func (s *Server) checkOverwrite(q *request, target string, noOverwrite bool) err
 	return nil
 }
 
-func (s *Server) makeFolder(q *request, form uploadForm) (uploadResult, error) {
+func (s actions) makeFolder(q *request, form uploadForm) (uploadResult, error) {
 	if strings.ContainsAny(form.foldername, "/\\") {
 		return uploadResult{}, errorf(http.StatusBadRequest, "folder name must not contain a slash")
 	}
@@ -341,7 +341,7 @@ func joinPath(folder, name string) string {
 	return folder + "/" + name
 }
 
-func (s *Server) opUpload(q *request) error {
+func (s octoprint) opUpload(q *request) error {
 	if err := checkOrigin(q); err != nil {
 		return err
 	}

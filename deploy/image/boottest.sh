@@ -86,7 +86,7 @@ ip netns exec "$ns" ip link set lo up
 host_port=$((20000 + RANDOM % 40000))
 log "phone netns $ns ($ns_ip) -> qemu netns $qns ($host_ip:$host_port, hostfwd) -> guest udp $GUEST_PORT; mesh $mesh_prefix"
 
-go build -o "$work/qrconsole" "$repo/deploy/image/qrconsole"
+(cd "$repo/deploy" && go build -o "$work/qrconsole" ./image/qrconsole) # deploy/ is its own module
 
 # The card: a copy of the built image (sparse), with the owner's settings file.
 cp --sparse=always "$img_dir/sdcard.img" "$work/sdcard.img"

@@ -66,7 +66,8 @@ func buildDeb(t *testing.T, version string) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "printgate")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/printgate/printgate/cmd/printgate")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/printgate")
+	cmd.Dir = "../.." // the root module: deploy/ is a module of its own
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build arm64 printgate: %v\n%s", err, out)

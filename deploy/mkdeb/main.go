@@ -1,6 +1,6 @@
 // Command mkdeb builds printgate's Debian package for one architecture with the nfpm library.
 //
-//	go run ./deploy/mkdeb -arch arm64 -version 0.1.0 -bin dist/printgate_linux_arm64 [-doc docs/appliance.md] [-o dist]
+//	cd deploy && go run ./mkdeb -arch arm64 -version 0.1.0 -bin ../dist/printgate_linux_arm64 [-doc ../docs/appliance.md] [-o ../dist]
 //
 // It prints the path of the .deb it wrote.
 package main

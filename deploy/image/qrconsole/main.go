@@ -1,7 +1,7 @@
 // Command qrconsole turns the last admin QR printed on a console (a qemu serial log) back into
 // a PNG image that zbarimg can decode.
 //
-//	go run ./deploy/image/qrconsole [-scale 6] serial.log qr.png
+//	cd deploy && go run ./image/qrconsole [-scale 6] serial.log qr.png
 package main
 
 import (
