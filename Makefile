@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: build test demo bench lint fuzz dist deb image image-test clean
+.PHONY: build test demo bench lint fuzz dist deb image image-test clean cross
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/printgate
@@ -14,7 +14,7 @@ build:
 demo: build
 	./$(BIN) demo
 
-test:
+test: cross
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
@@ -43,6 +43,14 @@ fuzz:
 # Release binaries for linux/amd64, arm64, arm (GOARM=6 and 7) in dist/; `deb` adds the .debs.
 dist:
 	deploy/dist.sh $(VERSION)
+
+# The whole binary must build where `printgate connect` runs (laptops): Windows and macOS.
+# `make test` runs this first, so CI cross-compiles every run; `make dist` ships the binaries.
+CROSS := windows/amd64 darwin/arm64 darwin/amd64
+cross:
+	@set -e; for p in $(CROSS); do \
+	  echo "cross $$p"; CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/printgate; \
+	done
 
 deb:
 	deploy/dist.sh --deb $(VERSION)

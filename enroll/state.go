@@ -29,7 +29,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -256,9 +255,9 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockExclusive(f); err != nil {
 		defer f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLockHeld) {
 			b, _ := io.ReadAll(io.LimitReader(f, 32))
 			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 			return nil, &InUseError{Dir: dir, PID: pid}
@@ -274,7 +273,7 @@ func lockDir(dir string) (*os.File, error) {
 // unlockDir releases the lock. The pid is cleared first so a reader never blames us later.
 func unlockDir(f *os.File) error {
 	f.Truncate(0)
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	funlock(f)
 	return f.Close()
 }
 

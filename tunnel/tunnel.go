@@ -26,7 +26,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -168,12 +167,7 @@ func validInterfaceName(name string) bool {
 }
 
 func (d *Device) listenUAPI(name string) error {
-	f, err := ipc.UAPIOpen(name)
-	if err != nil {
-		return err
-	}
-	l, err := ipc.UAPIListen(name, f)
-	f.Close() // UAPIListen holds its own descriptor
+	l, err := uapiListen(name)
 	if err != nil {
 		os.Remove(uapiPath(name))
 		return err

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/printgate/printgate/enroll"
 )
 
@@ -143,9 +141,9 @@ func listenControl(g *Gateway, stateDir string) (*controlServer, error) {
 		return nil, fmt.Errorf("control socket %s: remove stale: %w", path, err)
 	}
 	// The umask makes the socket 0600 from its creation; Chmod below makes sure of it.
-	old := syscall.Umask(0o177)
+	old := umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
+	umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -204,18 +202,16 @@ func allowed(c *net.UnixConn) error {
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
+	var uid int
 	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	if err := raw.Control(func(fd uintptr) { uid, cerr = peerUID(fd) }); err != nil {
 		return err
 	}
 	if cerr != nil {
 		return cerr
 	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
-		return fmt.Errorf("uid %d may not use the control socket", cred.Uid)
+	if uid != 0 && uid != os.Getuid() {
+		return fmt.Errorf("uid %d may not use the control socket", uid)
 	}
 	return nil
 }
