@@ -67,10 +67,15 @@ type Config struct {
 	InterfaceName string
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
+	// Client makes this a client device (`printgate connect`): Apply validates with
+	// ValidateClient, so a peer's AllowedIPs may be whole prefixes. False (a gateway) allows
+	// host routes only.
+	Client bool
 }
 
 // Device is a running WireGuard device.
 type Device struct {
+	client bool
 	logf   func(format string, args ...any)
 	dev    *device.Device
 	pub    wgtypes.Key
@@ -116,7 +121,7 @@ func New(cfg Config) (*Device, error) {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
-	d := &Device{logf: logf, pub: cfg.PrivateKey.PublicKey(), iface: cfg.InterfaceName}
+	d := &Device{client: cfg.Client, logf: logf, pub: cfg.PrivateKey.PublicKey(), iface: cfg.InterfaceName}
 	d.mu.applied = map[wgtypes.Key]Peer{}
 	logger := &device.Logger{
 		Verbosef: func(format string, args ...any) { logf("wireguard: "+format, args...) },
@@ -269,7 +274,7 @@ func (d *Device) PublicKey() wgtypes.Key { return d.pub }
 // A removed peer's session keys are wiped by wireguard-go at once; its TCP connections in the
 // stack are not: the caller closes them (netstack.Stack.CloseConns) after Apply returns.
 func (d *Device) Apply(peers []Peer) error {
-	if err := Validate(peers, d.pub); err != nil {
+	if err := validate(peers, d.pub, d.client); err != nil {
 		return fmt.Errorf("tunnel: apply: %w", err)
 	}
 	next := make(map[wgtypes.Key]Peer, len(peers))
