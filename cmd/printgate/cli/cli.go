@@ -45,7 +45,7 @@ type command struct {
 func commands() []*command {
 	return []*command{
 		initCmd(), runCmd(), enrollCmd(), peersCmd(), revokeCmd(), statusCmd(),
-		simCmd(), demoCmd(), auditCmd(), recoverCmd(), versionCmd(), helpCmd(),
+		simCmd(), demoCmd(), auditCmd(), recoverCmd(), connectCmd(), versionCmd(), helpCmd(),
 	}
 }
 
