@@ -59,8 +59,12 @@ func ParseForward(s string) (Forward, error) {
 	return f, nil
 }
 
-// ParseListen parses `[ADDR:]PORT`; ADDR defaults to DefaultListen.
+// ParseListen parses `[ADDR:]PORT`; ADDR defaults to DefaultListen, and PORT 0 picks a free
+// port.
 func ParseListen(s string) (netip.AddrPort, error) {
+	if s == "0" {
+		return netip.AddrPortFrom(DefaultListen, 0), nil
+	}
 	if p, err := parsePort(s); err == nil {
 		return netip.AddrPortFrom(DefaultListen, p), nil
 	}
@@ -69,6 +73,9 @@ func ParseListen(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("listen address %q: want [ADDR:]PORT", s)
 	}
 	p, err := parsePort(ps)
+	if ps == "0" {
+		p, err = 0, nil
+	}
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("listen address %q: %w", s, err)
 	}
