@@ -1,0 +1,107 @@
+package connect_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/cmd/printgate/connect"
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/tunnel"
+	"github.com/printgate/printgate/tunnel/tunneltest"
+)
+
+// TestForwardStreamsUpload: the first bytes of an upload reach the printer while the client
+// still holds back the rest, so the forward never buffers a whole body; and the printer sees
+// its own address as Host. The printer is an HTTP server in a tunneltest gateway's stack.
+func TestForwardStreamsUpload(t *testing.T) {
+	gw := tunneltest.NewGateway(t)
+	key, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := netip.MustParseAddr("10.99.0.200")
+	gw.AddPeer(t, tunnel.Peer{PublicKey: key.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(me, 32)}})
+	ln, err := gw.Stack.ListenTCP(netip.AddrPortFrom(gw.Addr4, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 5)
+		io.ReadFull(r.Body, b)
+		first <- r.Host + " " + string(b)
+		n, _ := io.Copy(io.Discard, r.Body)
+		w.Header().Set("Location", "http://"+gw.Addr4.String()+"/api/files/local/x.gcode")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "rest "+strconv.FormatInt(n, 10))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	fw, err := connect.ParseForward("0=" + gw.Addr4.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := connect.Start(context.Background(), connect.Config{
+		Device: enroll.DeviceConfig{
+			PrivateKey: key,
+			Addresses:  []netip.Prefix{netip.PrefixFrom(me, 32)},
+			Peers: []enroll.ConfigPeer{{PublicKey: gw.PublicKey, Endpoint: gw.Endpoint.String(),
+				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}},
+		},
+		Forwards: []connect.Forward{fw},
+		Logf:     t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	st, _ := c.Status()
+	url := "http://" + st.Listeners[0].Addr.String() + "/api/files/local"
+
+	pr, pw := io.Pipe()
+	type answer struct {
+		resp *http.Response
+		body string
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(url, "application/octet-stream", pr)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- answer{resp: resp, body: string(b)}
+	}()
+	pw.Write([]byte("first"))
+	select {
+	case got := <-first:
+		if want := gw.Addr4.String() + " first"; got != want {
+			t.Errorf("the printer saw %q, want %q (its own Host, the first bytes)", got, want)
+		}
+	case a := <-done:
+		t.Fatalf("upload ended before its body did: %+v", a)
+	case <-time.After(2 * time.Minute): // a deadlock guard, not a speed check
+		t.Fatal("the first bytes never reached the printer while the body was open: the forward buffers uploads")
+	}
+	pw.Write(make([]byte, 1<<20))
+	pw.Close()
+	a := <-done
+	if a.err != nil || a.resp.StatusCode != http.StatusCreated || a.body != "rest 1048576" {
+		t.Fatalf("upload = %+v, want 201 and the rest received", a)
+	}
+	if loc, want := a.resp.Header.Get("Location"), "http://"+st.Listeners[0].Addr.String()+"/api/files/local/x.gcode"; loc != want {
+		t.Errorf("Location = %q, want the forward's %q", loc, want)
+	}
+}
+
