@@ -104,4 +104,3 @@ func TestForwardStreamsUpload(t *testing.T) {
 		t.Errorf("Location = %q, want the forward's %q", loc, want)
 	}
 }
-
