@@ -132,8 +132,9 @@ func readDeviceConfig(conf, qrPNG string) (enroll.DeviceConfig, error) {
 
 func runConnect(ctx context.Context, e *env, cfg connect.Config, every time.Duration, verbose bool) error {
 	logf := newLogger(e.stderr)
+	cfg.Logf = logf
 	if verbose {
-		cfg.Logf = logf
+		cfg.Verbosef = logf
 	}
 	if e.signals != nil {
 		var stop context.CancelFunc

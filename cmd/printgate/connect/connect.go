@@ -38,13 +38,17 @@ type Config struct {
 	SOCKS netip.AddrPort
 	// Resolver resolves the peers' endpoint host names; nil means net.DefaultResolver.
 	Resolver *net.Resolver
-	// Logf logs at verbose level; nil discards.
+	// Logf logs what the user should see: a forward or SOCKS request that failed, and why;
+	// nil discards.
 	Logf func(format string, args ...any)
+	// Verbosef logs the device's, the stack's and the listeners' detail; nil discards.
+	Verbosef func(format string, args ...any)
 }
 
 // Client is a running connection to the mesh.
 type Client struct {
 	logf    func(format string, args ...any)
+	verbose func(format string, args ...any)
 	stack   *netstack.Stack
 	dev     *tunnel.Device
 	allowed []netip.Prefix // the union of the peers' AllowedIPs: all Dial ever reaches
@@ -68,15 +72,19 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	if len(dc.Addresses) == 0 || len(dc.Peers) == 0 {
 		return nil, errors.New("connect: config has no address or no peer")
 	}
-	logf := cfg.Logf
+	discard := func(string, ...any) {}
+	logf, verbose := cfg.Logf, cfg.Verbosef
 	if logf == nil {
-		logf = func(string, ...any) {}
+		logf = discard
+	}
+	if verbose == nil {
+		verbose = discard
 	}
 	peers, err := devicePeers(ctx, cfg.Resolver, dc.Peers)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{logf: logf}
+	c := &Client{logf: logf, verbose: verbose}
 	for _, p := range peers {
 		c.allowed = append(c.allowed, p.AllowedIPs...)
 	}
@@ -95,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		// A laptop can afford more than a Pi: room for a fast upload's window.
 		TCPReceiveBuffer: 4 << 20,
 		TCPSendBuffer:    4 << 20,
-		Logf:             logf,
+		Logf:             verbose,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -105,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 		ListenPort: dc.ListenPort,
 		TUN:        c.stack.TUN(),
 		Client:     true,
-		Logf:       logf,
+		Logf:       verbose,
 	})
 	if err != nil {
 		c.stack.Close()
@@ -225,8 +233,8 @@ func (c *Client) serve(what string, fn func()) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.logf("connect: %s: serving", what)
-		defer c.logf("connect: %s: stopped", what)
+		c.verbose("connect: %s: serving", what)
+		defer c.verbose("connect: %s: stopped", what)
 		fn()
 	}()
 }

@@ -81,6 +81,7 @@ func newRig(t *testing.T) *rig {
 		Forwards: []connect.Forward{loop("0=" + printerName), loop("tcp:0=" + printerName + ":8888")},
 		SOCKS:    netip.MustParseAddrPort("127.0.0.1:0"),
 		Logf:     t.Logf,
+		Verbosef: t.Logf,
 	})
 	if err != nil {
 		t.Fatalf("connect.Start: %v", err)

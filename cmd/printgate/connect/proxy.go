@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -64,12 +65,13 @@ func (c *Client) listenForward(f Forward) (*forwarder, error) {
 			FlushInterval:  -1,
 			ModifyResponse: fw.modifyResponse,
 			ErrorHandler:   fw.proxyError,
+			ErrorLog:       log.New(logWriter(c.verbose), "connect: forward: ", 0),
 		}
 		fw.srv = &http.Server{
 			Handler:           fw.front(rp),
 			ReadHeaderTimeout: 30 * time.Second,
 			BaseContext:       func(net.Listener) context.Context { return fw.ctx },
-			ErrorLog:          nil,
+			ErrorLog:          log.New(logWriter(c.verbose), "connect: forward: ", 0),
 		}
 	}
 	return fw, nil
@@ -201,4 +203,12 @@ func (fw *forwarder) proxyError(w http.ResponseWriter, r *http.Request, err erro
 	}
 	fw.c.logf("connect: forward %s: %v", fw.f, err)
 	http.Error(w, "printgate connect: "+err.Error(), http.StatusBadGateway)
+}
+
+// logWriter sends a log.Logger's lines (net/http's own complaints) to a log function.
+type logWriter func(format string, args ...any)
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }

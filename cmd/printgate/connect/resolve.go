@@ -52,21 +52,6 @@ func (c *Client) Resolve(ctx context.Context, name string) (netip.Addr, error) {
 	return addrs[0], nil
 }
 
-// Printers returns the printer names the gateway listed last (fetching them if never).
-func (c *Client) Printers(ctx context.Context) (map[string][]netip.Addr, error) {
-	if _, err := c.names.lookup(ctx, ""); err != nil && !errors.Is(err, ErrUnknownPrinter) {
-		return nil, err
-	}
-	r := c.names
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make(map[string][]netip.Addr, len(r.mu.names))
-	for k, v := range r.mu.names {
-		out[k] = v
-	}
-	return out, nil
-}
-
 func (r *resolver) lookup(ctx context.Context, name string) ([]netip.Addr, error) {
 	key := strings.ToLower(name)
 	r.mu.Lock()
