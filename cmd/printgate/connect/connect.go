@@ -88,7 +88,7 @@ func Start(ctx context.Context, cfg Config) (*Client, error) {
 	for _, p := range peers {
 		c.allowed = append(c.allowed, p.AllowedIPs...)
 	}
-	c.gateway, err = gatewayAddr(c.allowed)
+	c.gateway, err = gatewayAddr(c.allowed, dc.DNS)
 	if err != nil {
 		return nil, err
 	}
@@ -214,9 +214,17 @@ func resolveEndpoint(ctx context.Context, r *net.Resolver, hostport string) (net
 	return netip.AddrPortFrom(best.Unmap(), port), nil
 }
 
-// gatewayAddr is the gateway's tunnel address: the first host of the first IPv4 route (the
+// gatewayAddr is the gateway's tunnel address: the config's first DNS server inside the
+// tunnel (a gateway that named itself there), else the first host of the first IPv4 route (the
 // gateway takes the first host address of its prefix), else of the first IPv6 route.
-func gatewayAddr(allowed []netip.Prefix) (netip.Addr, error) {
+func gatewayAddr(allowed []netip.Prefix, dns []netip.Addr) (netip.Addr, error) {
+	for _, a := range dns {
+		for _, p := range allowed {
+			if p.Contains(a.Unmap()) {
+				return a.Unmap(), nil
+			}
+		}
+	}
 	for _, want4 := range []bool{true, false} {
 		for _, p := range allowed {
 			if p.Addr().Is4() != want4 || p.IsSingleIP() || p.Bits() == 0 {

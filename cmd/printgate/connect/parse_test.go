@@ -117,3 +117,24 @@ func TestStatusLine(t *testing.T) {
 		t.Errorf("Line = %q, want %q", got, want)
 	}
 }
+
+func TestGatewayAddr(t *testing.T) {
+	mesh := []netip.Prefix{netip.MustParsePrefix("fd12::/64"), netip.MustParsePrefix("10.77.0.0/22")}
+	for _, tc := range []struct {
+		dns  []netip.Addr
+		want string
+	}{
+		{nil, "10.77.0.1"},
+		{[]netip.Addr{netip.MustParseAddr("1.1.1.1")}, "10.77.0.1"},   // a DNS server outside the tunnel
+		{[]netip.Addr{netip.MustParseAddr("10.77.0.2")}, "10.77.0.2"}, // the home gateway named itself
+		{[]netip.Addr{netip.MustParseAddr("fd12::3")}, "fd12::3"},
+	} {
+		got, err := gatewayAddr(mesh, tc.dns)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("gatewayAddr(%v, %v) = %v, %v, want %s", mesh, tc.dns, got, err, tc.want)
+		}
+	}
+	if _, err := gatewayAddr([]netip.Prefix{netip.MustParsePrefix("10.77.0.1/32")}, nil); err == nil {
+		t.Errorf("gatewayAddr(host route only) = nil error, want one")
+	}
+}

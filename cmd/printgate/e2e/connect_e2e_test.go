@@ -210,6 +210,16 @@ func TestConnectEndToEnd(t *testing.T) {
 		ws.Close(websocket.StatusNormalClosure, "")
 	})
 
+	t.Run("LargeUploadWithExpect", func(t *testing.T) {
+		// libcurl, which PrusaSlicer uploads with, sends Expect: 100-continue for a large body.
+		big := uiGcode(t, t.TempDir(), "laptop-big.gcode", 50, 4<<20)
+		out, err := l.cl.cmd("curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}",
+			"-H", "X-Api-Key: "+key, "-F", "file=@"+big, "-F", "path=", base+"/api/files/local").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "201" {
+			t.Errorf("4 MB upload with Expect: 100-continue through the forward = %s %v, want 201", out, err)
+		}
+	})
+
 	t.Run("SOCKS", func(t *testing.T) {
 		r := uiMustCurl(t, l.cl, "--socks5-hostname", "127.0.0.1:11080", "-H", "X-Api-Key: "+key, "http://"+connPrinter+"/api/version")
 		if r.code != 200 || !strings.Contains(string(r.body), `"api"`) {
