@@ -107,6 +107,8 @@ func (fw *forwarder) raw(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	stop := context.AfterFunc(fw.ctx, func() { up.Close() }) // Close ends a half-closed splice too
+	defer stop()
 	splice(conn, up)
 }
 

@@ -117,6 +117,8 @@ func (s *socksServer) handle(conn net.Conn) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	stop := context.AfterFunc(s.ctx, func() { up.Close() }) // Close ends a half-closed splice too
+	defer stop()
 	if n := br.Buffered(); n > 0 { // the client did not wait for our reply
 		b, _ := br.Peek(n)
 		if _, err := up.Write(b); err != nil {

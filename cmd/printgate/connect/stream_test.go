@@ -3,6 +3,7 @@ package connect_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -45,24 +46,7 @@ func TestForwardStreamsUpload(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	fw, err := connect.ParseForward("0=" + gw.Addr4.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := connect.Start(context.Background(), connect.Config{
-		Device: enroll.DeviceConfig{
-			PrivateKey: key,
-			Addresses:  []netip.Prefix{netip.PrefixFrom(me, 32)},
-			Peers: []enroll.ConfigPeer{{PublicKey: gw.PublicKey, Endpoint: gw.Endpoint.String(),
-				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}},
-		},
-		Forwards: []connect.Forward{fw},
-		Logf:     t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := startClient(t, gw, key, me, "0="+gw.Addr4.String())
 	st, _ := c.Status()
 	url := "http://" + st.Listeners[0].Addr.String() + "/api/files/local"
 
@@ -102,5 +86,82 @@ func TestForwardStreamsUpload(t *testing.T) {
 	}
 	if loc, want := a.resp.Header.Get("Location"), "http://"+st.Listeners[0].Addr.String()+"/api/files/local/x.gcode"; loc != want {
 		t.Errorf("Location = %q, want the forward's %q", loc, want)
+	}
+}
+
+// startClient starts a connect client of gw with key at address me and the given forwards.
+func startClient(t *testing.T, gw *tunneltest.Gateway, key wgtypes.Key, me netip.Addr, forwards ...string) *connect.Client {
+	t.Helper()
+	var fws []connect.Forward
+	for _, f := range forwards {
+		fw, err := connect.ParseForward(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fws = append(fws, fw)
+	}
+	c, err := connect.Start(context.Background(), connect.Config{
+		Device: enroll.DeviceConfig{
+			PrivateKey: key,
+			Addresses:  []netip.Prefix{netip.PrefixFrom(me, 32)},
+			Peers: []enroll.ConfigPeer{{PublicKey: gw.PublicKey, Endpoint: gw.Endpoint.String(),
+				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}},
+		},
+		Forwards: fws,
+		Logf:     t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestCloseEndsHalfClosedRawForward: a raw forward whose client has sent EOF while the far end
+// stays open (and silent) still ends when the Client closes.
+func TestCloseEndsHalfClosedRawForward(t *testing.T) {
+	gw := tunneltest.NewGateway(t)
+	key, _ := wgtypes.GeneratePrivateKey()
+	me := netip.MustParseAddr("10.99.0.201")
+	gw.AddPeer(t, tunnel.Peer{PublicKey: key.PublicKey(), AllowedIPs: []netip.Prefix{netip.PrefixFrom(me, 32)}})
+	ln, err := gw.Stack.ListenTCP(netip.AddrPortFrom(gw.Addr4, 2323))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.ReadAll(c) // until the client's EOF; then it stays open and silent
+		got <- c
+	}()
+	c := startClient(t, gw, key, me, "tcp:0="+gw.Addr4.String()+":2323")
+	st, _ := c.Status()
+	conn, err := net.Dial("tcp", st.Listeners[0].Addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte("hello"))
+	conn.(*net.TCPConn).CloseWrite()
+	var far net.Conn
+	select {
+	case far = <-got:
+		defer far.Close()
+	case <-time.After(2 * time.Minute): // a deadlock guard
+		t.Fatal("the far end never saw the client's EOF")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close = %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Close hung on a half-closed raw forward")
 	}
 }
