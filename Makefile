@@ -24,7 +24,8 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # Benchmarks print ratios against a baseline measured in the same run: the stock wireguard-go
-# netstack example (tunnel upload), and Debian's printcore (G-code streaming). The harnesses
+# netstack example (tunnel upload), Debian's wireguard-go client (printgate connect's forward),
+# and Debian's printcore (G-code streaming). The harnesses
 # that need root and Debian tools skip with a reason otherwise. docs/PERFORMANCE.md has results.
 BENCH_RUNS ?= 3
 bench:
