@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +89,33 @@ func TestForwardStreamsUpload(t *testing.T) {
 	if loc, want := a.resp.Header.Get("Location"), "http://"+st.Listeners[0].Addr.String()+"/api/files/local/x.gcode"; loc != want {
 		t.Errorf("Location = %q, want the forward's %q", loc, want)
 	}
+	http.DefaultClient.CloseIdleConnections()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	noGoroutinesLeft(t, "printgate/cmd/printgate/connect.")
+}
+
+// noGoroutinesLeft waits until no goroutine has a frame in pkg (net/http's handler goroutines
+// end shortly after Close, not within it), and fails with their stacks if some never do.
+func noGoroutinesLeft(t *testing.T, pkg string) {
+	t.Helper()
+	var left []string
+	for range 300 {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		left = left[:0]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, pkg) && !strings.Contains(g, "noGoroutinesLeft") && !strings.Contains(g, "testing.tRunner") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("%d goroutines of %s left after Close:\n%s", len(left), pkg, strings.Join(left, "\n\n"))
 }
 
 // startClient starts a connect client of gw with key at address me and the given forwards.
