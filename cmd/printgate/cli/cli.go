@@ -190,6 +190,9 @@ A first gateway:
   printgate run    --state /var/lib/printgate --printer mk4=/dev/serial/by-id/usb-Prusa-if00
   printgate enroll --state /var/lib/printgate alice-phone --role admin
 
+A laptop without admin rights (Windows, macOS, Linux), with the config enroll --conf wrote:
+  printgate connect --conf laptop.conf --forward 8080=mk4   (a slicer uses http://127.0.0.1:8080)
+
 enroll, peers, revoke and status talk to the running gateway over its control socket
 (STATE/control.sock, mode 0600) and open the state directory directly when none runs.
 `)
