@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -372,4 +373,16 @@ func TestSecondInstanceLock(t *testing.T) {
 		t.Fatalf("AcquireLock after Release = %v", err)
 	}
 	l3.Release()
+}
+
+func TestLockRefusesSharedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shared")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777) // the umask may have narrowed it
+	if l, err := connect.AcquireLock(dir, [32]byte{1}); err == nil {
+		l.Release()
+		t.Errorf("AcquireLock in a world-writable directory = nil error, want a refusal")
+	}
 }

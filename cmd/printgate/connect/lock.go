@@ -55,6 +55,11 @@ func AcquireLock(dir string, pub wgtypes.Key) (*Lock, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
 	}
+	// In a shared directory (the temporary one) another user could have made dir first, with
+	// a link in it that would have us truncate a file of ours.
+	if err := ownDir(dir); err != nil {
+		return nil, fmt.Errorf("lock: %s: %w", dir, err)
+	}
 	sum := sha256.Sum256(pub[:])
 	path := filepath.Join(dir, "connect-"+hex.EncodeToString(sum[:8])+".lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
