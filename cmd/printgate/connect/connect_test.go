@@ -36,6 +36,7 @@ type rig struct {
 	apiKey string
 	http   string // the HTTP forward's base URL
 	bridge string // the raw forward's address
+	ui     string // a forward to the gateway's web UI
 	socks  string // the SOCKS proxy's address
 	pr     netip.Addr
 }
@@ -79,7 +80,7 @@ func newRig(t *testing.T) *rig {
 	}
 	c, err := connect.Start(context.Background(), connect.Config{
 		Device:   dc,
-		Forwards: []connect.Forward{loop("0=" + printerName), loop("tcp:0=" + printerName + ":8888")},
+		Forwards: []connect.Forward{loop("0=" + printerName), loop("tcp:0=" + printerName + ":8888"), loop("0=" + g.Status().Addresses[0])},
 		SOCKS:    netip.MustParseAddrPort("127.0.0.1:0"),
 		Logf:     t.Logf,
 		Verbosef: t.Logf,
@@ -95,7 +96,8 @@ func newRig(t *testing.T) *rig {
 	r := &rig{g: g, c: c, apiKey: e.APIKey,
 		http:   "http://" + st.Listeners[0].Addr.String(),
 		bridge: st.Listeners[1].Addr.String(),
-		socks:  st.Listeners[2].Addr.String(),
+		ui:     "http://" + st.Listeners[2].Addr.String(),
+		socks:  st.Listeners[3].Addr.String(),
 	}
 	gs := g.Status()
 	r.pr = netip.MustParseAddr(gs.Printers[0].Address)
@@ -384,5 +386,41 @@ func TestLockRefusesSharedDir(t *testing.T) {
 	if l, err := connect.AcquireLock(dir, [32]byte{1}); err == nil {
 		l.Release()
 		t.Errorf("AcquireLock in a world-writable directory = nil error, want a refusal")
+	}
+}
+
+func TestForwardWebUI(t *testing.T) {
+	r := newRig(t)
+	resp, err := http.Get(r.ui + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET / through a forward to the gateway = %s %.100s, want the web UI", resp.Status, b)
+	}
+	resp, err = http.Get(r.ui + "/api/v1/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(`"laptop"`)) {
+		t.Errorf("GET /api/v1/whoami through the forward = %s %s, want the device", resp.Status, b)
+	}
+	// The browser's own origin on the forward counts as the gateway's (the forward rewrites it).
+	req, _ := http.NewRequest("POST", r.ui+"/api/v1/printers/"+printerName+"/temperature", strings.NewReader(`{"heater":"bed","target":0}`))
+	req.Header.Set("Origin", r.ui)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Printgate", "1")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusForbidden {
+		t.Errorf("same-origin POST from the forward's page = %s %s, want it not refused as cross-origin", resp.Status, b)
 	}
 }
