@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: build test demo bench lint fuzz dist deb image image-test clean
+.PHONY: build test demo bench lint fuzz dist deb image image-test clean cross
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/printgate
@@ -14,7 +14,7 @@ build:
 demo: build
 	./$(BIN) demo
 
-test: lint
+test: lint cross
 	$(GO) test -race -count=1 -timeout 25m $(PKGS) </dev/null
 	cd deploy && $(GO) test -race -count=1 -timeout 25m ./... </dev/null
 
@@ -27,7 +27,8 @@ lint:
 	  test -z "$$files" || { echo "gofmt needed:"; echo "$$files"; exit 1; }
 
 # Benchmarks print ratios against a baseline measured in the same run: the stock wireguard-go
-# netstack example (tunnel upload), and Debian's printcore (G-code streaming). The harnesses
+# netstack example (tunnel upload), Debian's wireguard-go client (printgate connect's forward),
+# and Debian's printcore (G-code streaming). The harnesses
 # that need root and Debian tools skip with a reason otherwise. docs/PERFORMANCE.md has results.
 BENCH_RUNS ?= 3
 bench:
@@ -46,6 +47,14 @@ fuzz:
 # Release binaries for linux/amd64, arm64, arm (GOARM=6 and 7) in dist/; `deb` adds the .debs.
 dist:
 	deploy/dist.sh $(VERSION)
+
+# The whole binary must build where `printgate connect` runs (laptops): Windows and macOS.
+# `make test` runs this first, so CI cross-compiles every run; `make dist` ships the binaries.
+CROSS := windows/amd64 darwin/arm64 darwin/amd64
+cross:
+	@set -e; for p in $(CROSS); do \
+	  echo "cross $$p"; CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} $(GO) build -o /dev/null ./cmd/printgate; \
+	done
 
 deb:
 	deploy/dist.sh --deb $(VERSION)

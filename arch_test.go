@@ -1,6 +1,7 @@
 // Architecture rules from DESIGN.md, checked over the whole tree: every package documents
 // itself in one line, only netstack/ imports gVisor, printerd/ never reaches the tunnel, and
-// the control protocol (enroll/control) stands on the roster's types alone.
+// the control protocol (enroll/control) stands on the roster's types alone, and the laptop
+// client (cmd/printgate/connect) never pulls in the gateway daemon.
 package printgate_test
 
 import (
@@ -111,6 +112,10 @@ func TestImportRules(t *testing.T) {
 			}
 			if under(dir, "printerd") && (ip == module+"/tunnel" || strings.HasPrefix(ip, module+"/tunnel/") || ip == module+"/netstack") {
 				t.Errorf("%s imports %s: printerd/ must not know the tunnel", files[0], ip)
+			}
+			// connect is a client: it never runs the gateway daemon.
+			if under(dir, filepath.Join("cmd", "printgate", "connect")) && !strings.HasSuffix(files[0], "_test.go") && ip == module+"/cmd/printgate/gateway" {
+				t.Errorf("%s imports %s: printgate connect is a client, not the gateway", files[0], ip)
 			}
 			// tunnel/tunneltest is test support: it may serve HTTP over the pair it builds.
 			knowsHTTP := ip == "net/http" && !strings.HasSuffix(files[0], "_test.go") && !under(dir, filepath.Join("tunnel", "tunneltest"))

@@ -3,9 +3,10 @@
 #
 #   deploy/dist.sh [--deb] [VERSION]
 #
-# dist/printgate_linux_{amd64,arm64,armv6,armv7} (CGO_ENABLED=0, -trimpath, version stamped
-# into cli.Version), and with --deb dist/printgate_VERSION_{amd64,arm64,armhf}.deb. The armhf
-# package carries the GOARMv6 binary, which runs on every Raspberry Pi (Raspberry Pi OS armhf is
+# dist/printgate_linux_{amd64,arm64,armv6,armv7}, and for `printgate connect` on laptops
+# printgate_windows_amd64.exe and printgate_darwin_{arm64,amd64} (CGO_ENABLED=0, -trimpath,
+# version stamped into cli.Version), and with --deb dist/printgate_VERSION_{amd64,arm64,armhf}.deb.
+# The armhf package carries the GOARMv6 binary, which runs on every Raspberry Pi (Raspberry Pi OS armhf is
 # ARMv6) and on Debian armhf. VERSION defaults to `git describe`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,10 @@ DIST="$(mkdir -p "${DIST:-dist}" && cd "${DIST:-dist}" && pwd)" # absolute: mkde
 ldflags="-s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$VERSION"
 
 mkdir -p "$DIST"
-build() { # NAME GOARCH [GOARM]
-	local out="$DIST/printgate_linux_$1"
+build() { # NAME GOARCH [GOARM [GOOS [SUFFIX]]]
+	local out="$DIST/printgate_${4:-linux}_$1${5:-}"
 	local start=$SECONDS
-	CGO_ENABLED=0 GOOS=linux GOARCH="$2" GOARM="${3:-}" \
+	CGO_ENABLED=0 GOOS="${4:-linux}" GOARCH="$2" GOARM="${3:-}" \
 		"$GO" build -trimpath -ldflags "$ldflags" -o "$out.tmp" ./cmd/printgate
 	mv "$out.tmp" "$out"
 	printf '%s (%d s)\n' "$out" $((SECONDS - start))
@@ -33,6 +34,10 @@ build amd64 amd64
 build arm64 arm64
 build armv6 arm 6
 build armv7 arm 7
+# Laptops (`printgate connect`, no admin rights): Windows and macOS.
+build amd64 amd64 "" windows .exe
+build arm64 arm64 "" darwin
+build amd64 amd64 "" darwin
 
 if $deb; then
 	doc=()

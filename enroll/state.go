@@ -29,7 +29,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -201,9 +200,9 @@ func lockDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock state directory: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flockExclusive(f); err != nil {
 		defer f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLockHeld) {
 			b, _ := io.ReadAll(io.LimitReader(f, 32))
 			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 			return nil, &InUseError{Dir: dir, PID: pid}
@@ -231,7 +230,7 @@ func lockDirWait(dir string, wait time.Duration) (*os.File, error) {
 // unlockDir releases the lock. The pid is cleared first so a reader never blames us later.
 func unlockDir(f *os.File) error {
 	f.Truncate(0)
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	funlock(f)
 	return f.Close()
 }
 

@@ -31,15 +31,15 @@ func (s *Server) handler(f face, p *printer) http.Handler {
 		}
 		s.writeError(w, r, errorf(http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path))
 	})
-	return s.front(mux)
+	return s.front(mux, p)
 }
 
 // front applies the checks every request of either face gets before routing: security
-// headers and the Host check.
-func (s *Server) front(next http.Handler) http.Handler {
+// headers and the Host check. p is the printer of a printer face, nil for the gateway's.
+func (s *Server) front(next http.Handler, p *printer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setSecurityHeaders(w.Header(), r.Host)
-		if err := s.checkHost(r); err != nil {
+		if err := s.checkHost(r, p); err != nil {
 			s.metrics.request("host", http.StatusMisdirectedRequest)
 			s.writeError(w, r, err)
 			return
@@ -80,9 +80,10 @@ func validHostHeader(h string) bool {
 }
 
 // checkHost refuses a Host header that is neither the tunnel address the connection arrived
-// on (with an optional port) nor a configured name of this gateway: a page on another site
-// that rebinds its DNS name to a tunnel address still sends its own name.
-func (s *Server) checkHost(r *http.Request) error {
+// on (with an optional port) nor a configured name of this gateway nor, on a printer's face
+// (p not nil), the printer's own name, which `printgate connect`'s SOCKS proxy resolves: a
+// page on another site that rebinds its DNS name to a tunnel address still sends its own name.
+func (s *Server) checkHost(r *http.Request, p *printer) error {
 	host, ok := hostOnly(r.Host)
 	if ok {
 		if a, err := netip.ParseAddr(host); err == nil {
@@ -90,6 +91,9 @@ func (s *Server) checkHost(r *http.Request) error {
 				return nil
 			}
 		} else {
+			if p != nil && strings.EqualFold(p.name, host) {
+				return nil
+			}
 			for _, n := range s.cfg.Hosts {
 				if strings.EqualFold(n, host) {
 					return nil

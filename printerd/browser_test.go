@@ -16,6 +16,9 @@ func TestHostCheck(t *testing.T) {
 		{"10.99.0.11:80", http.StatusOK},
 		{"printgate.internal", http.StatusOK},
 		{"PrintGate.Internal:80", http.StatusOK},
+		{"mk3", http.StatusOK},    // the printer's own name (printgate connect --socks)
+		{"MK3:80", http.StatusOK}, // without case, with a port
+		{"mk3.evil.example", http.StatusMisdirectedRequest},
 		{"evil.example", http.StatusMisdirectedRequest},     // DNS rebinding
 		{"10.99.0.1", http.StatusMisdirectedRequest},        // another tunnel address than this face's
 		{"127.0.0.1", http.StatusMisdirectedRequest},        // not a tunnel address

@@ -161,6 +161,9 @@ type PrinterConfig struct {
 	Webcam Webcam
 	// Model names the printer in the printer profile; empty means "Marlin printer".
 	Model string
+	// Addrs are the printer's tunnel addresses, listed by the native API (`printgate connect`
+	// resolves printer names with them); empty lists none.
+	Addrs []netip.Addr
 }
 
 // Webcam names a camera daemon's URLs. Both must be http URLs on a loopback address

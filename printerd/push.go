@@ -67,6 +67,9 @@ type nativeStatus struct {
 	Webcam   bool            `json:"webcam"`
 	Snapshot bool            `json:"snapshot"`
 	Limits   json.RawMessage `json:"limits,omitempty"`
+	// Address and Address6 are the printer's tunnel addresses; empty: not configured.
+	Address  string `json:"address,omitempty"`
+	Address6 string `json:"address6,omitempty"`
 }
 
 func (p *printer) nativeStatus(st marlin.Status) nativeStatus {
@@ -77,6 +80,13 @@ func (p *printer) nativeStatus(st marlin.Status) nativeStatus {
 		Name: p.name, State: st.State, Text: octoStateText(st.State), Error: st.Error,
 		Firmware: st.Firmware, Temps: st.Temps, Selected: sel,
 		Webcam: p.Webcam.Stream != "", Snapshot: p.Webcam.Snapshot != "",
+	}
+	for _, a := range p.Addrs {
+		if a.Is4() && ns.Address == "" {
+			ns.Address = a.String()
+		} else if a.Is6() && ns.Address6 == "" {
+			ns.Address6 = a.String()
+		}
 	}
 	if ns.Temps.Tools == nil {
 		ns.Temps.Tools = []marlin.Temp{}

@@ -26,7 +26,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -72,10 +71,15 @@ type Config struct {
 	// Errorf logs the device's errors (wireguard-go's Errorf: a failed bind, an unreadable
 	// TUN, bad packets from a known peer), each with its cause; nil: Logf.
 	Errorf func(format string, args ...any)
+	// Client makes this a client device (`printgate connect`): Apply validates with
+	// ValidateClient, so a peer's AllowedIPs may be whole prefixes. False (a gateway) allows
+	// host routes only.
+	Client bool
 }
 
 // Device is a running WireGuard device.
 type Device struct {
+	client bool
 	logf   func(format string, args ...any)
 	dev    *device.Device
 	pub    wgtypes.Key
@@ -125,7 +129,7 @@ func New(cfg Config) (*Device, error) {
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
-	d := &Device{logf: logf, pub: cfg.PrivateKey.PublicKey(), iface: cfg.InterfaceName}
+	d := &Device{client: cfg.Client, logf: logf, pub: cfg.PrivateKey.PublicKey(), iface: cfg.InterfaceName}
 	d.mu.applied = map[wgtypes.Key]Peer{}
 	logger := &device.Logger{
 		Verbosef: func(format string, args ...any) { logf("wireguard: "+format, args...) },
@@ -176,12 +180,7 @@ func validInterfaceName(name string) bool {
 }
 
 func (d *Device) listenUAPI(name string) error {
-	f, err := ipc.UAPIOpen(name)
-	if err != nil {
-		return err
-	}
-	l, err := ipc.UAPIListen(name, f)
-	f.Close() // UAPIListen holds its own descriptor
+	l, err := uapiListen(name)
 	if err != nil {
 		os.Remove(uapiPath(name))
 		return err
@@ -283,7 +282,7 @@ func (d *Device) PublicKey() wgtypes.Key { return d.pub }
 // A removed peer's session keys are wiped by wireguard-go at once; its TCP connections in the
 // stack are not: the caller closes them (netstack.Stack.CloseConns) after Apply returns.
 func (d *Device) Apply(peers []Peer) error {
-	if err := Validate(peers, d.pub); err != nil {
+	if err := validate(peers, d.pub, d.client); err != nil {
 		return fmt.Errorf("tunnel: apply: %w", err)
 	}
 	next := make(map[wgtypes.Key]Peer, len(peers))

@@ -26,6 +26,17 @@ const MaxPersistentKeepalive = math.MaxUint16 * time.Second
 // allowed IP is a host route (/32 or /128) held by exactly one peer; endpoints, if set, are
 // unicast with a port; keepalives are whole seconds in [0, 65535 s].
 func Validate(peers []Peer, self wgtypes.Key) error {
+	return validate(peers, self, false)
+}
+
+// ValidateClient checks a client device's peer set: as Validate, except that allowed IPs may
+// be prefixes of any length (a gateway routes a whole mesh prefix), which must not overlap
+// between peers.
+func ValidateClient(peers []Peer, self wgtypes.Key) error {
+	return validate(peers, self, true)
+}
+
+func validate(peers []Peer, self wgtypes.Key, routes bool) error {
 	if len(peers) > device.MaxPeers {
 		return fmt.Errorf("%d peers exceed the maximum of %d", len(peers), device.MaxPeers)
 	}
@@ -50,10 +61,21 @@ func Validate(peers []Peer, self wgtypes.Key) error {
 			if !pfx.IsValid() || a.Zone() != "" || a.Is4In6() {
 				return fmt.Errorf("peer %d (%s): invalid allowed IP %v", i, p.PublicKey, pfx)
 			}
-			if !pfx.IsSingleIP() {
+			if routes {
+				if pfx != pfx.Masked() {
+					return fmt.Errorf("peer %d (%s): allowed IP %v has host bits set", i, p.PublicKey, pfx)
+				}
+				for j, q := range peers[:i] {
+					for _, other := range q.AllowedIPs {
+						if pfx.Overlaps(other) {
+							return fmt.Errorf("peer %d (%s): allowed IP %v overlaps peer %d", i, p.PublicKey, pfx, j)
+						}
+					}
+				}
+			} else if !pfx.IsSingleIP() {
 				return fmt.Errorf("peer %d (%s): allowed IP %v is not a host route (/32 or /128)", i, p.PublicKey, pfx)
 			}
-			if a.IsUnspecified() || a.IsMulticast() {
+			if pfx.IsSingleIP() && (a.IsUnspecified() || a.IsMulticast()) {
 				return fmt.Errorf("peer %d (%s): allowed IP %v is not unicast", i, p.PublicKey, pfx)
 			}
 			if j, dup := owner[a]; dup {

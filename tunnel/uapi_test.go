@@ -211,3 +211,32 @@ func FuzzParseStats(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateClient(t *testing.T) {
+	self := key(0xee)
+	mesh := Peer{PublicKey: key(1), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.77.0.0/22"), netip.MustParsePrefix("fd12::/64")}}
+	for _, tc := range []struct {
+		name  string
+		peers []Peer
+		want  string // substring of the error; "" means valid
+	}{
+		{"mesh prefix", []Peer{mesh}, ""},
+		{"two disjoint", []Peer{mesh, {PublicKey: key(2), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.78.0.0/16")}}}, ""},
+		{"overlap", []Peer{mesh, {PublicKey: key(2), AllowedIPs: []netip.Prefix{host("10.77.0.9")}}}, "overlaps peer 0"},
+		{"host bits", []Peer{{PublicKey: key(2), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/22")}}}, "host bits"},
+		{"own key", []Peer{{PublicKey: self, AllowedIPs: mesh.AllowedIPs}}, "own public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateClient(tc.peers, self)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("ValidateClient(%s) = %v, want nil", tc.name, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("ValidateClient(%s) = %v, want error containing %q", tc.name, err, tc.want)
+			}
+		})
+	}
+	if err := Validate([]Peer{mesh}, self); err == nil {
+		t.Errorf("Validate(mesh prefix) = nil, want a gateway to refuse a prefix")
+	}
+}

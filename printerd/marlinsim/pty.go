@@ -1,3 +1,5 @@
+//go:build linux
+
 package marlinsim
 
 // The simulator on a pseudo-terminal (see "The pty" in the package doc):

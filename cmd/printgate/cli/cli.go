@@ -45,7 +45,7 @@ type command struct {
 func commands() []*command {
 	return []*command{
 		initCmd(), runCmd(), enrollCmd(), peersCmd(), revokeCmd(), statusCmd(),
-		simCmd(), demoCmd(), auditCmd(), recoverCmd(), versionCmd(), helpCmd(),
+		simCmd(), demoCmd(), auditCmd(), recoverCmd(), connectCmd(), versionCmd(), helpCmd(),
 	}
 }
 
@@ -189,6 +189,9 @@ A first gateway:
   printgate init   --state /var/lib/printgate --endpoint myhouse.example.org:51820
   printgate run    --state /var/lib/printgate --printer mk4=/dev/serial/by-id/usb-Prusa-if00
   printgate enroll --state /var/lib/printgate alice-phone --role admin
+
+A laptop without admin rights (Windows, macOS, Linux), with the config enroll --conf wrote:
+  printgate connect --conf laptop.conf --forward 8080=mk4   (a slicer uses http://127.0.0.1:8080)
 
 enroll, peers, revoke and status talk to the running gateway over its control socket
 (STATE/control.sock, mode 0600) and open the state directory directly when none runs; a

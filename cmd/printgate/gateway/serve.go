@@ -82,8 +82,14 @@ func (g *Gateway) startWeb() (*webServers, error) {
 			return nil, fmt.Errorf("printer %s: %w", p.spec.Name, err)
 		}
 		p.files = store
+		var addrs []netip.Addr
+		for _, a := range []netip.Addr{p.addr4, p.addr6} {
+			if a.IsValid() {
+				addrs = append(addrs, a)
+			}
+		}
 		pcs[p.spec.Name] = printerd.PrinterConfig{Printer: p.ctl, Files: store, Policy: p.pol,
-			Webcam: printerd.Webcam{Stream: p.spec.Webcam, Snapshot: p.spec.Snapshot}}
+			Webcam: printerd.Webcam{Stream: p.spec.Webcam, Snapshot: p.spec.Snapshot}, Addrs: addrs}
 	}
 	cfg := printerd.Config{
 		Printers:   pcs,
