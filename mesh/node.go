@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +56,9 @@ type Config struct {
 // DefaultCommitTimeout is the bound on a write when Config.CommitTimeout is zero.
 const DefaultCommitTimeout = 5 * time.Second
 
+// electionWait bounds how long Bootstrap waits for the new mesh of one to elect itself.
+const electionWait = 30 * time.Second
+
 // retryInterval paces retries of a write while there is no leader, and of revocations
 // waiting for quorum.
 const retryInterval = 100 * time.Millisecond
@@ -81,6 +85,9 @@ type Node struct {
 	snaps raft.SnapshotStore
 	mux   *mux
 	tomb  *tombstones
+	dir   string
+	// boot is the replica file's roster until the FSM applies past it; see replica.go.
+	boot atomic.Pointer[Roster]
 
 	kick chan struct{} // wakes the revocation retry loop
 	done chan struct{} // closed by Close: the node's goroutines exit
@@ -120,10 +127,16 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open mesh node %s: %w", cfg.ID, err)
 	}
+	n.dir = cfg.Dir
 	var err error
 	if n.tomb, err = loadTombstones(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("open mesh node %s: %w", cfg.ID, err)
 	}
+	boot, err := loadReplica(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open mesh node %s: %w", cfg.ID, err)
+	}
+	n.boot.Store(boot)
 	logOut := io.Writer(io.Discard)
 	level := hclog.Off
 	if cfg.Logf != nil {
@@ -168,9 +181,10 @@ func Open(cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("open mesh node %s: %w", cfg.ID, err)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.serveForward()
 	go n.retryRevocations()
+	go n.keepReplica()
 	n.logf("mesh: node %s up at %s", n.id, n.advertise)
 	return n, nil
 }
@@ -222,6 +236,17 @@ func (n *Node) Bootstrap(ctx context.Context, init InitCmd) (Gateway, error) {
 	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.advertise)}}}
 	if err := n.raft.BootstrapCluster(cfg).Error(); err != nil {
 		return Gateway{}, fmt.Errorf("bootstrap mesh: %w", err)
+	}
+	// A mesh of one elects itself after an election timeout; wait for that (not counted
+	// against the write's bound), at most electionWait.
+	wctx, cancel := context.WithTimeout(ctx, electionWait)
+	defer cancel()
+	for !n.isLeader() {
+		select {
+		case <-wctx.Done():
+			return Gateway{}, &quorumError{op: "bootstrap mesh", bound: electionWait, cause: errNoLeader}
+		case <-time.After(retryInterval):
+		}
 	}
 	res, err := n.Apply(ctx, Command{Init: &init})
 	if err != nil {
@@ -321,7 +346,7 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 // it may be behind the mesh, but never shows a device active after Revoke ran here.
 func (n *Node) Roster() *Roster {
 	local := n.tomb.names() // before the FSM's roster: see tombstone.go
-	r := n.fsm.Roster()
+	r := n.known()
 	if local == nil {
 		return r
 	}
@@ -358,7 +383,7 @@ func (n *Node) ReadConfirmed(ctx context.Context) (*Roster, error) {
 // once and kept on disk, then committed through the leader; without quorum it returns
 // committed false and no error, and the node keeps submitting it until it commits.
 func (n *Node) Revoke(ctx context.Context, name string) (committed bool, err error) {
-	d, ok := n.fsm.Roster().devices[name]
+	d, ok := n.known().devices[name]
 	if !ok {
 		// Not in this replica (it may be behind): only the leader can say.
 		_, err := n.Apply(ctx, Command{Revoke: &RevokeCmd{Name: name}})
@@ -408,7 +433,7 @@ func (n *Node) retryRevocations() {
 		if len(pending) == 0 {
 			continue
 		}
-		r := n.fsm.Roster()
+		r := n.known()
 		if err := n.tomb.drop(func(v revocation) bool {
 			d, ok := r.devices[v.Name]
 			return ok && d.State == Revoked
@@ -419,7 +444,7 @@ func (n *Node) retryRevocations() {
 			// Apply gives up on Close by itself.
 			_, err := n.Apply(context.Background(), Command{Revoke: &RevokeCmd{Name: v.Name, PublicKey: v.PublicKey}})
 			if err != nil {
-				if !errors.Is(err, ErrNoQuorum) {
+				if !errors.Is(err, ErrNoQuorum) && !errors.Is(err, net.ErrClosed) {
 					n.logf("mesh: revoke %s: %v", v.Name, err)
 				}
 				break // try again at the next tick

@@ -1,0 +1,555 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// eventually is the bound on anything a test waits for: generous, for a loaded 2-core
+// machine under -race. Tests never assert how fast something happens, only that it does.
+const eventually = 90 * time.Second
+
+// testNet is loopback TCP with partitions: a partitioned address can neither dial nor be
+// dialed, and its open connections are cut.
+type testNet struct {
+	mu    sync.Mutex
+	cut   map[string]bool
+	conns map[*trackedConn]bool
+}
+
+func newTestNet() *testNet {
+	return &testNet{cut: map[string]bool{}, conns: map[*trackedConn]bool{}}
+}
+
+type trackedConn struct {
+	net.Conn
+	tn     *testNet
+	ends   [2]string // the node addresses at either end
+	closed sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Do(func() {
+		c.tn.mu.Lock()
+		delete(c.tn.conns, c)
+		c.tn.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (tn *testNet) track(c net.Conn, a, b string) (net.Conn, error) {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	if tn.cut[a] || tn.cut[b] {
+		c.Close()
+		return nil, fmt.Errorf("%s to %s: partitioned", a, b)
+	}
+	tc := &trackedConn{Conn: c, tn: tn, ends: [2]string{a, b}}
+	tn.conns[tc] = true
+	return tc, nil
+}
+
+// partition cuts addr off; heal joins it again.
+func (tn *testNet) partition(addr string) {
+	tn.mu.Lock()
+	tn.cut[addr] = true
+	var cut []*trackedConn
+	for c := range tn.conns {
+		if c.ends[0] == addr || c.ends[1] == addr {
+			cut = append(cut, c)
+		}
+	}
+	tn.mu.Unlock()
+	for _, c := range cut {
+		c.Conn.Close()
+	}
+}
+
+func (tn *testNet) heal(addr string) {
+	tn.mu.Lock()
+	delete(tn.cut, addr)
+	tn.mu.Unlock()
+}
+
+type testListener struct {
+	net.Listener
+	tn   *testNet
+	addr string
+}
+
+func (l *testListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if tc, err := l.tn.track(c, l.addr, "?"); err == nil {
+			return tc, nil
+		}
+	}
+}
+
+func (tn *testNet) listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for deadline := time.Now().Add(eventually); ; {
+		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the port of a node just closed
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testListener{Listener: ln, tn: tn, addr: ln.Addr().String()}
+}
+
+func (tn *testNet) dialFrom(from string) DialFunc {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		tn.mu.Lock()
+		cut := tn.cut[from] || tn.cut[addr]
+		tn.mu.Unlock()
+		if cut {
+			return nil, fmt.Errorf("dial %s from %s: partitioned", addr, from)
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return tn.track(c, from, addr)
+	}
+}
+
+// testLogf is t.Logf that falls silent once the test is over.
+func testLogf(t testing.TB) func(string, ...any) {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Logf(format, args...)
+		}
+	}
+}
+
+type testNode struct {
+	id, dir, addr string
+	key           Key
+	*Node
+}
+
+type cluster struct {
+	t     testing.TB
+	net   *testNet
+	tune  func(*Config)
+	nodes []*testNode
+}
+
+// newCluster starts size nodes: the first bootstraps the mesh, the others are added as
+// gateways and voters through it.
+func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, net: newTestNet(), tune: tune}
+	base := t.TempDir()
+	for i := 1; i <= size; i++ {
+		tn := &testNode{id: fmt.Sprintf("gw%d", i), dir: filepath.Join(base, fmt.Sprintf("gw%d", i)), key: newKey(t)}
+		c.nodes = append(c.nodes, tn)
+		c.start(tn)
+	}
+	ctx := context.Background()
+	first := c.nodes[0]
+	if _, err := first.Bootstrap(ctx, InitCmd{Prefix4: netip.MustParsePrefix("10.77.0.0/20"), Prefix6: netip.MustParsePrefix("fd77::/64"),
+		Gateway: AddGatewayCmd{Name: first.id, PublicKey: first.key, Endpoint: first.addr}}); err != nil {
+		t.Fatalf("bootstrap: %v", err)
+	}
+	for _, tn := range c.nodes[1:] {
+		c.retry("add gateway "+tn.id, func() error {
+			_, err := first.AddGateway(ctx, AddGatewayCmd{Name: tn.id, PublicKey: tn.key, Endpoint: tn.addr})
+			return err
+		})
+		c.retry("add voter "+tn.id, func() error { return first.AddVoter(ctx, tn.id, tn.addr) })
+	}
+	c.converged()
+	return c
+}
+
+func (c *cluster) start(tn *testNode) {
+	c.t.Helper()
+	ln := c.net.listen(c.t, tn.addr)
+	tn.addr = ln.Addr().String()
+	cfg := Config{ID: tn.id, Dir: tn.dir, Listener: ln, Dial: c.net.dialFrom(tn.addr), Logf: testLogf(c.t)}
+	if c.tune != nil {
+		c.tune(&cfg)
+	}
+	n, err := Open(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tn.Node = n
+	c.t.Cleanup(func() { n.Close() })
+}
+
+func (c *cluster) stop(tn *testNode) {
+	c.t.Helper()
+	if err := tn.Close(); err != nil {
+		c.t.Fatalf("close %s: %v", tn.id, err)
+	}
+}
+
+// running are the nodes not closed.
+func (c *cluster) running() []*testNode {
+	var out []*testNode
+	for _, tn := range c.nodes {
+		tn.closed.Lock()
+		up := !tn.closed.yes
+		tn.closed.Unlock()
+		if up {
+			out = append(out, tn)
+		}
+	}
+	return out
+}
+
+// retry runs f until it succeeds; writes fail while an election is going on.
+func (c *cluster) retry(what string, f func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(eventually)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitFor polls cond until it holds.
+func (c *cluster) waitFor(what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(eventually)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// leader waits for a leader among the given nodes (the running ones when none are given).
+func (c *cluster) leader(among ...*testNode) *testNode {
+	c.t.Helper()
+	if len(among) == 0 {
+		among = c.running()
+	}
+	var l *testNode
+	c.waitFor("a leader", func() bool {
+		for _, tn := range among {
+			if tn.isLeader() {
+				l = tn
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+func (c *cluster) follower(among ...*testNode) *testNode {
+	c.t.Helper()
+	l := c.leader(among...)
+	if len(among) == 0 {
+		among = c.running()
+	}
+	for _, tn := range among {
+		if tn != l {
+			return tn
+		}
+	}
+	c.t.Fatal("no follower")
+	return nil
+}
+
+// converged waits until the given nodes (the running ones when none are given) hold the
+// same committed roster at the same index, and returns it.
+func (c *cluster) converged(among ...*testNode) *Roster {
+	c.t.Helper()
+	if len(among) == 0 {
+		among = c.running()
+	}
+	var r *Roster
+	c.waitFor("replicas to converge", func() bool {
+		r = among[0].fsm.Roster()
+		for _, tn := range among[1:] {
+			o := tn.fsm.Roster()
+			if o.Index != r.Index || !o.Equal(r) {
+				return false
+			}
+		}
+		return r.Index > 0
+	})
+	return r
+}
+
+func (c *cluster) enroll(via *testNode, name string) Device {
+	c.t.Helper()
+	var d Device
+	c.retry("enroll "+name, func() error {
+		var err error
+		d, err = via.Enroll(context.Background(), EnrollCmd{Name: name, Role: Operator, PublicKey: newKey(c.t), Home: via.id})
+		return err
+	})
+	return d
+}
+
+func TestClusterEnrollOnFollowerIsForwarded(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	f := c.follower()
+	d, err := f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: newKey(t), Home: f.id})
+	if err != nil {
+		t.Fatalf("enroll on follower %s: %v", f.id, err)
+	}
+	if !d.Created.After(time.Time{}) || d.Home != f.id {
+		t.Errorf("enrolled %v created %v", d, d.Created)
+	}
+	r := c.converged()
+	for _, tn := range c.nodes {
+		got, ok := tn.Roster().WhoIs(d.IPv4)
+		if !ok || got.Name != "phone" || got.State != Active {
+			t.Errorf("%s: WhoIs(%v) = %v, %v; want phone active", tn.id, d.IPv4, got, ok)
+		}
+	}
+	if len(r.Gateways()) != 3 {
+		t.Errorf("roster has %d gateways, want 3", len(r.Gateways()))
+	}
+	// A refusal from the leader arrives on the follower as the same error.
+	if _, err := f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: newKey(t), Home: f.id}); !errors.Is(err, ErrExists) {
+		t.Errorf("duplicate enroll on follower = %v, want ErrExists", err)
+	}
+	if _, err := f.AddPrinter(context.Background(), "mk4", f.id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.leader().AddPrinter(context.Background(), "mk4", c.leader().id); !errors.Is(err, ErrExists) || f.id == c.leader().id {
+		t.Errorf("duplicate printer on another gateway = %v, want ErrExists", err)
+	}
+	// Leader-confirmed reads on every node see the device.
+	for _, tn := range c.nodes {
+		r, err := tn.ReadConfirmed(context.Background())
+		if err != nil {
+			t.Fatalf("%s: confirmed read: %v", tn.id, err)
+		}
+		if _, ok := r.Device("phone"); !ok {
+			t.Errorf("%s: confirmed read misses phone", tn.id)
+		}
+	}
+}
+
+func TestClusterLeaderKilled(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	before := c.enroll(c.nodes[0], "before")
+	old := c.leader()
+	c.stop(old)
+	survivors := c.running()
+	nl := c.leader(survivors...)
+	if nl == old {
+		t.Fatal("the stopped node still leads")
+	}
+	for _, tn := range survivors {
+		d := c.enroll(tn, "after-"+tn.id)
+		if d.IPv4 == before.IPv4 {
+			t.Errorf("address %v handed out twice", d.IPv4)
+		}
+	}
+	c.converged(survivors...)
+	// The old leader comes back and catches up.
+	c.start(old)
+	r := c.converged()
+	if len(r.Devices()) != 3 {
+		t.Errorf("after the old leader rejoined: %d devices, want 3", len(r.Devices()))
+	}
+}
+
+func TestClusterPartitionedNode(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.CommitTimeout = 2 * time.Second })
+	victim := c.enroll(c.nodes[0], "victim")
+	c.converged()
+	p := c.follower()
+	c.net.partition(p.addr)
+
+	_, err := p.Enroll(context.Background(), EnrollCmd{Name: "newcomer", Role: Viewer, PublicKey: newKey(t), Home: p.id})
+	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "quorum") {
+		t.Fatalf("enroll on a partitioned node = %v, want an error about quorum", err)
+	}
+	t.Logf("refusal reads: %v", err)
+
+	committed, err := p.Revoke(context.Background(), "victim")
+	if err != nil || committed {
+		t.Fatalf("revoke on a partitioned node = %v, %v; want applied locally, not committed", committed, err)
+	}
+	if d, _ := p.Roster().WhoIs(victim.IPv4); d.State != Revoked {
+		t.Errorf("partitioned node shows victim %s after revoking it", d.State)
+	}
+	if st := p.Status(); len(st.PendingRevocations) != 1 {
+		t.Errorf("pending revocations = %v, want [victim]", st.PendingRevocations)
+	}
+	// The majority still writes.
+	var majority []*testNode
+	for _, tn := range c.nodes {
+		if tn != p {
+			majority = append(majority, tn)
+		}
+	}
+	c.enroll(c.leader(majority...), "during")
+
+	c.net.heal(p.addr)
+	c.waitFor("the revocation to reach every node", func() bool {
+		for _, tn := range c.nodes {
+			if d, _ := tn.fsm.Roster().Device("victim"); d.State != Revoked {
+				return false
+			}
+		}
+		return len(p.Status().PendingRevocations) == 0
+	})
+	r := c.converged()
+	if _, ok := r.Device("during"); !ok {
+		t.Error("the healed node misses what the majority wrote")
+	}
+}
+
+func TestLocalRevocationSurvivesRestart(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.CommitTimeout = time.Second })
+	c.enroll(c.nodes[0], "victim")
+	c.enroll(c.nodes[0], "bystander")
+	c.converged()
+	p := c.follower()
+	c.net.partition(p.addr)
+	if committed, err := p.Revoke(context.Background(), "victim"); err != nil || committed {
+		t.Fatalf("revoke = %v, %v", committed, err)
+	}
+	c.stop(p)
+	c.net.heal(p.addr) // the restarted node reconnects, but the revocation must hold from its first read
+	c.net.partition(p.addr)
+	c.start(p)
+	if d, _ := p.Roster().Device("victim"); d.State != Revoked {
+		t.Fatalf("after restart the partitioned node shows victim %q", d.State)
+	}
+	// Without quorum raft replays nothing: the devices it knew come from the replica file.
+	if d, _ := p.Roster().Device("bystander"); d.State != Active {
+		t.Errorf("after restart without quorum the node shows bystander %q, want active", d.State)
+	}
+	c.net.heal(p.addr)
+	c.waitFor("the revocation to commit", func() bool {
+		d, _ := c.leader().fsm.Roster().Device("victim")
+		return d.State == Revoked
+	})
+}
+
+func TestClusterCatchUpFromSnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotThreshold, cfg.TrailingLogs = 16, 4
+	})
+	away := c.follower()
+	c.stop(away)
+	l := c.leader(c.running()...)
+	for i := range 60 {
+		c.enroll(l, fmt.Sprintf("d%02d", i))
+	}
+	if err := l.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	first, err := l.store.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= away.fsm.Roster().Index {
+		t.Fatalf("leader's log starts at %d, not past the away node's %d: the test would not need a snapshot", first, away.fsm.Roster().Index)
+	}
+	c.start(away)
+	r := c.converged()
+	if len(r.Devices()) != 60 {
+		t.Errorf("%d devices after catching up, want 60", len(r.Devices()))
+	}
+	if got := away.raft.Stats()["last_snapshot_index"]; got == "0" {
+		t.Errorf("the away node holds no snapshot (last_snapshot_index %s): it did not catch up from one", got)
+	}
+}
+
+func TestClusterRestartAll(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	for i, tn := range c.nodes {
+		c.enroll(tn, fmt.Sprintf("dev%d", i))
+	}
+	c.retry("printer", func() error { _, err := c.nodes[1].AddPrinter(context.Background(), "mk4", "gw2"); return err })
+	before := c.converged()
+	for _, tn := range c.nodes {
+		c.stop(tn)
+	}
+	for _, tn := range c.nodes {
+		c.start(tn)
+	}
+	c.leader()
+	after := c.converged()
+	if !after.Equal(before) {
+		t.Errorf("roster after restarting every node differs:\n got %s\nwant %s", mustJSON(mustMarshal(after)), mustJSON(mustMarshal(before)))
+	}
+	c.enroll(c.nodes[2], "after-restart")
+}
+
+func TestCluster1000Enrollments(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 enrollments: not in -short")
+	}
+	c := newCluster(t, 3, nil)
+	const total, workers = 1000, 12
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			via := c.nodes[w%3]
+			for i := w; i < total; i += workers {
+				_, err := via.Enroll(context.Background(), EnrollCmd{Name: fmt.Sprintf("dev%04d", i), Role: Viewer, PublicKey: newKey(t), Home: via.id})
+				if err != nil {
+					errs <- fmt.Errorf("enroll dev%04d via %s: %w", i, via.id, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	r := c.converged()
+	t.Logf("%d enrollments through 3 nodes in %v", total, time.Since(start))
+	seen := map[netip.Addr]bool{}
+	for _, d := range r.Devices() {
+		if seen[d.IPv4] {
+			t.Errorf("address %v twice", d.IPv4)
+		}
+		seen[d.IPv4] = true
+	}
+	if len(seen) != total {
+		t.Errorf("%d devices, want %d", len(seen), total)
+	}
+}
