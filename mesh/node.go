@@ -385,9 +385,17 @@ func (n *Node) ReadConfirmed(ctx context.Context) (*Roster, error) {
 func (n *Node) Revoke(ctx context.Context, name string) (committed bool, err error) {
 	d, ok := n.known().devices[name]
 	if !ok {
-		// Not in this replica (it may be behind): only the leader can say.
-		_, err := n.Apply(ctx, Command{Revoke: &RevokeCmd{Name: name}})
-		return err == nil, err
+		// Not in this replica (it may be behind): only the leader can say. Once it has, the
+		// device shows revoked here too, before the replica catches up with its enrollment.
+		res, err := n.Apply(ctx, Command{Revoke: &RevokeCmd{Name: name}})
+		if err != nil {
+			return false, err
+		}
+		if err := n.tomb.add(revocation{Name: name, PublicKey: res.Device.PublicKey, At: n.now()}); err != nil {
+			return true, fmt.Errorf("revoke %s: %w", name, err)
+		}
+		n.wake()
+		return true, nil
 	}
 	if d.State == Revoked {
 		return true, nil
