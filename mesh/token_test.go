@@ -97,7 +97,7 @@ func TestParseTokenErrors(t *testing.T) {
 		{"future format", "pgjoin2.AAAA", `format "pgjoin2"`},
 		{"bad character", text[:40] + "*" + text[41:], "not base64url"},
 		{"truncated", text[:len(text)-1], "copied incompletely"},
-		{"four characters lost", text[:len(text)-4], "checksum mismatch"},
+		{"bytes lost", TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:len(raw)-3]), "checksum mismatch"},
 		{"very short", TokenPrefix + "AAAA", "too short"},
 		{"changed character", string(flip), "checksum mismatch"},
 		{"version", reseal(v2), "version 2"},
