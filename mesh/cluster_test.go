@@ -558,3 +558,69 @@ func TestCluster1000Enrollments(t *testing.T) {
 		t.Errorf("%d devices, want %d", len(seen), total)
 	}
 }
+
+func TestClusterJoinAndRemove(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, nil)
+	ctx := context.Background()
+	inviter := c.nodes[0]
+	gw, _ := inviter.Roster().Gateway(inviter.id)
+	tok, err := NewToken(time.Now().Add(15*time.Minute), netip.MustParseAddr("10.77.15.250"), gw.PublicKey, gw.IPv4, gw.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.retry("add join token", func() error {
+		_, err := inviter.AddJoinToken(ctx, AddTokenCmd{PublicKey: tok.PublicKey(), Inviter: inviter.id, Expires: tok.Expires})
+		return err
+	})
+
+	// The new machine parses the token and, through the inviter, uses it once.
+	parsed, err := ParseToken(tok.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newbie := &testNode{id: "gw4", dir: filepath.Join(t.TempDir(), "gw4"), key: newKey(t)}
+	c.nodes = append(c.nodes, newbie)
+	c.start(newbie)
+	if _, err := inviter.ConsumeJoinToken(ctx, parsed.PublicKey(), newbie.id); err != nil {
+		t.Fatalf("use join token: %v", err)
+	}
+	if _, err := c.nodes[1].ConsumeJoinToken(ctx, parsed.PublicKey(), "gw5"); !errors.Is(err, ErrTokenUsed) {
+		t.Errorf("second use of the token = %v, want ErrTokenUsed", err)
+	}
+	if _, err := inviter.AddGateway(ctx, AddGatewayCmd{Name: newbie.id, PublicKey: newbie.key, Endpoint: newbie.addr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inviter.AddVoter(ctx, newbie.id, newbie.addr); err != nil {
+		t.Fatal(err)
+	}
+	c.converged()
+	if st := c.leader().Status(); len(st.Servers) != 4 {
+		t.Errorf("raft has %d servers after the join, want 4: %+v", len(st.Servers), st.Servers)
+	}
+	d := c.enroll(newbie, "homed-on-gw4")
+
+	err = inviter.RemoveGateway(ctx, newbie.id)
+	if !errors.Is(err, ErrHomed) || !strings.Contains(err.Error(), "homed-on-gw4") {
+		t.Fatalf("remove gw4 with a device homed there = %v, want ErrHomed naming homed-on-gw4", err)
+	}
+	if _, err := inviter.Revoke(ctx, d.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := inviter.RemoveGateway(ctx, newbie.id); err != nil {
+		t.Fatalf("remove gw4: %v", err)
+	}
+	if err := inviter.RemoveServer(ctx, newbie.id); err != nil {
+		t.Fatalf("remove server gw4: %v", err)
+	}
+	c.stop(newbie)
+	rest := c.running()
+	c.enroll(rest[1], "after-remove")
+	r := c.converged(rest...)
+	if _, ok := r.Gateway("gw4"); ok || len(r.Gateways()) != 3 {
+		t.Errorf("gateways after removing gw4: %v", r.Gateways())
+	}
+	if st := c.leader(rest...).Status(); len(st.Servers) != 3 {
+		t.Errorf("raft has %d servers after the removal, want 3", len(st.Servers))
+	}
+}

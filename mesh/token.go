@@ -163,7 +163,7 @@ func ParseToken(s string) (Token, error) {
 	}
 	data, sum := raw[:len(raw)-4], raw[len(raw)-4:]
 	if want := sha256.Sum256(data); !bytes.Equal(sum, want[:4]) {
-		return Token{}, fmt.Errorf("join token: checksum mismatch (a character was changed or lost in copying): %w", ErrToken)
+		return Token{}, fmt.Errorf("join token: checksum mismatch (a character was changed, or the token was copied incompletely): %w", ErrToken)
 	}
 	if data[0] != tokenVersion {
 		return Token{}, fmt.Errorf("join token: version %d, this printgate reads %d (upgrade?): %w", data[0], tokenVersion, ErrToken)
