@@ -409,6 +409,7 @@ func TestClusterPartitionedNode(t *testing.T) {
 	if d, _ := p.Roster().WhoIs(victim.IPv4); d.State != Revoked {
 		t.Errorf("partitioned node shows victim %s after revoking it", d.State)
 	}
+	c.waitFor("the partitioned node to see it has no quorum", func() bool { return !p.Status().Quorum })
 	if st := p.Status(); len(st.PendingRevocations) != 1 {
 		t.Errorf("pending revocations = %v, want [victim]", st.PendingRevocations)
 	}
@@ -431,6 +432,7 @@ func TestClusterPartitionedNode(t *testing.T) {
 		return len(p.Status().PendingRevocations) == 0
 	})
 	r := c.converged()
+	c.waitFor("the healed node to report quorum", func() bool { return p.Status().Quorum })
 	if _, ok := r.Device("during"); !ok {
 		t.Error("the healed node misses what the majority wrote")
 	}

@@ -466,15 +466,22 @@ type Status struct {
 	ID      string `json:"id"`
 	Address string `json:"address"`
 	// State is "leader", "follower", "candidate" or "shutdown".
-	State      string   `json:"state"`
-	Leader     string   `json:"leader"` // empty when none is known
-	LeaderAddr string   `json:"leader_address"`
-	Servers    []Server `json:"servers"`
+	State      string `json:"state"`
+	Leader     string `json:"leader"` // empty when none is known
+	LeaderAddr string `json:"leader_address"`
+	// Quorum is true when this node leads, or heard from a leader within quorumContact:
+	// writes can commit. (A leader that loses its majority steps down within raft's lease.)
+	Quorum  bool     `json:"quorum"`
+	Servers []Server `json:"servers"`
 	// Index is the raft index of the last roster command this replica applied.
 	Index uint64 `json:"index"`
 	// PendingRevocations are revocations applied here and not yet seen committed.
 	PendingRevocations []string `json:"pending_revocations"`
 }
+
+// quorumContact is how recently a follower must have heard from its leader for Status to
+// report quorum: a few of raft's default heartbeat timeouts (1 s).
+const quorumContact = 3 * time.Second
 
 // Server is one member of the raft configuration.
 type Server struct {
@@ -488,6 +495,7 @@ func (n *Node) Status() Status {
 	addr, id := n.raft.LeaderWithID()
 	s := Status{ID: n.id, Address: n.advertise, State: strings.ToLower(n.raft.State().String()),
 		Leader: string(id), LeaderAddr: string(addr), Index: n.fsm.Roster().Index, Servers: []Server{}, PendingRevocations: []string{}}
+	s.Quorum = n.isLeader() || id != "" && time.Since(n.raft.LastContact()) < quorumContact
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, sv := range f.Configuration().Servers {
 			s.Servers = append(s.Servers, Server{ID: string(sv.ID), Address: string(sv.Address), Voter: sv.Suffrage == raft.Voter})
