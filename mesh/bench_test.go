@@ -36,3 +36,41 @@ func BenchmarkCommitLatency(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRevokeEverywhere measures a revocation from the call on a follower until every
+// node's local view shows the device revoked, on a 3-node loopback cluster.
+func BenchmarkRevokeEverywhere(b *testing.B) {
+	c := newCluster(b, 3, nil)
+	f := c.follower()
+	ctx := context.Background()
+	names := make([]string, b.N)
+	for i := range names {
+		names[i] = fmt.Sprintf("r-%d-%d", b.N, i)
+		if _, err := f.Enroll(ctx, EnrollCmd{Name: names[i], Role: Viewer, PublicKey: newKey(b), Home: f.id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.converged()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for _, name := range names {
+		start := time.Now()
+		if _, err := f.Revoke(ctx, name); err != nil {
+			b.Fatal(err)
+		}
+		for _, tn := range c.nodes {
+			for {
+				ch := tn.fsm.next()
+				if d, _ := tn.Roster().Device(name); d.State == Revoked {
+					break
+				}
+				<-ch
+			}
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}

@@ -192,7 +192,10 @@ func (c *cluster) start(tn *testNode) {
 	c.t.Helper()
 	ln := c.net.listen(c.t, tn.addr)
 	tn.addr = ln.Addr().String()
-	cfg := Config{ID: tn.id, Dir: tn.dir, Listener: ln, Dial: c.net.dialFrom(tn.addr), Logf: testLogf(c.t)}
+	cfg := Config{ID: tn.id, Dir: tn.dir, Listener: ln, Dial: c.net.dialFrom(tn.addr)}
+	if _, bench := c.t.(*testing.B); !bench {
+		cfg.Logf = testLogf(c.t)
+	}
 	if c.tune != nil {
 		c.tune(&cfg)
 	}
@@ -625,4 +628,64 @@ func TestClusterJoinAndRemove(t *testing.T) {
 	if st := c.leader(rest...).Status(); len(st.Servers) != 3 {
 		t.Errorf("raft has %d servers after the removal, want 3", len(st.Servers))
 	}
+}
+
+func TestClusterPartitionedLeader(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *Config) { cfg.CommitTimeout = 2 * time.Second })
+	victim := c.enroll(c.nodes[1], "victim")
+	old := c.leader()
+	c.net.partition(old.addr)
+	_, err := old.Enroll(context.Background(), EnrollCmd{Name: "newcomer", Role: Viewer, PublicKey: newKey(t), Home: old.id})
+	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "quorum") {
+		t.Fatalf("enroll on a partitioned leader = %v, want an error about quorum", err)
+	}
+	if committed, err := old.Revoke(context.Background(), victim.Name); err != nil || committed {
+		t.Fatalf("revoke on a partitioned leader = %v, %v; want applied locally, not committed", committed, err)
+	}
+	if d, _ := old.Roster().WhoIs(victim.IPv4); d.State != Revoked {
+		t.Errorf("partitioned leader shows victim %s after revoking it", d.State)
+	}
+	var majority []*testNode
+	for _, tn := range c.nodes {
+		if tn != old {
+			majority = append(majority, tn)
+		}
+	}
+	nl := c.leader(majority...)
+	c.enroll(nl, "during")
+	c.net.heal(old.addr)
+	c.waitFor("the revocation to commit", func() bool {
+		for _, tn := range c.nodes {
+			if d, _ := tn.fsm.Roster().Device("victim"); d.State != Revoked {
+				return false
+			}
+		}
+		return true
+	})
+	r := c.converged()
+	if _, ok := r.Device("newcomer"); ok {
+		// The refused enrollment may have stayed in the old leader's log, but it never
+		// committed: the new leader's term overwrote it.
+		t.Error("an enrollment refused for want of quorum committed after all")
+	}
+}
+
+func TestClusterOfEight(t *testing.T) {
+	if testing.Short() {
+		t.Skip("8 nodes: not in -short")
+	}
+	t.Parallel()
+	c := newCluster(t, 8, nil)
+	for _, tn := range c.nodes {
+		c.enroll(tn, "dev-"+tn.id)
+	}
+	r := c.converged()
+	if len(r.Gateways()) != 8 || len(r.Devices()) != 8 {
+		t.Fatalf("8-node mesh holds %d gateways and %d devices, want 8 and 8", len(r.Gateways()), len(r.Devices()))
+	}
+	// It holds a failure: with one node down the other seven still write.
+	c.stop(c.leader())
+	c.enroll(c.running()[0], "after-failure")
+	c.converged()
 }
