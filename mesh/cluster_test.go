@@ -413,6 +413,13 @@ func TestClusterPartitionedNode(t *testing.T) {
 		t.Errorf("partitioned node shows victim %s after revoking it", d.State)
 	}
 	c.waitFor("the partitioned node to see it has no quorum", func() bool { return !p.Status().Quorum })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	for _, m := range p.Members(ctx) {
+		if m.Reachable != (m.ID == p.id) {
+			t.Errorf("partitioned %s: member %s reachable = %v", p.id, m.ID, m.Reachable)
+		}
+	}
+	cancel()
 	if st := p.Status(); len(st.PendingRevocations) != 1 {
 		t.Errorf("pending revocations = %v, want [victim]", st.PendingRevocations)
 	}
@@ -436,6 +443,20 @@ func TestClusterPartitionedNode(t *testing.T) {
 	})
 	r := c.converged()
 	c.waitFor("the healed node to report quorum", func() bool { return p.Status().Quorum })
+	c.waitFor("every member to answer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		leaders := 0
+		for _, m := range p.Members(ctx) {
+			if !m.Reachable {
+				return false
+			}
+			if m.Leader {
+				leaders++
+			}
+		}
+		return leaders == 1
+	})
 	if _, ok := r.Device("during"); !ok {
 		t.Error("the healed node misses what the majority wrote")
 	}

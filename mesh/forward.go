@@ -17,8 +17,16 @@ import (
 // maxForward bounds a forwarded request or response.
 const maxForward = 1 << 20
 
+// The forwarded operations. All but opPing are answered by the leader only.
+const (
+	opApply        = "apply"
+	opReadIndex    = "read_index"
+	opAddVoter     = "add_voter"
+	opRemoveServer = "remove_server"
+	opPing         = "ping"
+)
+
 type fwdRequest struct {
-	// Op is "apply", "read_index", "add_voter" or "remove_server".
 	Op      string   `json:"op"`
 	Command *Command `json:"command,omitempty"`
 	ID      string   `json:"id,omitempty"`
@@ -64,6 +72,11 @@ func (n *Node) answer(c net.Conn) {
 	defer cancel()
 	var resp fwdResponse
 	var err error
+	if req.Op == opPing {
+		// Any member answers a ping, with how far its replica has applied.
+		json.NewEncoder(c).Encode(fwdResponse{Index: n.fsm.Roster().Index})
+		return
+	}
 	if !n.isLeader() {
 		err = errNotLeader
 	} else {

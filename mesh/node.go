@@ -261,7 +261,7 @@ func (n *Node) Bootstrap(ctx context.Context, init InitCmd) (Gateway, error) {
 func (n *Node) Apply(ctx context.Context, c Command) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.bound)
 	defer cancel()
-	resp, err := n.do(ctx, c.op(), fwdRequest{Op: "apply", Command: &c})
+	resp, err := n.do(ctx, c.op(), fwdRequest{Op: opApply, Command: &c})
 	return resp.Result, err
 }
 
@@ -330,7 +330,7 @@ func (n *Node) ConsumeJoinToken(ctx context.Context, k Key, by string) (JoinToke
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, n.bound)
 	defer cancel()
-	_, err := n.do(ctx, "add voter "+id, fwdRequest{Op: "add_voter", ID: id, Addr: addr})
+	_, err := n.do(ctx, "add voter "+id, fwdRequest{Op: opAddVoter, ID: id, Addr: addr})
 	return err
 }
 
@@ -338,7 +338,7 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, n.bound)
 	defer cancel()
-	_, err := n.do(ctx, "remove server "+id, fwdRequest{Op: "remove_server", ID: id})
+	_, err := n.do(ctx, "remove server "+id, fwdRequest{Op: opRemoveServer, ID: id})
 	return err
 }
 
@@ -362,7 +362,7 @@ func (n *Node) Roster() *Roster {
 func (n *Node) ReadConfirmed(ctx context.Context) (*Roster, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.bound)
 	defer cancel()
-	resp, err := n.do(ctx, "confirmed read", fwdRequest{Op: "read_index"})
+	resp, err := n.do(ctx, "confirmed read", fwdRequest{Op: opReadIndex})
 	if err != nil {
 		return nil, err
 	}
@@ -507,6 +507,39 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// Member is one raft server as this node sees it.
+type Member struct {
+	Server
+	Leader bool `json:"leader"`
+	// Reachable is true when the member answered a ping (always for this node).
+	Reachable bool `json:"reachable"`
+	// Index is the last roster command its replica applied, when it answered.
+	Index uint64 `json:"index"`
+}
+
+// Members pings every member of the raft configuration in parallel, each within ctx, and
+// reports who answered: what `mesh status` shows per gateway.
+func (n *Node) Members(ctx context.Context) []Member {
+	st := n.Status()
+	out := make([]Member, len(st.Servers))
+	var wg sync.WaitGroup
+	for i, sv := range st.Servers {
+		out[i] = Member{Server: sv, Leader: sv.ID == st.Leader}
+		if sv.ID == n.id {
+			out[i].Reachable, out[i].Index = true, st.Index
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.forward(ctx, sv.Address, fwdRequest{Op: opPing})
+			out[i].Reachable, out[i].Index = err == nil, resp.Index
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 func (n *Node) isLeader() bool { return n.raft.State() == raft.Leader }
 
 // quorumError is a write or confirmed read that could not complete within the bound.
@@ -574,7 +607,7 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 		return fwdResponse{}, context.DeadlineExceeded
 	}
 	switch req.Op {
-	case "apply":
+	case opApply:
 		if req.Command == nil {
 			return fwdResponse{}, fmt.Errorf("apply without a command: %w", ErrInvalid)
 		}
@@ -593,14 +626,14 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 			return fwdResponse{}, fmt.Errorf("%s: unexpected apply response %T", c.op(), f.Response())
 		}
 		return fwdResponse{Result: res.Result, Index: f.Index()}, res.err
-	case "read_index":
+	case opReadIndex:
 		if err := wait(ctx, n.raft.Barrier(remaining)); err != nil {
 			return fwdResponse{}, err
 		}
 		return fwdResponse{Index: n.fsm.Roster().Index}, nil
-	case "add_voter":
+	case opAddVoter:
 		return fwdResponse{}, wait(ctx, n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, remaining))
-	case "remove_server":
+	case opRemoveServer:
 		return fwdResponse{}, wait(ctx, n.raft.RemoveServer(raft.ServerID(req.ID), 0, remaining))
 	}
 	return fwdResponse{}, fmt.Errorf("forwarded op %q unknown: %w", req.Op, ErrInvalid)
