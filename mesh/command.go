@@ -84,11 +84,19 @@ type Command struct {
 	ConsumeToken  *ConsumeTokenCmd  `json:"consume_token,omitempty"`
 }
 
-// InitCmd creates the mesh: its prefixes and its first gateway (offset 1).
+// InitCmd creates the mesh: its prefixes and its first gateway (offset 1). A single
+// gateway's existing roster upgrades in place by coming along: its devices (active or
+// revoked) and printers keep their addresses, and allocation resumes above NextOffset (the
+// single gateway's high-water mark), so no address it ever handed out comes back.
 type InitCmd struct {
 	Prefix4 netip.Prefix  `json:"prefix4"`
 	Prefix6 netip.Prefix  `json:"prefix6,omitzero"`
 	Gateway AddGatewayCmd `json:"gateway"`
+	// Devices are imported homed on Gateway; their Home is ignored.
+	Devices []Device `json:"devices,omitempty"`
+	// Printers are imported on Gateway; their Gateway is ignored.
+	Printers   []Printer `json:"printers,omitempty"`
+	NextOffset uint32    `json:"next_offset,omitempty"`
 }
 
 // EnrollCmd adds a device; Apply allocates its addresses.

@@ -148,7 +148,105 @@ func (r *Roster) applyInit(c *Command) (*Roster, Result, error) {
 	n := r.shallow()
 	n.Prefix4, n.Prefix6 = c.Init.Prefix4, c.Init.Prefix6
 	n.nextOffset = firstPoolOffset
-	return n.applyAddGateway(&c.Init.Gateway, c)
+	n, res, err := n.applyAddGateway(&c.Init.Gateway, c)
+	if err != nil || len(c.Init.Devices) == 0 && len(c.Init.Printers) == 0 && c.Init.NextOffset == 0 {
+		return n, res, err
+	}
+	if err := n.importRoster(c.Init, *res.Gateway); err != nil {
+		return nil, Result{}, fmt.Errorf("upgrade: %w", err)
+	}
+	return n, res, nil
+}
+
+// importRoster adds a single gateway's devices and printers to the new roster n (owned by
+// the caller), at the addresses they hold.
+func (n *Roster) importRoster(init *InitCmd, gw Gateway) error {
+	n.ownDevices()
+	n.printers = maps.Clone(n.printers)
+	mark := max(init.NextOffset, firstPoolOffset)
+	if mark > n.size() {
+		return fmt.Errorf("next offset %d outside the prefix %v: %w", mark, n.Prefix4, ErrInvalid)
+	}
+	// place checks that a4/a6 are the two addresses of one free offset and returns it.
+	place := func(who string, a4, a6 netip.Addr) (uint32, error) {
+		off, ok := n.offsetOf(a4)
+		if !ok || !n.usable(off) {
+			return 0, fmt.Errorf("%s: address %v is not a usable address of %v: %w", who, a4, n.Prefix4, ErrInvalid)
+		}
+		if want4, want6 := n.addrs(off); want4 != a4 || want6 != a6 {
+			return 0, fmt.Errorf("%s: addresses %v and %v do not pair as the plan does (want %v): %w", who, a4, a6, want6, ErrInvalid)
+		}
+		if n.taken(off) {
+			return 0, fmt.Errorf("%s: address %v is held twice: %w", who, a4, ErrExists)
+		}
+		return off, nil
+	}
+	for _, d := range init.Devices {
+		who := "device " + d.Name
+		if err := validName("device", d.Name); err != nil {
+			return err
+		}
+		switch {
+		case !d.Role.Valid():
+			return fmt.Errorf("%s: role %q: %w", who, d.Role, ErrInvalid)
+		case d.State != Active && d.State != Revoked:
+			return fmt.Errorf("%s: state %q, want active or revoked: %w", who, d.State, ErrInvalid)
+		case d.PublicKey.IsZero() || d.PublicKey == gw.PublicKey:
+			return fmt.Errorf("%s: no public key of its own: %w", who, ErrInvalid)
+		case len(d.APIKeyHash) != 0 && len(d.APIKeyHash) != 32:
+			return fmt.Errorf("%s: api key hash is %d bytes: %w", who, len(d.APIKeyHash), ErrInvalid)
+		}
+		if _, dup := n.devices[d.Name]; dup {
+			return fmt.Errorf("%s twice: %w", who, ErrExists)
+		}
+		if holder, dup := n.byKey[d.PublicKey]; dup {
+			return fmt.Errorf("%s: key held by %s too: %w", who, holder, ErrExists)
+		}
+		off, err := place(who, d.IPv4, d.IPv6)
+		if err != nil {
+			return err
+		}
+		if off < firstPoolOffset {
+			return fmt.Errorf("%s: address %v is below the device range: %w", who, d.IPv4, ErrInvalid)
+		}
+		d = d.clone()
+		d.Home = gw.Name
+		n.putDevice(d)
+		mark = max(mark, off+1)
+	}
+	for _, p := range init.Printers {
+		who := "printer " + p.Name
+		if err := validName("printer", p.Name); err != nil {
+			return err
+		}
+		if _, dup := n.printers[p.Name]; dup {
+			return fmt.Errorf("%s twice: %w", who, ErrExists)
+		}
+		off, err := place(who, p.IPv4, p.IPv6)
+		if err != nil {
+			return err
+		}
+		if (off < firstPrinterOffset || off > lastPrinterOffset) && off < firstPoolOffset {
+			return fmt.Errorf("%s: address %v is outside the printer range: %w", who, p.IPv4, ErrInvalid)
+		}
+		p.Gateway = gw.Name
+		n.printers[p.Name] = p
+		if off >= firstPoolOffset {
+			mark = max(mark, off+1)
+		}
+	}
+	n.nextOffset = mark
+	return nil
+}
+
+// offsetOf is a's offset in the IPv4 prefix, ok false outside it.
+func (r *Roster) offsetOf(a netip.Addr) (uint32, bool) {
+	if !a.Is4() || !r.Prefix4.Contains(a) {
+		return 0, false
+	}
+	x, y := r.Prefix4.Addr().As4(), a.As4()
+	return (uint32(y[0])<<24 | uint32(y[1])<<16 | uint32(y[2])<<8 | uint32(y[3])) -
+		(uint32(x[0])<<24 | uint32(x[1])<<16 | uint32(x[2])<<8 | uint32(x[3])), true
 }
 
 func (r *Roster) applyEnroll(c *Command) (*Roster, Result, error) {

@@ -384,3 +384,78 @@ func mustMarshal(r *Roster) rosterJSON {
 	j, _ := r.marshal()
 	return j
 }
+
+func TestInitUpgradesSingleGateway(t *testing.T) {
+	p4, p6 := netip.MustParsePrefix("10.77.0.0/22"), netip.MustParsePrefix("fd00:5::/64")
+	gw := AddGatewayCmd{Name: "gw1", PublicKey: newKey(t), Endpoint: "gw1:51820"}
+	alice := Device{Name: "alice", Role: Admin, State: Active, PublicKey: newKey(t), Home: "elsewhere",
+		IPv4: netip.MustParseAddr("10.77.0.100"), IPv6: netip.MustParseAddr("fd00:5::64"), APIKeyHash: make([]byte, 32), Created: t0}
+	bob := Device{Name: "bob", Role: Viewer, State: Revoked, PublicKey: newKey(t),
+		IPv4: netip.MustParseAddr("10.77.0.102"), IPv6: netip.MustParseAddr("fd00:5::66"), Created: t0, RevokedAt: t0}
+	mk4 := Printer{Name: "mk4", IPv4: netip.MustParseAddr("10.77.0.11"), IPv6: netip.MustParseAddr("fd00:5::b")}
+	upgrade := func(mod func(*InitCmd)) (*fsmHarness, error) {
+		h := &fsmHarness{t: t, f: NewFSM(), now: t0}
+		init := InitCmd{Prefix4: p4, Prefix6: p6, Gateway: gw, Devices: []Device{alice, bob}, Printers: []Printer{mk4}, NextOffset: 104}
+		if mod != nil {
+			mod(&init)
+		}
+		_, err := h.apply(Command{Init: &init})
+		return h, err
+	}
+	h, err := upgrade(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.f.Roster()
+	if d, _ := r.WhoIs(alice.IPv4); d.Name != "alice" || d.Home != "gw1" || d.State != Active || d.IPv6 != alice.IPv6 {
+		t.Errorf("alice after the upgrade = %v home %s", d, d.Home)
+	}
+	if d, _ := r.Device("bob"); d.State != Revoked {
+		t.Errorf("bob after the upgrade is %s, want revoked", d.State)
+	}
+	if p, _ := r.Printer("mk4"); p.IPv4 != mk4.IPv4 || p.Gateway != "gw1" {
+		t.Errorf("mk4 after the upgrade = %+v", p)
+	}
+	if g, _ := r.Gateway("gw1"); g.IPv4 != netip.MustParseAddr("10.77.0.1") {
+		t.Errorf("gateway at %v, want 10.77.0.1 as before", g.IPv4)
+	}
+	if d := h.enroll("carol"); d.IPv4 != netip.MustParseAddr("10.77.0.104") {
+		t.Errorf("first enrollment after the upgrade at %v, want 10.77.0.104 (above the old mark)", d.IPv4)
+	}
+	if p := h.mustApply(Command{AddPrinter: &AddPrinterCmd{Name: "xl", Gateway: "gw1"}}).Printer; p.IPv4 != netip.MustParseAddr("10.77.0.12") {
+		t.Errorf("next printer at %v, want 10.77.0.12", p.IPv4)
+	}
+	if _, err := h.apply(Command{Enroll: &EnrollCmd{Name: "bob", Role: Viewer, PublicKey: newKey(t), Home: "gw1"}}); !errors.Is(err, ErrRevoked) {
+		t.Errorf("re-enrolling imported revoked bob = %v, want ErrRevoked", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		mod  func(*InitCmd)
+		want error
+	}{
+		{"address outside", func(c *InitCmd) { c.Devices[0].IPv4 = netip.MustParseAddr("10.78.0.100") }, ErrInvalid},
+		{"v6 not paired", func(c *InitCmd) { c.Devices[0].IPv6 = netip.MustParseAddr("fd00:5::99") }, ErrInvalid},
+		{"address twice", func(c *InitCmd) { c.Devices[1].IPv4, c.Devices[1].IPv6 = alice.IPv4, alice.IPv6 }, ErrExists},
+		{"key twice", func(c *InitCmd) { c.Devices[1].PublicKey = alice.PublicKey }, ErrExists},
+		{"name twice", func(c *InitCmd) { c.Devices[1].Name = "alice" }, ErrExists},
+		{"gateway's key", func(c *InitCmd) { c.Devices[0].PublicKey = gw.PublicKey }, ErrInvalid},
+		{"device in printer range", func(c *InitCmd) { c.Devices[0].IPv4, c.Devices[0].IPv6 = mk4.IPv4, mk4.IPv6; c.Printers = nil }, ErrInvalid},
+		{"pending state", func(c *InitCmd) { c.Devices[0].State = "pending" }, ErrInvalid},
+		{"printer on gateway address", func(c *InitCmd) {
+			c.Printers[0].IPv4, c.Printers[0].IPv6 = netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("fd00:5::1")
+		}, ErrExists},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Fresh copies: mod edits the slices.
+			alice, bob, mk4 := alice, bob, mk4
+			_, err := upgrade(func(c *InitCmd) {
+				c.Devices, c.Printers = []Device{alice, bob}, []Printer{mk4}
+				tc.mod(c)
+			})
+			if !errors.Is(err, tc.want) {
+				t.Errorf("upgrade = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
