@@ -27,7 +27,7 @@ type Config struct {
 	// snapshots/ and revocations.json there. Created 0700 if missing. Required.
 	Dir string
 	// Listener carries raft and forwarded calls from the other nodes. The Node owns it from
-	// Open on: Close closes it. Required.
+	// Open on: Close closes it (and so does a failing Open). Required.
 	Listener net.Listener
 	// Advertise is the address the other nodes dial to reach Listener. Empty means
 	// Listener.Addr().String().
@@ -100,8 +100,17 @@ type Node struct {
 }
 
 // Open starts the node on cfg.Dir. A directory with raft state rejoins its mesh; an empty one
-// waits for Bootstrap or to be added by a member.
+// waits for Bootstrap or to be added by a member. When Open fails, it has closed
+// cfg.Listener.
 func Open(cfg Config) (*Node, error) {
+	n, err := open(cfg)
+	if err != nil && cfg.Listener != nil {
+		cfg.Listener.Close()
+	}
+	return n, err
+}
+
+func open(cfg Config) (*Node, error) {
 	switch {
 	case cfg.ID == "":
 		return nil, fmt.Errorf("open mesh node: no ID: %w", ErrInvalid)
