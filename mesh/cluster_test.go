@@ -4,134 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/printgate/printgate/mesh/meshtest"
 )
 
 // eventually is the bound on anything a test waits for: generous, for a loaded 2-core
 // machine under -race. Tests never assert how fast something happens, only that it does.
 const eventually = 90 * time.Second
-
-// testNet is loopback TCP with partitions: a partitioned address can neither dial nor be
-// dialed, and its open connections are cut.
-type testNet struct {
-	mu    sync.Mutex
-	cut   map[string]bool
-	conns map[*trackedConn]bool
-}
-
-func newTestNet() *testNet {
-	return &testNet{cut: map[string]bool{}, conns: map[*trackedConn]bool{}}
-}
-
-type trackedConn struct {
-	net.Conn
-	tn     *testNet
-	ends   [2]string // the node addresses at either end
-	closed sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.closed.Do(func() {
-		c.tn.mu.Lock()
-		delete(c.tn.conns, c)
-		c.tn.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-func (tn *testNet) track(c net.Conn, a, b string) (net.Conn, error) {
-	tn.mu.Lock()
-	defer tn.mu.Unlock()
-	if tn.cut[a] || tn.cut[b] {
-		c.Close()
-		return nil, fmt.Errorf("%s to %s: partitioned", a, b)
-	}
-	tc := &trackedConn{Conn: c, tn: tn, ends: [2]string{a, b}}
-	tn.conns[tc] = true
-	return tc, nil
-}
-
-// partition cuts addr off; heal joins it again.
-func (tn *testNet) partition(addr string) {
-	tn.mu.Lock()
-	tn.cut[addr] = true
-	var cut []*trackedConn
-	for c := range tn.conns {
-		if c.ends[0] == addr || c.ends[1] == addr {
-			cut = append(cut, c)
-		}
-	}
-	tn.mu.Unlock()
-	for _, c := range cut {
-		c.Conn.Close()
-	}
-}
-
-func (tn *testNet) heal(addr string) {
-	tn.mu.Lock()
-	delete(tn.cut, addr)
-	tn.mu.Unlock()
-}
-
-type testListener struct {
-	net.Listener
-	tn   *testNet
-	addr string
-}
-
-func (l *testListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if tc, err := l.tn.track(c, l.addr, "?"); err == nil {
-			return tc, nil
-		}
-	}
-}
-
-func (tn *testNet) listen(t testing.TB, addr string) net.Listener {
-	t.Helper()
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	var ln net.Listener
-	var err error
-	for deadline := time.Now().Add(eventually); ; {
-		if ln, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond) // the port of a node just closed
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testListener{Listener: ln, tn: tn, addr: ln.Addr().String()}
-}
-
-func (tn *testNet) dialFrom(from string) DialFunc {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		tn.mu.Lock()
-		cut := tn.cut[from] || tn.cut[addr]
-		tn.mu.Unlock()
-		if cut {
-			return nil, fmt.Errorf("dial %s from %s: partitioned", addr, from)
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return tn.track(c, from, addr)
-	}
-}
 
 // testLogf is t.Logf that falls silent once the test is over.
 func testLogf(t testing.TB) func(string, ...any) {
@@ -155,7 +40,7 @@ type testNode struct {
 
 type cluster struct {
 	t     testing.TB
-	net   *testNet
+	net   *meshtest.Net
 	tune  func(*Config)
 	nodes []*testNode
 }
@@ -164,7 +49,7 @@ type cluster struct {
 // gateways and voters through it.
 func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, net: newTestNet(), tune: tune}
+	c := &cluster{t: t, net: meshtest.New(), tune: tune}
 	base := t.TempDir()
 	for i := 1; i <= size; i++ {
 		tn := &testNode{id: fmt.Sprintf("gw%d", i), dir: filepath.Join(base, fmt.Sprintf("gw%d", i)), key: newKey(t)}
@@ -190,9 +75,9 @@ func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
 
 func (c *cluster) start(tn *testNode) {
 	c.t.Helper()
-	ln := c.net.listen(c.t, tn.addr)
+	ln := c.net.Listen(c.t, tn.addr)
 	tn.addr = ln.Addr().String()
-	cfg := Config{ID: tn.id, Dir: tn.dir, Listener: ln, Dial: c.net.dialFrom(tn.addr)}
+	cfg := Config{ID: tn.id, Dir: tn.dir, Listener: ln, Dial: c.net.Dialer(tn.addr)}
 	if _, bench := c.t.(*testing.B); !bench {
 		cfg.Logf = testLogf(c.t)
 	}
@@ -397,7 +282,7 @@ func TestClusterPartitionedNode(t *testing.T) {
 	victim := c.enroll(c.nodes[0], "victim")
 	c.converged()
 	p := c.follower()
-	c.net.partition(p.addr)
+	c.net.Partition(p.addr)
 
 	_, err := p.Enroll(context.Background(), EnrollCmd{Name: "newcomer", Role: Viewer, PublicKey: newKey(t), Home: p.id})
 	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "quorum") {
@@ -432,7 +317,7 @@ func TestClusterPartitionedNode(t *testing.T) {
 	}
 	c.enroll(c.leader(majority...), "during")
 
-	c.net.heal(p.addr)
+	c.net.Heal(p.addr)
 	c.waitFor("the revocation to reach every node", func() bool {
 		for _, tn := range c.nodes {
 			if d, _ := tn.fsm.Roster().Device("victim"); d.State != Revoked {
@@ -469,7 +354,7 @@ func TestLocalRevocationSurvivesRestart(t *testing.T) {
 	c.enroll(c.nodes[0], "bystander")
 	c.converged()
 	p := c.follower()
-	c.net.partition(p.addr)
+	c.net.Partition(p.addr)
 	if committed, err := p.Revoke(context.Background(), "victim"); err != nil || committed {
 		t.Fatalf("revoke = %v, %v", committed, err)
 	}
@@ -483,7 +368,7 @@ func TestLocalRevocationSurvivesRestart(t *testing.T) {
 	if d, _ := p.Roster().Device("bystander"); d.State != Active {
 		t.Errorf("after restart without quorum the node shows bystander %q, want active", d.State)
 	}
-	c.net.heal(p.addr)
+	c.net.Heal(p.addr)
 	c.waitFor("the revocation to commit", func() bool {
 		d, _ := c.leader().fsm.Roster().Device("victim")
 		return d.State == Revoked
@@ -656,7 +541,7 @@ func TestClusterPartitionedLeader(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) { cfg.CommitTimeout = 2 * time.Second })
 	victim := c.enroll(c.nodes[1], "victim")
 	old := c.leader()
-	c.net.partition(old.addr)
+	c.net.Partition(old.addr)
 	_, err := old.Enroll(context.Background(), EnrollCmd{Name: "newcomer", Role: Viewer, PublicKey: newKey(t), Home: old.id})
 	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "quorum") {
 		t.Fatalf("enroll on a partitioned leader = %v, want an error about quorum", err)
@@ -675,7 +560,7 @@ func TestClusterPartitionedLeader(t *testing.T) {
 	}
 	nl := c.leader(majority...)
 	c.enroll(nl, "during")
-	c.net.heal(old.addr)
+	c.net.Heal(old.addr)
 	c.waitFor("the revocation to commit", func() bool {
 		for _, tn := range c.nodes {
 			if d, _ := tn.fsm.Roster().Device("victim"); d.State != Revoked {

@@ -196,18 +196,18 @@ func TestLinearizableUnderFailures(t *testing.T) {
 	pause := func(d time.Duration) { time.Sleep(d) }
 	pause(1500 * time.Millisecond)
 	part := c.follower()
-	c.net.partition(part.addr)
-	t.Logf("partitioned %s", part.id)
+	c.net.Partition(part.addr)
+	t.Logf("%v: partitioned %s", time.Since(start), part.id)
 	pause(1500 * time.Millisecond)
 	old := c.leader()
 	if old == part {
 		old = c.leader(c.running()...)
 	}
 	c.stop(old)
-	t.Logf("killed leader %s", old.id)
+	t.Logf("%v: killed leader %s", time.Since(start), old.id)
 	pause(1500 * time.Millisecond)
-	c.net.heal(part.addr)
-	t.Logf("healed %s", part.id)
+	c.net.Heal(part.addr)
+	t.Logf("%v: healed %s", time.Since(start), part.id)
 	pause(2 * time.Second)
 	c.start(old)
 	for i, tn := range c.nodes {
@@ -215,10 +215,11 @@ func TestLinearizableUnderFailures(t *testing.T) {
 			nodes[i].Store(tn.Node)
 		}
 	}
-	t.Logf("restarted %s", old.id)
+	t.Logf("%v: restarted %s", time.Since(start), old.id)
 	pause(2 * time.Second)
 	close(stop)
 	wg.Wait()
+	t.Logf("%v: clients stopped", time.Since(start))
 
 	var known, unknown int
 	for _, op := range history {

@@ -216,6 +216,7 @@ func (n *Node) Close() error {
 	}
 	n.closed.yes = true
 	close(n.done)
+	n.mux.stopDials()
 	err := n.raft.Shutdown().Error()
 	n.mux.close()
 	n.wg.Wait()

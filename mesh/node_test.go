@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/printgate/printgate/mesh/meshtest"
 )
 
 // ours reports the stacks of goroutines running this package's or raft's code.
@@ -60,7 +62,7 @@ func TestOpenFailsClosedOnCorruptFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			n, err := Open(Config{ID: "gw1", Dir: dir, Listener: ln, Dial: newTestNet().dialFrom("x")})
+			n, err := Open(Config{ID: "gw1", Dir: dir, Listener: ln, Dial: meshtest.New().Dialer("x")})
 			if err == nil {
 				n.Close()
 				t.Fatalf("Open with a corrupt %s succeeded", file)
@@ -78,7 +80,7 @@ func TestOpenRefusesIncompleteConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	dial := newTestNet().dialFrom("x")
+	dial := meshtest.New().Dialer("x")
 	for _, cfg := range []Config{
 		{Dir: t.TempDir(), Listener: ln, Dial: dial},
 		{ID: "gw1", Listener: ln, Dial: dial},

@@ -38,16 +38,60 @@ type mux struct {
 	dial      DialFunc
 	logf      func(string, ...any)
 
+	// dials is canceled by stopDials: a dial hanging on an unreachable peer (a WireGuard
+	// peer drops packets, it does not refuse) must not hold up Close.
+	dials     context.Context
+	stopDials context.CancelFunc
+
 	raftCh    chan net.Conn
 	forwardCh chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	// conns are the streams open through the mux, both ways: close cuts them all, so no
+	// goroutine of raft's transport waits on a peer that never hangs up.
+	conns struct {
+		sync.Mutex
+		m      map[*muxConn]bool
+		closed bool
+	}
+}
+
+// muxConn is a stream the mux tracks until it is closed.
+type muxConn struct {
+	net.Conn
+	m    *mux
+	once sync.Once
+}
+
+func (c *muxConn) Close() error {
+	c.once.Do(func() {
+		c.m.conns.Lock()
+		delete(c.m.conns.m, c)
+		c.m.conns.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// track registers c; after close it is closed at once.
+func (m *mux) track(c net.Conn) (net.Conn, error) {
+	m.conns.Lock()
+	defer m.conns.Unlock()
+	if m.conns.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	mc := &muxConn{Conn: c, m: m}
+	m.conns.m[mc] = true
+	return mc, nil
 }
 
 func newMux(ln net.Listener, advertise string, dial DialFunc, logf func(string, ...any)) *mux {
 	m := &mux{ln: ln, advertise: advertise, dial: dial, logf: logf,
 		raftCh: make(chan net.Conn), forwardCh: make(chan net.Conn), done: make(chan struct{})}
+	m.conns.m = map[*muxConn]bool{}
+	m.dials, m.stopDials = context.WithCancel(context.Background())
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m
@@ -70,8 +114,12 @@ func (m *mux) acceptLoop() {
 			m.logf("mesh: accept: %v; listener stops", err)
 			return
 		}
+		tc, err := m.track(c)
+		if err != nil {
+			return
+		}
 		m.wg.Add(1)
-		go m.sort(c)
+		go m.sort(tc)
 	}
 }
 
@@ -105,8 +153,14 @@ func (m *mux) sort(c net.Conn) {
 
 // open dials addr and announces the kind of stream.
 func (m *mux) open(ctx context.Context, addr string, kind byte) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.dials, cancel)()
 	c, err := m.dial(ctx, addr)
 	if err != nil {
+		return nil, err
+	}
+	if c, err = m.track(c); err != nil {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
@@ -123,8 +177,17 @@ func (m *mux) open(ctx context.Context, addr string, kind byte) (net.Conn, error
 // close stops accepting and waits for the mux's goroutines.
 func (m *mux) close() {
 	m.closeOnce.Do(func() {
+		m.stopDials()
 		close(m.done)
 		m.ln.Close()
+		m.conns.Lock()
+		m.conns.closed = true
+		open := m.conns.m
+		m.conns.m = nil
+		m.conns.Unlock()
+		for c := range open {
+			c.Conn.Close()
+		}
 	})
 	m.wg.Wait()
 }
