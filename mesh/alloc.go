@@ -43,13 +43,13 @@ func checkPrefixes(p4, p6 netip.Prefix) error {
 
 // addrs returns the addresses at offset off: IPv4, and IPv6 when the mesh has a v6 prefix.
 func (r *Roster) addrs(off uint32) (netip.Addr, netip.Addr) {
-	b := r.Prefix4.Addr().As4()
+	b := r.prefix4.Addr().As4()
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) + off
 	a4 := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	if !r.Prefix6.IsValid() {
+	if !r.prefix6.IsValid() {
 		return a4, netip.Addr{}
 	}
-	b16 := r.Prefix6.Addr().As16()
+	b16 := r.prefix6.Addr().As16()
 	carry := off
 	for i := 15; i >= 0 && carry > 0; i-- {
 		sum := uint32(b16[i]) + carry&0xff
@@ -60,7 +60,7 @@ func (r *Roster) addrs(off uint32) (netip.Addr, netip.Addr) {
 }
 
 // size is the number of IPv4 addresses in the mesh prefix.
-func (r *Roster) size() uint32 { return 1 << (32 - r.Prefix4.Bits()) }
+func (r *Roster) size() uint32 { return 1 << (32 - r.prefix4.Bits()) }
 
 // usable reports whether off may be handed out at all: inside the prefix, not the broadcast
 // address, not ending in .0 or .255.
@@ -110,5 +110,5 @@ func (r *Roster) allocPool() (uint32, uint32, error) {
 			return off, off + 1, nil
 		}
 	}
-	return 0, r.nextOffset, fmt.Errorf("mesh prefix %v: %w", r.Prefix4, ErrExhausted)
+	return 0, r.nextOffset, fmt.Errorf("mesh prefix %v: %w", r.prefix4, ErrExhausted)
 }

@@ -187,11 +187,11 @@ func (c *cluster) converged(among ...*testNode) *Roster {
 		r = among[0].fsm.Roster()
 		for _, tn := range among[1:] {
 			o := tn.fsm.Roster()
-			if o.Index != r.Index || !o.Equal(r) {
+			if o.Index() != r.Index() || !o.Equal(r) {
 				return false
 			}
 		}
-		return r.Index > 0
+		return r.Index() > 0
 	})
 	return r
 }
@@ -393,8 +393,8 @@ func TestClusterCatchUpFromSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first <= away.fsm.Roster().Index {
-		t.Fatalf("leader's log starts at %d, not past the away node's %d: the test would not need a snapshot", first, away.fsm.Roster().Index)
+	if first <= away.fsm.Roster().Index() {
+		t.Fatalf("leader's log starts at %d, not past the away node's %d: the test would not need a snapshot", first, away.fsm.Roster().Index())
 	}
 	c.start(away)
 	r := c.converged()

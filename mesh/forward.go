@@ -74,7 +74,7 @@ func (n *Node) answer(c net.Conn) {
 	var err error
 	if req.Op == opPing {
 		// Any member answers a ping, with how far its replica has applied.
-		json.NewEncoder(c).Encode(fwdResponse{Index: n.fsm.Roster().Index})
+		json.NewEncoder(c).Encode(fwdResponse{Index: n.fsm.Roster().Index()})
 		return
 	}
 	if !n.isLeader() {

@@ -73,7 +73,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if next == nil {
 		next = cur.shallow()
 	}
-	next.Index = l.Index
+	next.index = l.Index
 	f.publish(next)
 	return res
 }
@@ -140,13 +140,13 @@ func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 
 func (r *Roster) applyInit(c *Command) (*Roster, Result, error) {
 	if r.Initialized() {
-		return nil, Result{}, fmt.Errorf("mesh already initialized with prefix %v: %w", r.Prefix4, ErrExists)
+		return nil, Result{}, fmt.Errorf("mesh already initialized with prefix %v: %w", r.prefix4, ErrExists)
 	}
 	if err := checkPrefixes(c.Init.Prefix4, c.Init.Prefix6); err != nil {
 		return nil, Result{}, err
 	}
 	n := r.shallow()
-	n.Prefix4, n.Prefix6 = c.Init.Prefix4, c.Init.Prefix6
+	n.prefix4, n.prefix6 = c.Init.Prefix4, c.Init.Prefix6
 	n.nextOffset = firstPoolOffset
 	n, res, err := n.applyAddGateway(&c.Init.Gateway, c)
 	if err != nil || len(c.Init.Devices) == 0 && len(c.Init.Printers) == 0 && c.Init.NextOffset == 0 {
@@ -165,13 +165,13 @@ func (n *Roster) importRoster(init *InitCmd, gw Gateway) error {
 	n.printers = maps.Clone(n.printers)
 	mark := max(init.NextOffset, firstPoolOffset)
 	if mark > n.size() {
-		return fmt.Errorf("next offset %d outside the prefix %v: %w", mark, n.Prefix4, ErrInvalid)
+		return fmt.Errorf("next offset %d outside the prefix %v: %w", mark, n.prefix4, ErrInvalid)
 	}
 	// place checks that a4/a6 are the two addresses of one free offset and returns it.
 	place := func(who string, a4, a6 netip.Addr) (uint32, error) {
 		off, ok := n.offsetOf(a4)
 		if !ok || !n.usable(off) {
-			return 0, fmt.Errorf("%s: address %v is not a usable address of %v: %w", who, a4, n.Prefix4, ErrInvalid)
+			return 0, fmt.Errorf("%s: address %v is not a usable address of %v: %w", who, a4, n.prefix4, ErrInvalid)
 		}
 		if want4, want6 := n.addrs(off); want4 != a4 || want6 != a6 {
 			return 0, fmt.Errorf("%s: addresses %v and %v do not pair as the plan does (want %v): %w", who, a4, a6, want6, ErrInvalid)
@@ -241,10 +241,10 @@ func (n *Roster) importRoster(init *InitCmd, gw Gateway) error {
 
 // offsetOf is a's offset in the IPv4 prefix, ok false outside it.
 func (r *Roster) offsetOf(a netip.Addr) (uint32, bool) {
-	if !a.Is4() || !r.Prefix4.Contains(a) {
+	if !a.Is4() || !r.prefix4.Contains(a) {
 		return 0, false
 	}
-	x, y := r.Prefix4.Addr().As4(), a.As4()
+	x, y := r.prefix4.Addr().As4(), a.As4()
 	return (uint32(y[0])<<24 | uint32(y[1])<<16 | uint32(y[2])<<8 | uint32(y[3])) -
 		(uint32(x[0])<<24 | uint32(x[1])<<16 | uint32(x[2])<<8 | uint32(x[3])), true
 }
@@ -515,7 +515,7 @@ type rosterJSON struct {
 }
 
 func (r *Roster) marshal() (rosterJSON, error) {
-	j := rosterJSON{Version: snapshotVersion, Index: r.Index, Prefix4: r.Prefix4, Prefix6: r.Prefix6,
+	j := rosterJSON{Version: snapshotVersion, Index: r.index, Prefix4: r.prefix4, Prefix6: r.prefix6,
 		NextOffset: r.nextOffset, Devices: r.committed().Devices(), Gateways: r.Gateways(),
 		Printers: r.Printers(), Tokens: []JoinToken{}, Retired: []netip.Addr{}}
 	for _, t := range r.tokens {
@@ -536,9 +536,9 @@ func (j *rosterJSON) unmarshal() (*Roster, error) {
 		return nil, fmt.Errorf("snapshot version %d, this build reads %d", j.Version, snapshotVersion)
 	}
 	r := emptyRoster()
-	r.Index, r.Prefix4, r.Prefix6, r.nextOffset = j.Index, j.Prefix4, j.Prefix6, j.NextOffset
-	if r.Prefix4.IsValid() {
-		if err := checkPrefixes(r.Prefix4, r.Prefix6); err != nil {
+	r.index, r.prefix4, r.prefix6, r.nextOffset = j.Index, j.Prefix4, j.Prefix6, j.NextOffset
+	if r.prefix4.IsValid() {
+		if err := checkPrefixes(r.prefix4, r.prefix6); err != nil {
 			return nil, err
 		}
 	}

@@ -356,7 +356,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err := g.Restore(io.NopCloser(strings.NewReader(raw))); err != nil {
 		t.Fatal(err)
 	}
-	if !g.Roster().Equal(h.f.Roster()) || g.Roster().Index != h.f.Roster().Index {
+	if !g.Roster().Equal(h.f.Roster()) || g.Roster().Index() != h.f.Roster().Index() {
 		t.Fatalf("restored roster differs:\n got %s\nwant %s", mustJSON(mustMarshal(g.Roster())), raw)
 	}
 	// The restored roster allocates exactly as the original does.

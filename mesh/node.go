@@ -378,7 +378,7 @@ func (n *Node) ReadConfirmed(ctx context.Context) (*Roster, error) {
 	}
 	for {
 		ch := n.fsm.next()
-		if r := n.fsm.Roster(); r.Index >= resp.Index {
+		if r := n.fsm.Roster(); r.Index() >= resp.Index {
 			return r, nil
 		}
 		select {
@@ -504,7 +504,7 @@ type Server struct {
 func (n *Node) Status() Status {
 	addr, id := n.raft.LeaderWithID()
 	s := Status{ID: n.id, Address: n.advertise, State: strings.ToLower(n.raft.State().String()),
-		Leader: string(id), LeaderAddr: string(addr), Index: n.fsm.Roster().Index, Servers: []Server{}, PendingRevocations: []string{}}
+		Leader: string(id), LeaderAddr: string(addr), Index: n.fsm.Roster().Index(), Servers: []Server{}, PendingRevocations: []string{}}
 	s.Quorum = n.isLeader() || id != "" && time.Since(n.raft.LastContact()) < quorumContact
 	if f := n.raft.GetConfiguration(); f.Error() == nil {
 		for _, sv := range f.Configuration().Servers {
@@ -640,7 +640,7 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 		if err := wait(ctx, n.raft.Barrier(remaining)); err != nil {
 			return fwdResponse{}, err
 		}
-		return fwdResponse{Index: n.fsm.Roster().Index}, nil
+		return fwdResponse{Index: n.fsm.Roster().Index()}, nil
 	case opAddVoter:
 		return fwdResponse{}, wait(ctx, n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, remaining))
 	case opRemoveServer:

@@ -59,18 +59,18 @@ func (n *Node) keepReplica() {
 	defer n.wg.Done()
 	var written uint64
 	if b := n.boot.Load(); b != nil {
-		written = b.Index
+		written = b.index
 	}
 	save := func() {
 		r := n.fsm.Roster()
-		if r.Index <= written {
+		if r.index <= written {
 			return
 		}
 		if err := writeReplica(n.dir, r); err != nil {
 			n.logf("mesh: %v", err)
 			return
 		}
-		written = r.Index
+		written = r.index
 	}
 	for {
 		select {
@@ -92,7 +92,7 @@ func (n *Node) keepReplica() {
 func (n *Node) known() *Roster {
 	r := n.fsm.Roster()
 	if b := n.boot.Load(); b != nil {
-		if b.Index > r.Index {
+		if b.index > r.index {
 			return b
 		}
 		n.boot.CompareAndSwap(b, nil)

@@ -156,10 +156,9 @@ type JoinToken struct {
 // changed: every apply builds a new one (copying only the maps it touches) and publishes it
 // atomically, so readers need no lock.
 type Roster struct {
-	// Index is the raft log index of the last command applied; 0 before the mesh exists.
-	Index   uint64
-	Prefix4 netip.Prefix
-	Prefix6 netip.Prefix // invalid when the mesh has no IPv6 prefix
+	index   uint64       // the raft log index of the last command applied
+	prefix4 netip.Prefix // invalid before the mesh exists
+	prefix6 netip.Prefix // invalid when the mesh has no IPv6 prefix
 
 	nextOffset uint32 // pool high-water mark: next offset to try, never goes down
 	devices    map[string]Device
@@ -187,7 +186,16 @@ func emptyRoster() *Roster {
 }
 
 // Initialized reports whether the mesh exists (its first command has been applied).
-func (r *Roster) Initialized() bool { return r.Prefix4.IsValid() }
+func (r *Roster) Initialized() bool { return r.prefix4.IsValid() }
+
+// Index is the raft log index of the last command applied; 0 before the mesh exists.
+func (r *Roster) Index() uint64 { return r.index }
+
+// Prefix4 is the mesh's IPv4 prefix.
+func (r *Roster) Prefix4() netip.Prefix { return r.prefix4 }
+
+// Prefix6 is the mesh's IPv6 prefix; invalid when the mesh has none.
+func (r *Roster) Prefix6() netip.Prefix { return r.prefix6 }
 
 // Device returns the device named name, revoked ones included. A device revoked on this node
 // but not yet committed reads as revoked.
