@@ -459,3 +459,19 @@ func TestInitUpgradesSingleGateway(t *testing.T) {
 		})
 	}
 }
+
+func TestParseKey(t *testing.T) {
+	k := newKey(t)
+	if got, err := ParseKey(k.String()); err != nil || got != k {
+		t.Errorf("ParseKey(%q) = %v, %v; want %v", k.String(), got, err, k)
+	}
+	b, err := json.Marshal(k)
+	if err != nil || string(b) != `"`+k.String()+`"` {
+		t.Errorf("json.Marshal(key) = %s, %v", b, err)
+	}
+	for _, s := range []string{"", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", k.String()[:43], k.String()[:42] + "!=", strings.Repeat("A", 44)} {
+		if _, err := ParseKey(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseKey(%q) = %v, want ErrInvalid", s, err)
+		}
+	}
+}
