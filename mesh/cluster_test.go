@@ -58,10 +58,11 @@ func newCluster(t testing.TB, size int, tune func(*Config)) *cluster {
 	}
 	ctx := context.Background()
 	first := c.nodes[0]
-	if _, err := first.Bootstrap(ctx, InitCmd{Prefix4: netip.MustParsePrefix("10.77.0.0/20"), Prefix6: netip.MustParsePrefix("fd77::/64"),
-		Gateway: AddGatewayCmd{Name: first.id, PublicKey: first.key, Endpoint: first.addr}}); err != nil {
-		t.Fatalf("bootstrap: %v", err)
-	}
+	c.retry("bootstrap", func() error {
+		_, err := first.Bootstrap(ctx, InitCmd{Prefix4: netip.MustParsePrefix("10.77.0.0/20"), Prefix6: netip.MustParsePrefix("fd77::/64"),
+			Gateway: AddGatewayCmd{Name: first.id, PublicKey: first.key, Endpoint: first.addr}})
+		return err
+	})
 	for _, tn := range c.nodes[1:] {
 		c.retry("add gateway "+tn.id, func() error {
 			_, err := first.AddGateway(ctx, AddGatewayCmd{Name: tn.id, PublicKey: tn.key, Endpoint: tn.addr})
@@ -113,7 +114,14 @@ func (c *cluster) running() []*testNode {
 	return out
 }
 
-// retry runs f until it succeeds; writes fail while an election is going on.
+// unsettled reports whether err says only that the mesh could not decide: no quorum within
+// the bound (an election on a loaded machine) or a raft-level refusal, not the roster's answer.
+func unsettled(err error) bool {
+	return errors.Is(err, ErrNoQuorum) || codeOf(err) == ""
+}
+
+// retry runs f until it succeeds, sending it again while the mesh is unsettled (every
+// command is idempotent when retried as is). The roster's refusals fail the test.
 func (c *cluster) retry(what string, f func() error) {
 	c.t.Helper()
 	deadline := time.Now().Add(eventually)
@@ -122,8 +130,21 @@ func (c *cluster) retry(what string, f func() error) {
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		if !unsettled(err) || time.Now().After(deadline) {
 			c.t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// expect runs f, again while the mesh is unsettled, and returns its answer.
+func (c *cluster) expect(f func() error) error {
+	c.t.Helper()
+	deadline := time.Now().Add(eventually)
+	for {
+		err := f()
+		if err == nil || !unsettled(err) || time.Now().After(deadline) {
+			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -199,9 +220,10 @@ func (c *cluster) converged(among ...*testNode) *Roster {
 func (c *cluster) enroll(via *testNode, name string) Device {
 	c.t.Helper()
 	var d Device
+	k := newKey(c.t) // one key for every attempt: a retried enrollment is the same one
 	c.retry("enroll "+name, func() error {
 		var err error
-		d, err = via.Enroll(context.Background(), EnrollCmd{Name: name, Role: Operator, PublicKey: newKey(c.t), Home: via.id})
+		d, err = via.Enroll(context.Background(), EnrollCmd{Name: name, Role: Operator, PublicKey: k, Home: via.id})
 		return err
 	})
 	return d
@@ -211,10 +233,13 @@ func TestClusterEnrollOnFollowerIsForwarded(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 3, nil)
 	f := c.follower()
-	d, err := f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: newKey(t), Home: f.id})
-	if err != nil {
-		t.Fatalf("enroll on follower %s: %v", f.id, err)
-	}
+	var d Device
+	k := newKey(t)
+	c.retry("enroll on follower "+f.id, func() error {
+		var err error
+		d, err = f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: k, Home: f.id})
+		return err
+	})
 	if !d.Created.After(time.Time{}) || d.Home != f.id {
 		t.Errorf("enrolled %v created %v", d, d.Created)
 	}
@@ -229,21 +254,31 @@ func TestClusterEnrollOnFollowerIsForwarded(t *testing.T) {
 		t.Errorf("roster has %d gateways, want 3", len(r.Gateways()))
 	}
 	// A refusal from the leader arrives on the follower as the same error.
-	if _, err := f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: newKey(t), Home: f.id}); !errors.Is(err, ErrExists) {
+	if err := c.expect(func() error {
+		_, err := f.Enroll(context.Background(), EnrollCmd{Name: "phone", Role: Viewer, PublicKey: newKey(t), Home: f.id})
+		return err
+	}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate enroll on follower = %v, want ErrExists", err)
 	}
-	if _, err := f.AddPrinter(context.Background(), "mk4", f.id); err != nil {
-		t.Fatal(err)
+	c.retry("add printer", func() error { _, err := f.AddPrinter(context.Background(), "mk4", f.id); return err })
+	other := c.nodes[0]
+	if other == f {
+		other = c.nodes[1]
 	}
-	if _, err := c.leader().AddPrinter(context.Background(), "mk4", c.leader().id); !errors.Is(err, ErrExists) || f.id == c.leader().id {
+	if err := c.expect(func() error {
+		_, err := other.AddPrinter(context.Background(), "mk4", other.id)
+		return err
+	}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate printer on another gateway = %v, want ErrExists", err)
 	}
 	// Leader-confirmed reads on every node see the device.
 	for _, tn := range c.nodes {
-		r, err := tn.ReadConfirmed(context.Background())
-		if err != nil {
-			t.Fatalf("%s: confirmed read: %v", tn.id, err)
-		}
+		var r *Roster
+		c.retry(tn.id+": confirmed read", func() error {
+			var err error
+			r, err = tn.ReadConfirmed(context.Background())
+			return err
+		})
 		if _, ok := r.Device("phone"); !ok {
 			t.Errorf("%s: confirmed read misses phone", tn.id)
 		}
@@ -443,10 +478,19 @@ func TestCluster1000Enrollments(t *testing.T) {
 			defer wg.Done()
 			via := c.nodes[w%3]
 			for i := w; i < total; i += workers {
-				_, err := via.Enroll(context.Background(), EnrollCmd{Name: fmt.Sprintf("dev%04d", i), Role: Viewer, PublicKey: newKey(t), Home: via.id})
-				if err != nil {
-					errs <- fmt.Errorf("enroll dev%04d via %s: %w", i, via.id, err)
-					return
+				// A loaded machine can miss heartbeats and hold an election: a write that
+				// found no quorum is sent again, as it is (the same enrollment).
+				e := EnrollCmd{Name: fmt.Sprintf("dev%04d", i), Role: Viewer, PublicKey: newKey(t), Home: via.id}
+				deadline := time.Now().Add(eventually)
+				for {
+					_, err := via.Enroll(context.Background(), e)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, ErrNoQuorum) || time.Now().After(deadline) {
+						errs <- fmt.Errorf("enroll %s via %s: %w", e.Name, via.id, err)
+						return
+					}
 				}
 			}
 		}()
@@ -493,37 +537,34 @@ func TestClusterJoinAndRemove(t *testing.T) {
 	newbie := &testNode{id: "gw4", dir: filepath.Join(t.TempDir(), "gw4"), key: newKey(t)}
 	c.nodes = append(c.nodes, newbie)
 	c.start(newbie)
-	if _, err := inviter.ConsumeJoinToken(ctx, parsed.PublicKey(), newbie.id); err != nil {
-		t.Fatalf("use join token: %v", err)
-	}
-	if _, err := c.nodes[1].ConsumeJoinToken(ctx, parsed.PublicKey(), "gw5"); !errors.Is(err, ErrTokenUsed) {
+	c.retry("use join token", func() error { _, err := inviter.ConsumeJoinToken(ctx, parsed.PublicKey(), newbie.id); return err })
+	if err := c.expect(func() error { _, err := c.nodes[1].ConsumeJoinToken(ctx, parsed.PublicKey(), "gw5"); return err }); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("second use of the token = %v, want ErrTokenUsed", err)
 	}
-	if _, err := inviter.AddGateway(ctx, AddGatewayCmd{Name: newbie.id, PublicKey: newbie.key, Endpoint: newbie.addr}); err != nil {
-		t.Fatal(err)
-	}
-	if err := inviter.AddVoter(ctx, newbie.id, newbie.addr); err != nil {
-		t.Fatal(err)
-	}
+	c.retry("add gateway", func() error {
+		_, err := inviter.AddGateway(ctx, AddGatewayCmd{Name: newbie.id, PublicKey: newbie.key, Endpoint: newbie.addr})
+		return err
+	})
+	c.retry("add voter", func() error { return inviter.AddVoter(ctx, newbie.id, newbie.addr) })
 	c.converged()
 	if st := c.leader().Status(); len(st.Servers) != 4 {
 		t.Errorf("raft has %d servers after the join, want 4: %+v", len(st.Servers), st.Servers)
 	}
 	d := c.enroll(newbie, "homed-on-gw4")
 
-	err = inviter.RemoveGateway(ctx, newbie.id)
+	err = c.expect(func() error { return inviter.RemoveGateway(ctx, newbie.id) })
 	if !errors.Is(err, ErrHomed) || !strings.Contains(err.Error(), "homed-on-gw4") {
 		t.Fatalf("remove gw4 with a device homed there = %v, want ErrHomed naming homed-on-gw4", err)
 	}
-	if _, err := inviter.Revoke(ctx, d.Name); err != nil {
-		t.Fatal(err)
-	}
-	if err := inviter.RemoveGateway(ctx, newbie.id); err != nil {
-		t.Fatalf("remove gw4: %v", err)
-	}
-	if err := inviter.RemoveServer(ctx, newbie.id); err != nil {
-		t.Fatalf("remove server gw4: %v", err)
-	}
+	c.retry("revoke", func() error {
+		committed, err := inviter.Revoke(ctx, d.Name)
+		if err == nil && !committed {
+			err = ErrNoQuorum
+		}
+		return err
+	})
+	c.retry("remove gw4", func() error { return inviter.RemoveGateway(ctx, newbie.id) })
+	c.retry("remove server gw4", func() error { return inviter.RemoveServer(ctx, newbie.id) })
 	c.stop(newbie)
 	rest := c.running()
 	c.enroll(rest[1], "after-remove")

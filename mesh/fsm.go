@@ -140,6 +140,10 @@ func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 
 func (r *Roster) applyInit(c *Command) (*Roster, Result, error) {
 	if r.Initialized() {
+		if g, ok := r.gateways[c.Init.Gateway.Name]; ok && g.PublicKey == c.Init.Gateway.PublicKey &&
+			r.prefix4 == c.Init.Prefix4 && r.prefix6 == c.Init.Prefix6 {
+			return r.shallow(), Result{Gateway: &g}, nil // the same init, retried
+		}
 		return nil, Result{}, fmt.Errorf("mesh already initialized with prefix %v: %w", r.prefix4, ErrExists)
 	}
 	if err := checkPrefixes(c.Init.Prefix4, c.Init.Prefix6); err != nil {
@@ -381,6 +385,10 @@ func (r *Roster) applyAddGateway(g *AddGatewayCmd, c *Command) (*Roster, Result,
 	n := r.shallow()
 	n.gateways = maps.Clone(r.gateways)
 	n.nextOffset = mark
+	if _, ok := r.removed[g.Name]; ok {
+		n.removed = maps.Clone(r.removed)
+		delete(n.removed, g.Name)
+	}
 	gw := Gateway{Name: g.Name, PublicKey: g.PublicKey, Endpoint: g.Endpoint, Added: c.At}
 	gw.IPv4, gw.IPv6 = r.addrs(off)
 	n.gateways[gw.Name] = gw
@@ -390,6 +398,9 @@ func (r *Roster) applyAddGateway(g *AddGatewayCmd, c *Command) (*Roster, Result,
 func (r *Roster) applyRemoveGateway(c *Command) (*Roster, Result, error) {
 	g, ok := r.gateways[c.RemoveGateway.Name]
 	if !ok {
+		if _, gone := r.removed[c.RemoveGateway.Name]; gone {
+			return r.shallow(), Result{}, nil // removed before: a retried removal
+		}
 		return nil, Result{}, fmt.Errorf("no gateway named %s: %w", c.RemoveGateway.Name, ErrNotFound)
 	}
 	if homed := r.HomedAt(g.Name); len(homed) > 0 {
@@ -410,6 +421,8 @@ func (r *Roster) applyRemoveGateway(c *Command) (*Roster, Result, error) {
 		}
 	}
 	delete(n.gateways, g.Name)
+	n.removed = maps.Clone(r.removed)
+	n.removed[g.Name] = g.PublicKey
 	retire(g.IPv4, g.IPv6)
 	for name, p := range r.printers {
 		if p.Gateway == g.Name {
@@ -459,7 +472,10 @@ func (r *Roster) applyAddToken(c *Command) (*Roster, Result, error) {
 	if !t.Expires.After(c.At) {
 		return nil, Result{}, fmt.Errorf("expiry %v is not after %v: %w", t.Expires, c.At, ErrInvalid)
 	}
-	if _, ok := r.tokens[t.PublicKey]; ok {
+	if old, ok := r.tokens[t.PublicKey]; ok {
+		if old.Inviter == t.Inviter && old.Expires.Equal(t.Expires) {
+			return r.shallow(), Result{Token: &old}, nil // the same token, retried
+		}
 		return nil, Result{}, fmt.Errorf("token key seen before: %w", ErrExists)
 	}
 	n := r.shallow()
@@ -512,6 +528,7 @@ type rosterJSON struct {
 	Printers   []Printer    `json:"printers"`
 	Tokens     []JoinToken  `json:"tokens"`
 	Retired    []netip.Addr `json:"retired"`
+	Removed    []Gateway    `json:"removed_gateways"` // name and key only
 }
 
 func (r *Roster) marshal() (rosterJSON, error) {
@@ -526,6 +543,11 @@ func (r *Roster) marshal() (rosterJSON, error) {
 		j.Retired = append(j.Retired, a)
 	}
 	slices.SortFunc(j.Retired, func(a, b netip.Addr) int { return a.Compare(b) })
+	j.Removed = []Gateway{}
+	for name, k := range r.removed {
+		j.Removed = append(j.Removed, Gateway{Name: name, PublicKey: k})
+	}
+	slices.SortFunc(j.Removed, func(a, b Gateway) int { return strings.Compare(a.Name, b.Name) })
 	return j, nil
 }
 
@@ -588,6 +610,9 @@ func (j *rosterJSON) unmarshal() (*Roster, error) {
 	}
 	for _, a := range j.Retired {
 		r.retired[a] = true
+	}
+	for _, g := range j.Removed {
+		r.removed[g.Name] = g.PublicKey
 	}
 	return r, nil
 }

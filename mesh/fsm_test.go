@@ -225,6 +225,7 @@ func TestGateways(t *testing.T) {
 	h.mustApply(Command{Revoke: &RevokeCmd{Name: "amy"}})
 	h.mustApply(Command{Revoke: &RevokeCmd{Name: "zed"}})
 	h.mustApply(Command{RemoveGateway: &RemoveGatewayCmd{Name: "gw2"}})
+	h.mustApply(Command{RemoveGateway: &RemoveGatewayCmd{Name: "gw2"}}) // retried: the same removal
 	r := h.f.Roster()
 	if _, ok := r.Gateway("gw2"); ok {
 		t.Error("gw2 still in the roster")
@@ -243,6 +244,12 @@ func TestGateways(t *testing.T) {
 	if _, err := h.apply(Command{RemoveGateway: &RemoveGatewayCmd{Name: "nope"}}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("remove unknown = %v, want ErrNotFound", err)
 	}
+	// A removed gateway may come back (a new address), and then be removed again.
+	back := *h.mustApply(Command{AddGateway: &AddGatewayCmd{Name: "gw2", PublicKey: newKey(t), Endpoint: "gw2:51820"}}).Gateway
+	if back.IPv4 == gw2.IPv4 {
+		t.Errorf("gw2 back at its retired address %v", back.IPv4)
+	}
+	h.mustApply(Command{RemoveGateway: &RemoveGatewayCmd{Name: "gw2"}})
 }
 
 func TestGatewayRangeOverflowsToPool(t *testing.T) {
@@ -281,6 +288,10 @@ func TestJoinTokens(t *testing.T) {
 	k, stale := newKey(t), newKey(t)
 	h.mustApply(Command{AddToken: &AddTokenCmd{PublicKey: stale, Inviter: "gw1", Expires: t0.Add(time.Minute)}})
 	h.mustApply(Command{AddToken: &AddTokenCmd{PublicKey: k, Inviter: "gw1", Expires: t0.Add(15 * time.Minute)}})
+	h.mustApply(Command{AddToken: &AddTokenCmd{PublicKey: k, Inviter: "gw1", Expires: t0.Add(15 * time.Minute)}}) // retried
+	if _, err := h.apply(Command{AddToken: &AddTokenCmd{PublicKey: k, Inviter: "gw1", Expires: t0.Add(time.Hour)}}); !errors.Is(err, ErrExists) {
+		t.Errorf("the same token key with another expiry = %v, want ErrExists", err)
+	}
 	if _, err := h.apply(Command{AddToken: &AddTokenCmd{PublicKey: newKey(t), Inviter: "gw1", Expires: t0}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("token expiring now = %v, want ErrInvalid", err)
 	}
@@ -306,6 +317,20 @@ func TestJoinTokens(t *testing.T) {
 	}
 	if _, err := h.apply(Command{ConsumeToken: &ConsumeTokenCmd{PublicKey: k, By: "gw3"}}); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("used token after pruning = %v, want ErrTokenUsed", err)
+	}
+}
+
+func TestInitRetried(t *testing.T) {
+	h := newHarness(t, "10.77.0.0/22", "")
+	gw, _ := h.f.Roster().Gateway("gw1")
+	same := InitCmd{Prefix4: netip.MustParsePrefix("10.77.0.0/22"), Gateway: AddGatewayCmd{Name: "gw1", PublicKey: gw.PublicKey, Endpoint: gw.Endpoint}}
+	if got := h.mustApply(Command{Init: &same}).Gateway; got.IPv4 != gw.IPv4 {
+		t.Errorf("retried init = %v", got)
+	}
+	other := same
+	other.Gateway.PublicKey = newKey(t)
+	if _, err := h.apply(Command{Init: &other}); !errors.Is(err, ErrExists) {
+		t.Errorf("a second, different init = %v, want ErrExists", err)
 	}
 }
 

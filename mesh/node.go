@@ -234,19 +234,23 @@ func (n *Node) ID() string { return n.id }
 func (n *Node) Address() string { return n.advertise }
 
 // Bootstrap makes this node a mesh of one and creates the roster with init (its first
-// gateway is this node's). It fails on a directory that already has raft state.
+// gateway is this node's). It fails on a directory that is a mesh's member already; after a
+// failure (no quorum within the bounds) it can be called again with the same init.
 func (n *Node) Bootstrap(ctx context.Context, init InitCmd) (Gateway, error) {
 	has, err := raft.HasExistingState(n.store, n.store, n.snaps)
 	if err != nil {
 		return Gateway{}, fmt.Errorf("bootstrap mesh: %w", err)
 	}
-	if has {
+	switch {
+	case has && n.known().Initialized():
 		return Gateway{}, fmt.Errorf("bootstrap mesh: %s is a member of a mesh already: %w", n.id, ErrExists)
+	case !has:
+		cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.advertise)}}}
+		if err := n.raft.BootstrapCluster(cfg).Error(); err != nil {
+			return Gateway{}, fmt.Errorf("bootstrap mesh: %w", err)
+		}
 	}
-	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.advertise)}}}
-	if err := n.raft.BootstrapCluster(cfg).Error(); err != nil {
-		return Gateway{}, fmt.Errorf("bootstrap mesh: %w", err)
-	}
+	// has, not initialized: a bootstrap whose init did not commit, resumed.
 	// A mesh of one elects itself after an election timeout; wait for that (not counted
 	// against the write's bound), at most electionWait.
 	wctx, cancel := context.WithTimeout(ctx, electionWait)

@@ -18,7 +18,12 @@
 //	transport.go  one listener carrying raft and forwarded calls
 //	forward.go    a follower's write or read sent to the leader
 //	tombstone.go  revocations applied before they commit, kept on disk
+//	replica.go    the last committed roster on disk, served after a restart without quorum
 //	token.go      the join token
+//
+// The state directory holds raft.db (raft's log and stable store), snapshots/,
+// revocations.json and replica.json. meshtest/ has a loopback network with partitions for
+// tests of code built on a Node.
 package mesh
 
 import (
@@ -168,6 +173,7 @@ type Roster struct {
 	printers   map[string]Printer
 	tokens     map[Key]JoinToken
 	retired    map[netip.Addr]bool // addresses of removed gateways and printers
+	removed    map[string]Key      // removed gateways' keys by name, so a retried removal succeeds
 
 	// local holds revocations applied on this node but not yet committed; see Node.Roster.
 	local map[string]bool
@@ -182,6 +188,7 @@ func emptyRoster() *Roster {
 		printers: map[string]Printer{},
 		tokens:   map[Key]JoinToken{},
 		retired:  map[netip.Addr]bool{},
+		removed:  map[string]Key{},
 	}
 }
 
