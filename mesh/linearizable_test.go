@@ -171,7 +171,9 @@ func TestLinearizableUnderFailures(t *testing.T) {
 				case errors.Is(err, ErrExists):
 					out.result = "exists"
 				case errors.Is(err, ErrRevoked):
-					out.result = "revoked"
+					// An enrollment whose first attempt committed without an answer, revoked
+					// by another client before Node resent it, also ends here: unclear.
+					out.result, out.unknown = "revoked", in.op == "enroll"
 				case errors.Is(err, ErrNotFound):
 					out.result = "notfound"
 				default: // no quorum, closed node: it may have happened, at any time after the call
