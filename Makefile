@@ -32,7 +32,7 @@ lint:
 # that need root and Debian tools skip with a reason otherwise. docs/PERFORMANCE.md has results.
 BENCH_RUNS ?= 3
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./tunnel/... ./netstack/... ./enroll/... ./printerd/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 40m ./tunnel/... ./netstack/... ./enroll/... ./printerd/... ./mesh/...
 	PRINTGATE_BENCH=1 PRINTGATE_BENCH_RUNS=$(BENCH_RUNS) $(GO) test -count=1 -v -timeout 40m ./bench/throughput/
 
 # Every fuzz target, FUZZTIME each (the seed corpora also run in `make test`).

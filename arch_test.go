@@ -117,6 +117,11 @@ func TestImportRules(t *testing.T) {
 			if under(dir, filepath.Join("cmd", "printgate", "connect")) && !strings.HasSuffix(files[0], "_test.go") && ip == module+"/cmd/printgate/gateway" {
 				t.Errorf("%s imports %s: printgate connect is a client, not the gateway", files[0], ip)
 			}
+			// mesh/ is the roster engine: it sees a listener and a dial function, never the
+			// stack under them or the printers.
+			if under(dir, "mesh") && (strings.HasPrefix(ip, module+"/printerd") || ip == module+"/netstack") {
+				t.Errorf("%s imports %s: mesh/ must not know printers or the netstack", files[0], ip)
+			}
 			// tunnel/tunneltest is test support: it may serve HTTP over the pair it builds.
 			knowsHTTP := ip == "net/http" && !strings.HasSuffix(files[0], "_test.go") && !under(dir, filepath.Join("tunnel", "tunneltest"))
 			if (under(dir, "tunnel") || under(dir, "netstack")) && (strings.HasPrefix(ip, module+"/printerd") || knowsHTTP) {
