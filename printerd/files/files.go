@@ -4,12 +4,14 @@
 // Put follows one path for every upload:
 //
 //  1. The folder and name are checked (names.go) before any disk access.
-//  2. The body is copied into a hidden temporary file (".upload-<random>.tmp") in the uploads
-//     root, through a size cap, a SHA-256, the slicer-estimate scanner, and the Check
-//     function (the safety policy), which reads every line.
-//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file, create
-//     the folder if needed, rename the file to its name, fsync the folders. Any failure
-//     removes the temporary file and creates nothing.
+//  2. The body is streamed into a hidden temporary file (".upload-<random>.tmp") in the
+//     uploads root through a size cap and a pipeline of bounded chunks (pipeline.go): the
+//     Check function (the safety policy) reads every line, and each chunk it has read is
+//     hashed (SHA-256), scanned for the slicer's estimate and written, while the next chunks
+//     arrive and are checked.
+//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file (once),
+//     create the folder if needed, rename the file to its name, fsync the folders. Any
+//     failure removes the temporary file and creates nothing.
 //
 // Listings show only regular files with an accepted name: temporary files, dot files and
 // symlinks are never listed, opened, moved or deleted.
@@ -223,20 +225,14 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 		}
 	}()
 
-	h := sha256.New()
-	est := &estimator{}
 	body := &capReader{ctx: ctx, r: r, left: s.maxSize}
-	tee := io.TeeReader(body, io.MultiWriter(f, h, est))
 	check := s.check
 	if check == nil {
 		check = func(_ context.Context, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	}
-	if err := check(ctx, tee); err != nil {
+	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) })
+	if err != nil {
 		return FileInfo{}, s.putError(p, body, err)
-	}
-	// Check promised to read to the end; make sure, so nothing unchecked is stored.
-	if n, err := io.Copy(io.Discard, tee); err != nil || n > 0 {
-		return FileInfo{}, s.putError(p, body, fmt.Errorf("check stopped %d bytes before the end: %v", n, err))
 	}
 	if err := f.Sync(); err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
@@ -268,7 +264,7 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
-	m := meta{size: fi.Size(), mod: fi.ModTime(), hash: hex.EncodeToString(h.Sum(nil)), estimate: est.estimate()}
+	m := meta{size: fi.Size(), mod: fi.ModTime(), hash: hex.EncodeToString(pp.h.Sum(nil)), estimate: pp.est.estimate()}
 	s.meta.Lock()
 	s.meta.m[p] = m
 	s.meta.Unlock()

@@ -215,9 +215,21 @@ func (fc *FileCheck) Abort(err error) error {
 
 // CheckFile reads a whole file and checks every line as a stored file's line (FileLine). It
 // returns the first refusal, with its line number, or the read error that ended the file
-// early, or nil after reading r to its end with every line allowed.
+// early, or nil after reading r to its end with every line allowed. A reader that is an
+// io.WriterTo (the store's upload pipeline, bytes and strings readers) hands over its own
+// buffers, which are checked in place.
 func (p *Policy) CheckFile(ctx context.Context, r io.Reader) error {
 	fc := p.NewFileCheck(ctx)
+	if wt, ok := r.(io.WriterTo); ok {
+		_, err := wt.WriteTo(fc)
+		switch {
+		case fc.err != nil:
+			return fc.err
+		case err != nil:
+			return fc.Abort(err)
+		}
+		return fc.Close()
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := r.Read(buf)

@@ -52,6 +52,8 @@ func FuzzFileCheck(f *testing.F) {
 		want := checkFileRef(p, ctx, bytes.NewReader(data))
 		got := p.CheckFile(ctx, bytes.NewReader(data))
 		sameVerdict(t, "CheckFile", data, got, want)
+		got = p.CheckFile(ctx, struct{ io.Reader }{bytes.NewReader(data)}) // Read, not WriteTo
+		sameVerdict(t, "CheckFile(Read)", data, got, want)
 		got = feed(p, data, int(cut)+1)
 		sameVerdict(t, "FileCheck.Write", data, got, want)
 		fc := p.NewFileCheck(ctx)
