@@ -291,7 +291,13 @@ func (s *Store) createTemp(folder string) (string, *os.File, error) {
 		var b [12]byte
 		rand.Read(b[:])
 		name := join(folder, tempPrefix+hex.EncodeToString(b[:])+tempSuffix)
-		f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|directFlag, 0o600)
+		if err != nil && directFlag != 0 && !errors.Is(err, fs.ErrExist) {
+			// A filesystem without O_DIRECT (EINVAL), which may have created the file first:
+			// the page cache it is.
+			s.root.Remove(name)
+			f, err = s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"unsafe"
 )
 
 // This file is Put's body path: three stages that overlap, joined by bounded channels.
@@ -27,7 +28,13 @@ const (
 	chunksPerPut = 4
 )
 
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+// chunkPool holds chunk buffers aligned to directAlign, as O_DIRECT writes need.
+var chunkPool = sync.Pool{New: func() any {
+	raw := make([]byte, chunkSize+directAlign)
+	off := int(directAlign - uintptr(unsafe.Pointer(&raw[0]))%directAlign)
+	b := raw[off : off+chunkSize : off+chunkSize]
+	return &b
+}}
 
 // chunk is a filled part of a pooled buffer.
 type chunk struct {
@@ -53,7 +60,7 @@ type pipe struct {
 	// Results of the store stage, read after it ends.
 	h        hash.Hash
 	est      estimator
-	wb       writeback
+	disk     *diskWriter
 	writeErr error
 }
 
@@ -67,7 +74,7 @@ func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error) (*pipe, 
 		toStore: make(chan chunk, chunksPerPut),
 		stop:    make(chan struct{}),
 		h:       sha256.New(),
-		wb:      writeback{f: f},
+		disk:    newDiskWriter(f),
 	}
 	bufs := make([]*[]byte, chunksPerPut)
 	for i := range bufs {
@@ -77,7 +84,7 @@ func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error) (*pipe, 
 	checkDone := make(chan error, 1)
 	go func() { checkDone <- p.check(check) }()
 	storeDone := make(chan struct{})
-	go func() { p.store(f); close(storeDone) }()
+	go func() { p.store(); close(storeDone) }()
 
 	p.receive(body)
 	err := <-checkDone
@@ -230,17 +237,15 @@ func (c *chunkReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 // store hashes, scans and writes each checked chunk, then frees its buffer.
-func (p *pipe) store(f *os.File) {
+func (p *pipe) store() {
 	for ch := range p.toStore {
 		b := ch.bytes()
 		if p.writeErr == nil {
 			p.h.Write(b)
 			p.est.Write(b)
-			if _, err := f.Write(b); err != nil {
+			if err := p.disk.write(b); err != nil {
 				p.writeErr = err
 				p.halt()
-			} else {
-				p.wb.wrote(len(b))
 			}
 		}
 		p.free <- ch.buf

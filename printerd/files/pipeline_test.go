@@ -199,3 +199,37 @@ func FuzzEstimator(f *testing.F) {
 		}
 	})
 }
+
+// Put works, and leaves nothing behind, on filesystems with and without O_DIRECT (tmpfs
+// refuses it on older kernels), and with a tail that is not a whole block.
+func TestPipelineFilesystems(t *testing.T) {
+	dirs := []string{t.TempDir()}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		d, err := os.MkdirTemp("/dev/shm", "files-test-")
+		if err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			dirs = append(dirs, d)
+		}
+	}
+	body := bigFile(2*chunkSize + 777)
+	for _, d := range dirs {
+		p, _ := policy.New(policy.Limits{})
+		s, err := New(Config{Dir: filepath.Join(d, "u"), Check: p.CheckFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if _, err := s.Put(context.Background(), "", "a.gcode", strings.NewReader(body)); err != nil {
+			t.Fatalf("Put under %s = %v", d, err)
+		}
+		if got, err := os.ReadFile(filepath.Join(d, "u", "a.gcode")); err != nil || string(got) != body {
+			t.Errorf("under %s the stored file differs (%v)", d, err)
+		}
+		if _, err := s.Put(context.Background(), "", "b.gcode", strings.NewReader(body+"M997\n")); !errors.Is(err, policy.ErrRefused) {
+			t.Errorf("Put(refused) under %s = %v", d, err)
+		}
+		if got := tree(t, filepath.Join(d, "u")); strings.Join(got, ",") != "a.gcode" {
+			t.Errorf("under %s the root holds %v", d, got)
+		}
+	}
+}
