@@ -587,6 +587,7 @@ func (s *Store) Open(p string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: open %s: %w", p, err)
 	}
+	readAhead(f)
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()

@@ -79,3 +79,15 @@ func (w *diskWriter) write(b []byte) error {
 	}
 	return nil
 }
+
+// readAhead tells the kernel that an opened stored file will be read from start to end (a
+// download or a print): larger read-ahead, and the file is read into the page cache in the
+// background, since O_DIRECT uploads leave none of it there.
+func readAhead(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.Fadvise(int(fd), 0, 0, unix.FADV_SEQUENTIAL)
+			unix.Fadvise(int(fd), 0, 0, unix.FADV_WILLNEED)
+		})
+	}
+}
