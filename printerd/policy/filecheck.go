@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/bits"
@@ -251,7 +252,6 @@ func (p *Policy) CheckFile(ctx context.Context, r io.Reader) error {
 const (
 	cBadCmd = 1 << iota // not in a command: control (but tab), 0x7f and above, '\\', '(', '*'
 	cBadAny             // not anywhere: control (but tab), 0x7f
-	cSemi               // ';'
 	cLetter             // A-Z a-z
 	cDigit              // 0-9 and '.'
 )
@@ -266,9 +266,6 @@ func init() {
 		}
 		if c >= 0x7f || c == '\\' || c == '(' || c == '*' {
 			k |= cBadCmd
-		}
-		if c == ';' {
-			k |= cSemi
 		}
 		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' {
 			k |= cLetter
@@ -286,22 +283,14 @@ func (fc *FileCheck) fast(b []byte) bool {
 	if b[len(b)-1] == '\r' {
 		b = b[:len(b)-1]
 	}
-	// Bytes: no control characters anywhere; plain ASCII, no escapes, no parenthesised
-	// comment and no checksum before the first ';'.
-	end := len(b)
-	for i := 0; i < len(b); i++ {
-		if k := class[b[i]]; k&(cBadCmd|cSemi) != 0 {
-			if k&cSemi == 0 {
-				return false
-			}
-			end = i
-			break
-		}
-	}
-	for i := end + 1; i < len(b); i++ {
-		if class[b[i]]&cBadAny != 0 {
-			return false
-		}
+	// No control characters in the comment. The command part is checked byte by byte below:
+	// the word and parameter grammar admits only letters, digits, '.', '+', '-' and blanks,
+	// so no control, non-ASCII, escape, '(' or '*' byte gets through it either.
+	end := bytes.IndexByte(b, ';')
+	if end < 0 {
+		end = len(b)
+	} else if !clean(b[end+1:]) {
+		return false
 	}
 	cmd := trimBlank(b[:end])
 	if len(cmd) == 0 {
@@ -333,6 +322,11 @@ func (fc *FileCheck) fast(b []byte) bool {
 		return false
 	}
 	if f.text {
+		for _, ch := range cmd[j:] {
+			if class[ch]&cBadCmd != 0 {
+				return false
+			}
+		}
 		return true
 	}
 	// Parameters, split as gcode.Parse splits them, each checked as parseParams checks it.
@@ -413,6 +407,30 @@ func (fc *FileCheck) fast(b []byte) bool {
 	if f.cmd.check != nil {
 		c.l.Word = f.word
 		if f.cmd.check(fc.p, c) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// clean reports whether b holds no control character other than tab, and no DEL: eight
+// bytes at a time, byte by byte only around a suspect.
+func clean(b []byte) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b)
+		y := x ^ (lo * 0x7f) // a zero byte where x has DEL
+		if ((x-lo*0x20)&^x|(y-lo)&^y)&hi != 0 {
+			for _, c := range b[:8] {
+				if class[c]&cBadAny != 0 {
+					return false
+				}
+			}
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if class[c]&cBadAny != 0 {
 			return false
 		}
 	}
