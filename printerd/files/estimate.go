@@ -10,9 +10,9 @@ import (
 // estimator is an io.Writer that watches G-code comments for the slicer's print time
 // (gcode.ParseEstimate). The last estimate seen wins. Lines longer than 160 bytes are ignored.
 //
-// It looks at a line only when it could be an estimate: its first byte that is not a space or
-// tab is ';' (or something ParseEstimate's trimming might skip), and so is, after the ';' and
-// blanks, a 'T', 'e' or 't'. Every other line costs a scan for its end and nothing more.
+// It looks at a line only when it could be an estimate: it holds a ';' (found by a scan over
+// many lines at once), its first byte that is not a space or tab is that ';' (or something
+// ParseEstimate's trimming might skip), and so is, after the ';' and blanks, a 'T', 'e' or 't'.
 type estimator struct {
 	line []byte // the start of a line that continues in the next Write
 	long bool   // that line is already longer than estimatorLine
@@ -23,20 +23,34 @@ const estimatorLine = 160
 
 func (e *estimator) Write(p []byte) (int, error) {
 	n := len(p)
-	for len(p) > 0 {
+	if len(e.line) > 0 || e.long {
+		// Finish the line the last Write left open.
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			e.keep(p)
+			return n, nil
+		}
+		e.keep(p[:i])
+		e.end(e.line)
+		e.line, e.long = e.line[:0], false
+		p = p[i+1:]
+	}
+	// p starts at a line start. Only lines with a ';' can hold an estimate: jump from one
+	// ';' to the next, and look at the whole line around it.
+	for len(p) > 0 {
+		k := bytes.IndexByte(p, ';')
+		if k < 0 {
+			e.keep(p[bytes.LastIndexByte(p, '\n')+1:]) // a ';' may follow in the next Write
 			break
 		}
-		if len(e.line) > 0 || e.long {
-			e.keep(p[:i])
-			e.end(e.line)
-			e.line, e.long = e.line[:0], false
-		} else {
-			e.end(p[:i])
+		start := bytes.LastIndexByte(p[:k], '\n') + 1
+		end := bytes.IndexByte(p[k:], '\n')
+		if end < 0 {
+			e.keep(p[start:])
+			break
 		}
-		p = p[i+1:]
+		e.end(p[start : k+end])
+		p = p[k+end+1:]
 	}
 	return n, nil
 }
