@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"unsafe"
 
 	"github.com/printgate/printgate/printerd/gcode"
 )
@@ -123,6 +124,14 @@ func (fc *FileCheck) Write(b []byte) (int, error) {
 	}
 	fc.keep(b)
 	return total, fc.err
+}
+
+// WriteString is Write for a string, without copying it (Write neither changes nor keeps b).
+func (fc *FileCheck) WriteString(s string) (int, error) {
+	if s == "" {
+		return 0, fc.err
+	}
+	return fc.Write(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // keep adds b to the unfinished line, refusing it once it is longer than MaxFileLineBytes.
