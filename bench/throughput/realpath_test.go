@@ -83,7 +83,14 @@ func TestRealPath(t *testing.T) {
 	up := map[string]string{"baseline": "/upload", "printgate": "/api/files/local"}
 	down := map[string]string{"baseline": "/download", "printgate": "/downloads/files/local/bench.gcode"}
 
-	var results []realResult
+	var peers []string
+	for _, d := range devs {
+		peers = append(peers, d.key.PublicKey().String()+"@"+d.ip)
+	}
+	// Each run: baseline, printgate, then (with devices) printgate with every device at once,
+	// back to back, so that each run's ratios compare like with like on a machine whose load
+	// drifts.
+	var results, multi []realResult
 	for i := range runs {
 		for _, name := range []string{"baseline", "printgate"} {
 			store := filepath.Join(dir, fmt.Sprintf("store-%d", i))
@@ -104,15 +111,9 @@ func TestRealPath(t *testing.T) {
 				i+1, name, r.upMBps, r.cpu.Seconds()*100/float64(mb), mib(r.peakRSS), r.downMBps)
 			results = append(results, r)
 		}
-	}
-
-	// Eight devices at once.
-	var peers []string
-	for _, d := range devs {
-		peers = append(peers, d.key.PublicKey().String()+"@"+d.ip)
-	}
-	var multi []realResult
-	for i := range runs * min(devices, 1) {
+		if devices == 0 {
+			continue
+		}
 		store := filepath.Join(dir, fmt.Sprintf("store-multi-%d", i))
 		srv := n.startServer(t, "printgate", ours(store, strings.Join(peers, ",")), env, serverKey, clientKey)
 		for _, d := range devs {
@@ -179,8 +180,26 @@ func reportReal(t *testing.T, results, multi []realResult, mb, devices, smallByt
 			med(results, name, up), med(results, name, down), med(results, name, cpu), med(results, name, rss))
 	}
 	one := med(results, "printgate", up)
-	fmt.Fprintf(&b, "real-path upload   printgate/baseline %.2f×  (goal ≥ 1.0×, stretch 1.3×)\n", one/med(results, "baseline", up))
-	fmt.Fprintf(&b, "download           printgate/baseline %.2f×  (goal ≥ 1.0×)\n", med(results, "printgate", down)/med(results, "baseline", down))
+	// perRun is the median over runs of one run's ratio: robust to load that drifts between runs.
+	perRun := func(num, den []realResult, f func(r realResult) float64) float64 {
+		var v []float64
+		for i := range min(len(num), len(den)) {
+			v = append(v, f(num[i])/f(den[i]))
+		}
+		return median(v)
+	}
+	var base, ours []realResult
+	for _, r := range results {
+		if r.name == "baseline" {
+			base = append(base, r)
+		} else {
+			ours = append(ours, r)
+		}
+	}
+	fmt.Fprintf(&b, "real-path upload   printgate/baseline %.2f× of medians, %.2f× median of per-run ratios  (goal ≥ 1.0×, stretch 1.3×)\n",
+		one/med(results, "baseline", up), perRun(ours, base, up))
+	fmt.Fprintf(&b, "download           printgate/baseline %.2f× of medians, %.2f× median of per-run ratios  (goal ≥ 1.0×)\n",
+		med(results, "printgate", down)/med(results, "baseline", down), perRun(ours, base, down))
 	fmt.Fprintf(&b, "gateway CPU        %.2f s per 100 MB uploaded (goal ≤ 1 s)\n", med(results, "printgate", cpu))
 	fmt.Fprintf(&b, "gateway peak RSS   %.1f MiB (goal ≤ 48 MiB)\n", med(results, "printgate", rss))
 	if len(multi) == 0 {
@@ -191,8 +210,8 @@ func reportReal(t *testing.T, results, multi []realResult, mb, devices, smallByt
 	cpu8 := med(multi, "eight", func(r realResult) float64 {
 		return r.cpu.Seconds() * 100 / (float64(devices*smallBytes) / 1e6)
 	})
-	fmt.Fprintf(&b, "%d devices at once aggregate %.1f MB/s = %.2f× of one (goal ≥ 1.0×), cpu %.2f s/100MB, peak RSS %.1f MiB (goal ≤ 64 MiB)\n",
-		devices, agg, agg/one, cpu8, med(multi, "eight", rss))
+	fmt.Fprintf(&b, "%d devices at once aggregate %.1f MB/s = %.2f× of one (median of per-run ratios %.2f×; goal ≥ 1.0×), cpu %.2f s/100MB, peak RSS %.1f MiB (goal ≤ 64 MiB)\n",
+		devices, agg, agg/one, perRun(multi, ours, up), cpu8, med(multi, "eight", rss))
 	t.Log(b.String())
 }
 
