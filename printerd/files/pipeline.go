@@ -148,13 +148,18 @@ func (p *pipe) receive(body io.Reader) {
 
 // check runs the Check function over the chunks as one reader and hands each chunk on once
 // Check has read all of it. A Check that returns nil must have read to the end.
-func (p *pipe) check(check func(r io.Reader) error) error {
+func (p *pipe) check(check func(r io.Reader) error) (err error) {
 	cr := &chunkReader{p: p}
 	defer func() {
+		// net/http would have recovered a panic in the handler's goroutine; this one is ours.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("check failed: %v", r)
+			p.halt()
+		}
 		cr.pass()
 		close(p.toStore)
 	}()
-	err := check(cr)
+	err = check(cr)
 	if err == nil {
 		// Check promised to read to the end; make sure, so nothing unchecked is stored.
 		if n, rerr := io.Copy(io.Discard, cr); n > 0 || rerr != nil {
@@ -238,6 +243,14 @@ func (c *chunkReader) WriteTo(w io.Writer) (int64, error) {
 
 // store hashes, scans and writes each checked chunk, then frees its buffer.
 func (p *pipe) store() {
+	defer func() {
+		if r := recover(); r != nil {
+			p.writeErr = fmt.Errorf("store failed: %v", r)
+			p.halt()
+			for range p.toStore { // let check finish; its chunks are dropped
+			}
+		}
+	}()
 	for ch := range p.toStore {
 		b := ch.bytes()
 		if p.writeErr == nil {

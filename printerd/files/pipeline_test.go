@@ -233,3 +233,18 @@ func TestPipelineFilesystems(t *testing.T) {
 		}
 	}
 }
+
+// A Check that panics fails the upload, not the process, and leaves nothing behind.
+func TestPipelineCheckPanics(t *testing.T) {
+	boom := func(ctx context.Context, r io.Reader) error {
+		io.ReadFull(r, make([]byte, 10))
+		panic("boom")
+	}
+	s, dir, _ := newStore(t, Config{Check: boom})
+	if _, err := s.Put(context.Background(), "", "x.gcode", strings.NewReader(bigFile(3*chunkSize))); err == nil {
+		t.Fatal("Put with a panicking check succeeded")
+	}
+	if got := tree(t, dir); len(got) != 0 {
+		t.Errorf("root holds %v", got)
+	}
+}
