@@ -303,7 +303,7 @@ func (n *benchNet) addDevices(t *testing.T, count int) []device {
 			cmd.Wait()
 			os.Remove(filepath.Join("/var/run/wireguard", d.iface+".sock"))
 		})
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(60 * time.Second) // generous: the machine may be loaded
 		for exec.Command("ip", "netns", "exec", d.ns, "wg", "show", d.iface).Run() != nil {
 			if time.Now().After(deadline) {
 				t.Fatalf("wireguard-go %s did not come up", d.iface)
