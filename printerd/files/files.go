@@ -53,7 +53,9 @@ type Config struct {
 	// MaxSize is the largest accepted file in bytes; zero means DefaultMaxSize.
 	MaxSize int64
 	// Check reads a whole upload and returns the first refusal (policy.Policy.CheckFile).
-	// It must read r to its end when it returns nil. Nil means no check: tests only.
+	// It must read r to its end when it returns nil. r is also an io.WriterTo that hands over
+	// the pipeline's chunks without a copy; Check runs on a goroutine of its own while the
+	// upload streams in. Nil means no check: tests only.
 	Check func(ctx context.Context, r io.Reader) error
 	// Logf logs at verbose level; nil discards.
 	Logf func(format string, args ...any)
