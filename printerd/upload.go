@@ -1,6 +1,7 @@
 package printerd
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,9 @@ import (
 // every part that follows the file has been read and the closing boundary seen. So an
 // unterminated body, a second file, a smuggled internal field or an oversized body fails the
 // store's Put and nothing is listed.
+
+// uploadReadBuffer is how much of an upload body is read from the connection at once.
+const uploadReadBuffer = 64 << 10
 
 // maxFieldBytes caps one non-file form field.
 const maxFieldBytes = 64 << 10
@@ -175,7 +179,9 @@ func (s actions) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 		return uploadResult{}, errorf(http.StatusBadRequest, "expected a multipart/form-data body")
 	}
 	body := &watchReader{r: http.MaxBytesReader(q.w, q.r.Body, s.cfg.MaxUpload+1<<20)}
-	mr := multipart.NewReader(body, params["boundary"])
+	// multipart reads through a 4 KiB buffer; the larger one in front takes the body from the
+	// connection in fewer, bigger reads (issue 14: per-read cost on the tunnel).
+	mr := multipart.NewReader(bufio.NewReaderSize(body, uploadReadBuffer), params["boundary"])
 	form := uploadForm{path: defaultPath}
 	var res uploadResult
 	fail := func(err error) (uploadResult, error) {

@@ -186,6 +186,11 @@ func buildBaseline(t *testing.T, dir string) string {
 	replace("dev.IpcSet(`", "dev.IpcSet(\"\"+`")
 	replace(`io.WriteString(writer, "Hello from userspace TCP!")`, `io.Copy(io.Discard, request.Body)
 		io.WriteString(writer, "Hello from userspace TCP!")`)
+	// GET /download serves BASELINE_FILE with net/http's own file server (TestRealPath).
+	replace(`http.HandleFunc("/", `, `http.HandleFunc("/download", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, os.Getenv("BASELINE_FILE"))
+	})
+	http.HandleFunc("/", `)
 	replace(`"net/netip"`, "\"net/netip\"\n\t\"os\"")
 	// The IpcSet text is a raw string; the two env lookups above sit inside it as
 	// "…`+os.Getenv(…)+`…" once the quotes are turned into backquote joins.

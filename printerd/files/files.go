@@ -4,12 +4,14 @@
 // Put follows one path for every upload:
 //
 //  1. The folder and name are checked (names.go) before any disk access.
-//  2. The body is copied into a hidden temporary file (".upload-<random>.tmp") in the uploads
-//     root, through a size cap, a SHA-256, the slicer-estimate scanner, and the Check
-//     function (the safety policy), which reads every line.
-//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file, create
-//     the folder if needed, rename the file to its name, fsync the folders. Any failure
-//     removes the temporary file and creates nothing.
+//  2. The body is streamed into a hidden temporary file (".upload-<random>.tmp") in the
+//     uploads root through a size cap and a pipeline of bounded chunks (pipeline.go): the
+//     Check function (the safety policy) reads every line, and each chunk it has read is
+//     hashed (SHA-256), scanned for the slicer's estimate and written, while the next chunks
+//     arrive and are checked.
+//  3. Only when the body ended cleanly, fit the cap and passed Check: fsync the file (once),
+//     create the folder if needed, rename the file to its name, fsync the folders. Any
+//     failure removes the temporary file and creates nothing.
 //
 // Listings show only regular files with an accepted name: temporary files, dot files and
 // symlinks are never listed, opened, moved or deleted.
@@ -51,7 +53,9 @@ type Config struct {
 	// MaxSize is the largest accepted file in bytes; zero means DefaultMaxSize.
 	MaxSize int64
 	// Check reads a whole upload and returns the first refusal (policy.Policy.CheckFile).
-	// It must read r to its end when it returns nil. Nil means no check: tests only.
+	// It must read r to its end when it returns nil. r is also an io.WriterTo that hands over
+	// the pipeline's chunks without a copy; Check runs on a goroutine of its own while the
+	// upload streams in. Nil means no check: tests only.
 	Check func(ctx context.Context, r io.Reader) error
 	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
@@ -233,20 +237,14 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 		}
 	}()
 
-	h := sha256.New()
-	est := &estimator{}
 	body := &capReader{ctx: ctx, r: r, left: s.maxSize}
-	tee := io.TeeReader(body, io.MultiWriter(f, h, est))
 	check := s.check
 	if check == nil {
 		check = func(_ context.Context, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	}
-	if err := check(ctx, tee); err != nil {
+	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) })
+	if err != nil {
 		return FileInfo{}, s.putError(p, body, err)
-	}
-	// Check promised to read to the end; make sure, so nothing unchecked is stored.
-	if n, err := io.Copy(io.Discard, tee); err != nil || n > 0 {
-		return FileInfo{}, s.putError(p, body, fmt.Errorf("check stopped %d bytes before the end: %v", n, err))
 	}
 	if err := f.Sync(); err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
@@ -278,7 +276,7 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if err != nil {
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
-	m := meta{size: fi.Size(), mod: fi.ModTime(), hash: hex.EncodeToString(h.Sum(nil)), estimate: est.estimate()}
+	m := meta{size: fi.Size(), mod: fi.ModTime(), hash: hex.EncodeToString(pp.h.Sum(nil)), estimate: pp.est.estimate()}
 	s.meta.Lock()
 	s.meta.m[p] = m
 	s.meta.Unlock()
@@ -305,7 +303,13 @@ func (s *Store) createTemp(folder string) (string, *os.File, error) {
 		var b [12]byte
 		rand.Read(b[:])
 		name := join(folder, tempPrefix+hex.EncodeToString(b[:])+tempSuffix)
-		f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|directFlag, 0o600)
+		if err != nil && directFlag != 0 && !errors.Is(err, fs.ErrExist) {
+			// A filesystem without O_DIRECT (EINVAL), which may have created the file first:
+			// the page cache it is.
+			s.root.Remove(name)
+			f, err = s.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		}
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
@@ -595,6 +599,7 @@ func (s *Store) Open(p string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: open %s: %w", p, err)
 	}
+	readAhead(f)
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()

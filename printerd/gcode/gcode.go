@@ -82,6 +82,10 @@ var textCommands = map[string]bool{
 	"M33": true, "M34": true, "M919": true,
 }
 
+// TakesText reports whether word (upper case, as Line.Word) takes a free-text argument, so
+// that Parse leaves its Params empty and sets Text.
+func TakesText(word string) bool { return textCommands[word] }
+
 // StripComment removes a ';' comment and any parenthesised comments, and trims space.
 func StripComment(s string) string {
 	if i := strings.IndexByte(s, ';'); i >= 0 {

@@ -1,11 +1,7 @@
 package policy
 
 import (
-	"bufio"
-	"context"
 	"errors"
-	"fmt"
-	"io"
 	"strings"
 
 	"github.com/printgate/printgate/printerd/gcode"
@@ -88,54 +84,4 @@ func (p *Policy) FileLine(n int, text string) error {
 		r.Line = n
 	}
 	return err
-}
-
-// CheckFile reads a whole file and checks every line as a stored file's line (FileLine). It
-// returns the first refusal, with its line number, or the read error that ended the file
-// early, or nil after reading r to its end with every line allowed. Callers that store the
-// file tee it through CheckFile so the file is read once.
-func (p *Policy) CheckFile(ctx context.Context, r io.Reader) error {
-	br := bufio.NewReaderSize(r, 32<<10)
-	for n := 1; ; n++ {
-		if n%4096 == 0 {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("check file: line %d: %w", n, err)
-			}
-		}
-		line, err := readLine(br)
-		if len(line) > MaxFileLineBytes {
-			return &Refusal{Rule: RuleMaxFileLine, Line: n, Reason: fmt.Sprintf("line is longer than %d bytes", MaxFileLineBytes)}
-		}
-		if len(line) > 0 {
-			if cerr := p.FileLine(n, line); cerr != nil {
-				return cerr
-			}
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("check file: line %d: %w", n, err)
-		}
-	}
-}
-
-// readLine returns the next line without its "\n", stopping early once it is longer than
-// MaxFileLineBytes. err is io.EOF at the end of input.
-func readLine(br *bufio.Reader) (string, error) {
-	var b []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		b = append(b, chunk...)
-		if len(b) > MaxFileLineBytes {
-			return string(b), nil
-		}
-		switch {
-		case err == bufio.ErrBufferFull:
-			continue
-		case err != nil:
-			return string(b), err
-		}
-		return string(b[:len(b)-1]), nil
-	}
 }

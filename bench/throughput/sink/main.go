@@ -1,5 +1,7 @@
 // Command sink is printgate's side of the throughput benchmark: a tunnel.Device on a
-// netstack.Stack with one peer, serving an HTTP upload sink on the gateway's tunnel address.
+// netstack.Stack with one peer (more with -peers), serving on the gateway's tunnel address
+// either an HTTP upload sink or, with -store, the real path: printerd's OctoPrint face of one
+// printer with its policy-checked file store (real.go).
 // It prints "ready" once the UDP port is bound and the listener is up. Built and run by the
 // harness in bench/throughput; not part of the product.
 package main
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,6 +36,8 @@ func main() {
 		rcvBuf  = flag.Int("rcvbuf", 0, "TCP receive buffer bound (0: netstack default)")
 		sndBuf  = flag.Int("sndbuf", 0, "TCP send buffer bound (0: netstack default)")
 		cpuProf = flag.String("cpuprofile", "", "write a CPU profile to this file until exit")
+		store   = flag.String("store", "", "serve the real path with the file store in this folder")
+		more    = flag.String("peers", "", "more peers: KEY@IP,KEY@IP,...")
 	)
 	flag.Parse()
 	if *cpuProf != "" {
@@ -43,13 +48,13 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	if err := run(start, *privKey, *peerKey, *addr, *peerIP, *port, *rcvBuf, *sndBuf); err != nil {
+	if err := run(start, *privKey, *peerKey, *addr, *peerIP, *port, *rcvBuf, *sndBuf, *store, *more); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
 }
 
-func run(start time.Time, privKey, peerKey, addr, peerIP string, port, rcvBuf, sndBuf int) error {
+func run(start time.Time, privKey, peerKey, addr, peerIP string, port, rcvBuf, sndBuf int, store, more string) error {
 	sk, err := wgtypes.ParseKey(privKey)
 	if err != nil {
 		return fmt.Errorf("private key: %w", err)
@@ -76,12 +81,41 @@ func run(start time.Time, privKey, peerKey, addr, peerIP string, port, rcvBuf, s
 		return err
 	}
 	defer dev.Close()
-	if err := dev.Apply([]tunnel.Peer{{PublicKey: pk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(cl, cl.BitLen())}}}); err != nil {
+	peers := []tunnel.Peer{{PublicKey: pk, AllowedIPs: []netip.Prefix{netip.PrefixFrom(cl, cl.BitLen())}}}
+	ips := []netip.Addr{cl}
+	for _, kv := range strings.Split(more, ",") {
+		if kv == "" {
+			continue
+		}
+		k, ip, _ := strings.Cut(kv, "@")
+		key, err := wgtypes.ParseKey(k)
+		if err != nil {
+			return fmt.Errorf("-peers: %w", err)
+		}
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fmt.Errorf("-peers: %w", err)
+		}
+		peers = append(peers, tunnel.Peer{PublicKey: key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(a, a.BitLen())}})
+		ips = append(ips, a)
+	}
+	if err := dev.Apply(peers); err != nil {
 		return err
 	}
 	ln, err := st.ListenTCP(netip.AddrPortFrom(gw, 80))
 	if err != nil {
 		return err
+	}
+	if store != "" {
+		srv, err := serveReal(ln, store, ips)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("ready %d us\n", time.Since(start).Microseconds())
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+		return srv.Close()
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
