@@ -14,7 +14,8 @@ import (
 // everything about the connection except the write side (Controller.tx), which Emergency
 // shares. Its flow:
 //
-//  1. open the port (a reset on most boards) and start the reader goroutine;
+//  1. open the port (a reset on most boards) and start the reader goroutine; write every
+//     heater off at once, unnumbered (firstBytes);
 //  2. boot: wait for "start" then a short silence, or BootWait of silence;
 //  3. hello: N0 M110 N0, then heaters off (the first commands after the hello, every
 //     time), then M115; when M115 is acked: M155 S<n> if AUTOREPORT_TEMP, else M105 polling;
@@ -134,6 +135,9 @@ func (s *session) run(ctx context.Context) (end, error) {
 	c.tx.Lock()
 	c.tx.w, c.tx.halted, c.tx.maxN, c.tx.inflight = link, false, 0, nil
 	c.tx.Unlock()
+	if err := s.firstBytes(); err != nil {
+		return endLink, err
+	}
 
 	if why, err := s.boot(ctx); why != endNone {
 		return why, err
@@ -234,6 +238,38 @@ func (s *session) close() {
 	for range s.lines {
 	}
 	c.logf("marlin %s: reader stopped", c.cfg.Name)
+}
+
+// firstBytes writes the first bytes of every open: every heater off, before the boot wait
+// and the hello, unnumbered (DESIGN invariant 8). A board that does not reset when its port
+// opens (native USB on most 32-bit boards) may still be heating from before a crash, and
+// Marlin takes an unnumbered line whatever its line counter says; a board that resets loses
+// these bytes in its bootloader and turns its heaters off by resetting. The leading line
+// break ends a line the previous host may have left half-written; the trailing M108 ends a
+// heating wait the firmware may still be in (at once with EMERGENCY_PARSER), so that the
+// heaters-off lines queued behind it run. Their oks come during the boot wait, which ignores
+// them. OctoPrint too writes its hello as soon as the port is open.
+func (s *session) firstBytes() error {
+	c := s.c
+	var b strings.Builder
+	b.WriteString("\n")
+	for _, l := range heatersOff(s.tools, c.cfg.Chamber) {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("M108\n")
+	c.tx.Lock()
+	_, err := io.WriteString(c.tx.w, b.String())
+	c.tx.wire += int64(b.Len())
+	c.tx.Unlock()
+	if err != nil {
+		return fmt.Errorf("heaters off on open: %w", err)
+	}
+	if c.hasSubscribers() {
+		for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+			c.publish("log", "Send: "+l)
+		}
+	}
+	return nil
 }
 
 // boot waits for the firmware's "start" and the boot text after it, or for BootWait of
