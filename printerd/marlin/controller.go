@@ -21,7 +21,7 @@ import (
 //	           │ Run
 //	           ▼
 //	   ┌──▶ Connecting ──(open fails / no answer)──▶ Error ──(back-off, or Connect)──┐
-//	   │       │ start or silence; M110 N0; heaters off; M115 acked                 │
+//	   │       │ heaters off; start or silence; M110 N0; M115; first M105 answered   │
 //	   │       ▼                                                                     │
 //	   │   Operational ◀──────── job done / cancelled / failed ─────────┐            │
 //	   │       │ Start                                                   │            │

@@ -680,6 +680,8 @@ func (s *session) ack(e *sent) {
 	switch e.kind {
 	case kCaps:
 		s.capsDone()
+	case kReady:
+		s.firstReading()
 	case kJob:
 		s.jobAcked(e)
 	case kScript:

@@ -281,3 +281,56 @@ func TestLateBootRestartsHello(t *testing.T) {
 	w.send("ok")
 	w.expectCmd(2, "M140 S0")
 }
+
+// TestOperationalAfterFirstReading: the printer is Operational only with a temperature
+// reading in hand (issue 16): after M115 an M105 goes out, and its answer, not the M115 ok,
+// makes the printer Operational, also when the firmware auto-reports.
+func TestOperationalAfterFirstReading(t *testing.T) {
+	conns := make(chan net.Conn, 1)
+	c := New(Config{Name: "first", BootWait: 50 * time.Millisecond, PollInterval: 2 * time.Second, Logf: t.Logf,
+		ReconnectMin: time.Hour,
+		Open: func(ctx context.Context) (io.ReadWriteCloser, error) {
+			a, b := socketPair(t)
+			conns <- b
+			return a, nil
+		}})
+	events, unsub := c.Subscribe()
+	defer unsub()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	w := &wire{t: t, conn: <-conns}
+	w.br = bufio.NewReader(w.conn)
+	t.Cleanup(func() { cancel(); go io.Copy(io.Discard, w.conn); <-done; w.conn.Close() })
+	w.expectFirstBytes()
+	w.send("start")
+	w.expect("N0 M110 N0*125")
+	w.send("ok")
+	w.expectCmd(1, "M104 T0 S0")
+	w.send("ok")
+	w.expectCmd(2, "M140 S0")
+	w.send("ok")
+	w.expectCmd(3, "M115")
+	w.send("FIRMWARE_NAME:Marlin 2.1.3 EXTRUDER_COUNT:1", "Cap:AUTOREPORT_TEMP:1", "ok")
+	w.expectCmd(4, "M105")
+	if st := c.Status(); st.State == Operational {
+		t.Fatalf("state %s before the first reading, want connecting", st.State)
+	}
+	w.send("ok T:21.5 /0.0 B:20.5 /0.0 @:0 B@:0")
+	w.expectCmd(5, "M155 S2")
+	waitFor(t, "operational", func() bool { return c.Status().State == Operational })
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind != "state" || ev.Status.State != Operational {
+				continue
+			}
+			if tp := ev.Status.Temps; len(tp.Tools) == 0 || tp.Bed == nil || tp.Tools[0].Actual != 21.5 {
+				t.Fatalf("Operational with temps %+v, want the first reading (tool 21.5, bed 20.5)", tp)
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("no Operational state event")
+		}
+	}
+}

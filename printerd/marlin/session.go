@@ -18,7 +18,8 @@ import (
 //     heater off at once, unnumbered (firstBytes);
 //  2. boot: wait for "start" then a short silence, or BootWait of silence;
 //  3. hello: N0 M110 N0, then heaters off (the first commands after the hello, every
-//     time), then M115; when M115 is acked: M155 S<n> if AUTOREPORT_TEMP, else M105 polling;
+//     time), then M115; when M115 is acked: M105, and M155 S<n> if AUTOREPORT_TEMP, else
+//     M105 polling; Operational once the first M105 is answered (a reading in hand);
 //  4. loop: firmware lines, API requests, a 100 ms tick (timeouts, polling, watchdog, the
 //     resend-ok detector), and after each event pump() writes what the window allows;
 //  5. end: on ctx done or Disconnect, heaters off (waiting up to 2 s for their ok) and close;
@@ -31,7 +32,7 @@ type session struct {
 	rerr  chan error
 
 	booted   bool
-	ready    bool // M115 acked: Operational
+	ready    bool // M115 and the first M105 acked: Operational
 	stayedUp bool // reached ready: resets the back-off
 
 	queue        []*sent // numbered lines waiting to be written, in order
@@ -74,6 +75,7 @@ const (
 	kInternal lineKind = iota // heaters off, polling, M155, M113
 	kHello                    // N0 M110 N0
 	kCaps                     // M115
+	kReady                    // the first M105, after M115: its answer makes the printer Operational
 	kUser                     // Send
 	kJob                      // a line of the job
 	kScript                   // pause, resume or cancel script
@@ -361,7 +363,8 @@ func (s *session) queueHeatersOff(kind lineKind) {
 }
 
 // capsDone runs when M115 is acked: record firmware and caps, turn off the extra hotends,
-// start temperature reports, and go Operational.
+// ask for the first reading (M105) and start temperature reports. Operational follows the
+// first reading (firstReading).
 func (s *session) capsDone() {
 	c := s.c
 	if n, err := strconv.Atoi(s.fw["EXTRUDER_COUNT"]); err == nil && n > s.tools && n <= maxTools {
@@ -370,6 +373,10 @@ func (s *session) capsDone() {
 		}
 		s.tools = n
 	}
+	// The first reading comes before Operational, as with OctoPrint: clients (Cura's
+	// OctoPrint plugin) read temperature.tool0 as soon as the printer is operational.
+	s.queue = append(s.queue, &sent{text: "M105", kind: kReady, poll: true})
+	s.pollOut = true
 	if s.caps["AUTOREPORT_TEMP"] {
 		s.autoreport = true
 		secs := int(c.cfg.PollInterval / time.Second)
@@ -378,7 +385,7 @@ func (s *session) capsDone() {
 		}
 		s.queue = append(s.queue, &sent{text: "M155 S" + strconv.Itoa(secs), kind: kInternal})
 	} else {
-		s.nextPoll = time.Now()
+		s.nextPoll = time.Now().Add(c.cfg.PollInterval)
 	}
 	caps := make(map[string]bool, len(s.caps))
 	for k, v := range s.caps {
@@ -388,9 +395,14 @@ func (s *session) capsDone() {
 	c.mu.st.Firmware = s.fw["FIRMWARE_NAME"]
 	c.mu.st.Caps = caps
 	c.mu.Unlock()
+}
+
+// firstReading runs when the M105 after M115 is acked: its "ok T:..." has been recorded (the
+// reply's temperatures are taken before its ok), and the printer is Operational.
+func (s *session) firstReading() {
 	s.ready, s.stayedUp = true, true
 	s.wd.reset(time.Now())
-	c.setState(Operational, "")
+	s.c.setState(Operational, "")
 }
 
 // request serves one API call.
