@@ -613,6 +613,7 @@ func (s *session) pump() {
 // "ok T:" from M105 acks every line up to the poll. Any other ok acks the oldest line.
 func (s *session) onOK(r Reply) {
 	c := s.c
+	s.okLine = r.Raw
 	if s.rs.okPending > 0 && !r.HasN && r.Temps == nil {
 		s.rs.okPending--
 		s.rs.variant, s.rs.waiting = variantWithOk, false
@@ -682,6 +683,10 @@ func (s *session) ack(e *sent) {
 		return
 	}
 	e.acked = true
+	if e.notify != nil {
+		e.notify <- ackResult{reply: strings.TrimSpace(s.okLine)}
+		e.notify = nil
+	}
 	if e.poll {
 		s.pollOut = false
 	}

@@ -334,3 +334,47 @@ func TestOperationalAfterFirstReading(t *testing.T) {
 		}
 	}
 }
+
+// TestSendAcked: SendAcked returns only when the firmware acknowledges the line, with the ok
+// that did, and fails when the line can no longer be acknowledged.
+func TestSendAcked(t *testing.T) {
+	c, w := newWire(t, Config{})
+	type result struct {
+		reply string
+		err   error
+	}
+	send := func(line string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			r, err := c.SendAcked(context.Background(), line)
+			ch <- result{r, err}
+		}()
+		return ch
+	}
+	got := send("M109 S200")
+	w.expectCmd(5, "M109 S200")
+	w.send(" T:150.00 /200.00 B:20.00 /0.00 @:127 B@:0 W:?", "echo:busy: processing")
+	select {
+	case r := <-got:
+		t.Fatalf("SendAcked returned %+v before the firmware's ok", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.send("ok")
+	if r := <-got; r.err != nil || r.reply != "ok" {
+		t.Errorf("SendAcked(M109) = %q, %v, want ok", r.reply, r.err)
+	}
+	w.expectCmd(6, "M113 S2") // the busy line asked for keepalives
+	w.send("ok")
+	got = send("M105")
+	w.expectCmd(7, "M105")
+	w.send("ok T:200.00 /200.00 B:20.00 /0.00 @:80 B@:0")
+	if r := <-got; r.err != nil || r.reply != "ok T:200.00 /200.00 B:20.00 /0.00 @:80 B@:0" {
+		t.Errorf("SendAcked(M105) = %q, %v, want the ok with the temperatures", r.reply, r.err)
+	}
+	got = send("G28")
+	w.expectCmd(8, "G28")
+	w.send("echo:M112 Shutdown", "Error:Printer halted. kill() called!")
+	if r := <-got; r.err == nil {
+		t.Errorf("SendAcked(G28) on a halted printer = %q, want an error", r.reply)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,9 @@ type session struct {
 
 	buf   []byte  // write buffer
 	acked []*sent // scratch for onOK
+
+	okLine  string  // the ok being handled, for SendAcked
+	waiters []*sent // lines of SendAcked callers not yet acked (or already told)
 }
 
 // lineKind says where a line came from and what its ok means.
@@ -91,6 +95,8 @@ type sent struct {
 	off   int64 // kJob: file offset after this line
 	poll  bool  // an M105 poll
 	acked bool  // an ok came for it already (a line can be taken twice when noise hits its N)
+
+	notify chan<- ackResult // SendAcked's caller; nil once told
 }
 
 // histSize is how many numbered lines are kept for resends (OctoPrint keeps 50); it must
@@ -232,6 +238,7 @@ func (s *session) close() {
 	}
 	s.closed = true
 	c := s.c
+	s.release(fmt.Errorf("link closed: %w", ErrNotConnected))
 	c.tx.Lock()
 	c.tx.w = nil
 	c.tx.inflight = nil
@@ -433,7 +440,12 @@ func (s *session) serve(r request) error {
 		if r.line.Word == "M999" && s.stopped {
 			kind = kM999
 		}
-		s.queue = append(s.queue, &sent{text: r.line.Raw, kind: kind})
+		e := &sent{text: r.line.Raw, kind: kind, notify: r.acked}
+		s.queue = append(s.queue, e)
+		if e.notify != nil {
+			s.waiters = slices.DeleteFunc(s.waiters, func(w *sent) bool { return w.notify == nil })
+			s.waiters = append(s.waiters, e)
+		}
 		return nil
 	case reqStart:
 		if st != Operational {
@@ -537,6 +549,7 @@ func (s *session) halt(reason string) {
 	}
 	s.halted = true
 	s.queue, s.cursor = nil, -1
+	s.release(fmt.Errorf("printer halted: %w", ErrNotConnected))
 	s.failJob("printer halted: " + reason)
 	c.setState(Halted, reason)
 	c.publish("alarm", reason)
@@ -549,7 +562,19 @@ func (s *session) emergencySent(reason string) {
 	}
 	s.halted = true
 	s.queue, s.cursor = nil, -1
+	s.release(fmt.Errorf("printer halted: %w", ErrNotConnected))
 	s.failJob(reason)
+}
+
+// release tells every SendAcked caller still waiting that its line will not be acked.
+func (s *session) release(err error) {
+	for _, e := range s.waiters {
+		if e.notify != nil {
+			e.notify <- ackResult{err: err}
+			e.notify = nil
+		}
+	}
+	s.waiters = nil
 }
 
 // temps records a temperature report and runs the watchdog over it.
