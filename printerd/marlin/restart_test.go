@@ -125,3 +125,34 @@ func TestRestartMidHeatNoReset(t *testing.T) {
 		})
 	}
 }
+
+// TestStopDuringHeatWait: the gateway stopping (or a Disconnect) while the firmware waits in
+// M109 ends the wait (M108) so that its heaters-off lines run now, not after the wait.
+func TestStopDuringHeatWait(t *testing.T) {
+	sp := startSimPort(t, marlinsim.Config{EmergencyParser: true, TimeScale: 1, Baud: 250000, OKLatency: time.Millisecond})
+	c := New(Config{Name: "stop", Port: sp.Path, BootWait: 300 * time.Millisecond, Logf: t.Logf})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitStateTB(t, c, Operational)
+	if err := c.Send(context.Background(), "M109 S200"); err != nil {
+		t.Fatal(err)
+	}
+	waitExec(t, sp.Sim, "M109 S200")
+	cancel()
+	<-done
+	start := time.Now()
+	deadline := start.Add(10 * time.Second) // the wait itself would take 45 s
+	for {
+		_, ht, _, _ := sp.Sim.Temps()
+		if ht == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hotend target %v 10 s after the controller stopped, want 0: the heaters-off lines waited behind M109", ht)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("hotend off %v after Run returned", time.Since(start).Round(time.Millisecond))
+}

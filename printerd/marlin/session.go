@@ -708,6 +708,7 @@ func (s *session) shutdown(why string) {
 	s.queue = nil
 	s.cursor = -1
 	s.job = nil
+	s.breakWaitOf(-1) // the heaters-off lines would wait behind an M109 or M190
 	off := heatersOff(s.tools, s.chamber || c.cfg.Chamber)
 	for _, l := range off {
 		s.queue = append(s.queue, &sent{text: l, kind: kInternal})

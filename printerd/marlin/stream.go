@@ -491,12 +491,15 @@ func heatWait(cmd string) bool {
 // everything queued, and returns that wait's line ("" when none is in flight). Firmware with
 // EMERGENCY_PARSER acts on it as it arrives; without it, Marlin reads nothing while it waits,
 // so the M108 is read (and does nothing) once the wait has ended by itself.
-func (s *session) breakWait() string {
+func (s *session) breakWait() string { return s.breakWaitOf(kJob) }
+
+// breakWaitOf is breakWait for a heating wait of any line of the given kind; -1 means any.
+func (s *session) breakWaitOf(kind lineKind) string {
 	c := s.c
 	c.tx.Lock()
 	wait := ""
 	for _, e := range c.tx.inflight {
-		if e.kind == kJob && heatWait(e.text) {
+		if (kind < 0 || e.kind == kind) && heatWait(e.text) {
 			wait = e.text
 		}
 	}
