@@ -13,6 +13,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/printerd/gcode"
+	"github.com/printgate/printgate/printerd/marlin"
 	"github.com/printgate/printgate/printerd/policy"
 )
 
@@ -20,12 +21,17 @@ import (
 // OctoPrint on a laptop): a plain TCP port on the printer's tunnel address (BridgePort) that
 // speaks Marlin's line protocol. It is not a passthrough: each line the host sends is
 // unwrapped from its N<n> … *<checksum> framing, checked by the policy with the admin role,
-// and queued with the controller's Send (whose filter checks it again); the host gets "ok"
-// once a line is queued, "echo:printgate refused …" plus "ok" when the policy refuses it,
-// and the firmware's own replies (temperatures, echo:, errors) as the controller logs them.
+// and sent with the controller's SendAcked (whose filter checks it again). The host gets "ok"
+// only once the firmware has acknowledged the line, so the firmware's own flow control paces
+// it (an M109 holds it until the hotend is hot, as on a direct link); "echo:printgate refused
+// …" plus "ok" when the policy refuses a line (the way Marlin answers a command it will not
+// run, so hosts log it and go on); and the firmware's own replies (temperatures, echo:,
+// errors) as the controller logs them, in order, before the "ok" that follows them.
 //
-//	host line ─▶ strip N/checksum ─▶ M110: ok │ M112: Emergency │ else policy (admin) ─▶ Send ─▶ ok
-//	controller "Recv: …" log events ─▶ host (bare "ok" dropped: the bridge acknowledges itself)
+//	host line ─▶ strip N/checksum ─▶ M110: ok │ M112: Emergency │ else policy (admin) ─▶ SendAcked ─▶ ok
+//	controller "Recv: …" log events ─▶ host (no "ok" lines: the bridge acknowledges itself; an
+//	"ok T:…" poll answer is relayed as its temperatures, the rest of an ok, such as
+//	ADVANCED_OK's "N5026 P15 B3", never)
 
 // bridge is the serial bridge's face: one host connection at a time on a printer's address. Like
 // the HTTP faces it is built on the shared actions and keeps the receiver name s.
@@ -69,6 +75,12 @@ func (s *Server) ServeBridge(name string, l net.Listener) error {
 			bridge{actions{s}}.bridgeConn(p, c)
 		}()
 	}
+}
+
+// ackSender is a Printer that can wait for the firmware's ok (*marlin.Controller does).
+// Without it the bridge answers "ok" once a line is queued.
+type ackSender interface {
+	SendAcked(ctx context.Context, line string) (string, error)
 }
 
 // lockedWriter serializes writes from the line loop and the reply relay.
@@ -117,38 +129,53 @@ func (s bridge) bridgeConn(p *printer, c net.Conn) {
 	defer cancel()
 	events, unsub := p.Printer.Subscribe()
 	defer unsub()
+	// The relay writes the firmware's lines; a flush request makes it write every event
+	// already published first, so that they reach the host before the ok of the line
+	// they answered (the controller publishes a reply before it acks the line).
+	flushes := make(chan chan struct{})
 	var relay sync.WaitGroup
 	relay.Add(1)
 	go func() {
 		defer relay.Done()
+		relayOne := func(e marlin.Event) bool {
+			if text, ok := relayText(e); ok && w.line(text) != nil {
+				cancel()
+				return false
+			}
+			return true
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-events:
-				if !ok {
-					return
-				}
-				if e.Kind != "log" {
-					continue
-				}
-				text, ok := strings.CutPrefix(e.Line, "Recv: ")
-				if !ok {
-					continue
-				}
-				if text == "ok" || strings.HasPrefix(text, "ok ") {
-					text = strings.TrimSpace(strings.TrimPrefix(text, "ok"))
-					if text == "" {
-						continue
+			case done := <-flushes:
+				for more := true; more; {
+					select {
+					case e, ok := <-events:
+						if !ok || !relayOne(e) {
+							close(done)
+							return
+						}
+					default:
+						more = false
 					}
 				}
-				if w.line(text) != nil {
-					cancel()
+				close(done)
+			case e, ok := <-events:
+				if !ok || !relayOne(e) {
 					return
 				}
 			}
 		}
 	}()
+	flush := func() {
+		done := make(chan struct{})
+		select {
+		case flushes <- done:
+			<-done
+		case <-ctx.Done():
+		}
+	}
 	defer relay.Wait()
 	defer cancel()
 
@@ -159,7 +186,9 @@ func (s bridge) bridgeConn(p *printer, c net.Conn) {
 			w.line("printgate: this device is no longer an admin of this gateway")
 			return
 		}
-		for _, reply := range s.bridgeLine(ctx, q, sc.Text()) {
+		replies := s.bridgeLine(ctx, q, sc.Text())
+		flush()
+		for _, reply := range replies {
 			if w.line(reply) != nil {
 				return
 			}
@@ -168,6 +197,26 @@ func (s bridge) bridgeConn(p *printer, c net.Conn) {
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
 		w.line("Error:line too long")
 	}
+}
+
+// relayText is what the host sees of a controller event: the firmware's lines, except the
+// oks, which the bridge answers itself. An "ok T:..." (the controller's temperature poll)
+// keeps its report; the rest of any other ok (ADVANCED_OK's "N5026 P15 B3") is dropped.
+func relayText(e marlin.Event) (string, bool) {
+	if e.Kind != "log" {
+		return "", false
+	}
+	text, ok := strings.CutPrefix(e.Line, "Recv: ")
+	if !ok {
+		return "", false
+	}
+	if r := marlin.ParseReply(text); r.Kind == marlin.ReplyOK {
+		if r.Temps == nil {
+			return "", false
+		}
+		return strings.TrimSpace(strings.TrimSpace(text)[2:]), true
+	}
+	return text, true
 }
 
 // unframe removes a host's "N<n> " prefix and "*<checksum>" suffix. ok is false when the
@@ -220,8 +269,17 @@ func (s bridge) bridgeLine(ctx context.Context, q *request, raw string) []string
 		return []string{"ok"}
 	}
 	l, err := p.Policy.CheckLine(policy.Admin, cmd, p.Printer.Status())
+	ack := "ok"
 	if err == nil {
-		err = p.Printer.Send(ctx, l.Raw)
+		if as, paced := p.Printer.(ackSender); paced {
+			var reply string
+			reply, err = as.SendAcked(ctx, l.Raw)
+			if r := marlin.ParseReply(reply); err == nil && r.Kind == marlin.ReplyOK && r.Temps != nil {
+				ack = strings.TrimSpace(reply) // M105: the host reads its temperatures here
+			}
+		} else {
+			err = p.Printer.Send(ctx, l.Raw)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, policy.ErrRefused) {
@@ -232,7 +290,7 @@ func (s bridge) bridgeLine(ctx context.Context, q *request, raw string) []string
 	}
 	// Accepted lines are not audited one by one: a host streams whole prints through here.
 	// The session (bridge.open/close) and every refusal are.
-	return []string{"ok"}
+	return []string{ack}
 }
 
 func oneLine(s string) string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(s) }

@@ -100,6 +100,7 @@ func TestBridge(t *testing.T) {
 	// the controller's own traffic are dropped and "ok T:" keeps its report.
 	waitFor(t, "relay subscription", func() bool { return h.pr.subscribers() == 1 })
 	h.pr.recv("ok")
+	h.pr.recv("ok N5026 P15 B3") // ADVANCED_OK's tail is no line of its own
 	h.pr.recv("ok T:200.0 /210.0 B:60.0 /60.0")
 	h.pr.recv("echo:busy: processing")
 	if got := b.line(); got != "T:200.0 /210.0 B:60.0 /60.0" {

@@ -323,7 +323,7 @@ func (s actions) jobAction(ctx context.Context, q *request, action string) error
 		}
 		auditAction, err = audit.ActionPause, p.Printer.Pause()
 	case "resume":
-		if st != marlin.Paused {
+		if st != marlin.Paused && st != marlin.Pausing { // a pause during heat-up may still be parking
 			return errorf(http.StatusConflict, "no paused job to resume")
 		}
 		auditAction, err = audit.ActionResume, p.Printer.Resume()

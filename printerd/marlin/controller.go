@@ -21,7 +21,7 @@ import (
 //	           │ Run
 //	           ▼
 //	   ┌──▶ Connecting ──(open fails / no answer)──▶ Error ──(back-off, or Connect)──┐
-//	   │       │ start or silence; M110 N0; heaters off; M115 acked                 │
+//	   │       │ heaters off; start or silence; M110 N0; M115; first M105 answered   │
 //	   │       ▼                                                                     │
 //	   │   Operational ◀──────── job done / cancelled / failed ─────────┐            │
 //	   │       │ Start                                                   │            │
@@ -291,6 +291,13 @@ type request struct {
 	line  gcode.Line
 	job   *job
 	reply chan error
+	acked chan<- ackResult // reqSend from SendAcked: told when the firmware acks the line
+}
+
+// ackResult is the firmware's answer to a line sent with SendAcked.
+type ackResult struct {
+	reply string // the ok line that acknowledged it
+	err   error  // the line will never be acknowledged (link closed, printer halted)
 }
 
 type reqKind int
@@ -349,17 +356,9 @@ func (c *Controller) Disconnect() error { return c.callTimeout(request{kind: req
 // at once as Emergency does; M108 and M410 are written straight to the link, ahead of
 // everything queued. Send returns once the line is queued, not when the firmware answers.
 func (c *Controller) Send(ctx context.Context, line string) error {
-	l, err := Prepare(line)
+	l, err := c.prepareSend(line)
 	if err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	if l.Empty() {
-		return fmt.Errorf("send %q: no command", clip(line))
-	}
-	if c.cfg.Filter != nil {
-		if err := c.cfg.Filter.Check(l, c.Status()); err != nil {
-			return fmt.Errorf("send %q: %w", clip(l.Raw), err)
-		}
+		return err
 	}
 	switch l.Word {
 	case "M112":
@@ -368,6 +367,53 @@ func (c *Controller) Send(ctx context.Context, line string) error {
 		return c.jump(l.Raw)
 	}
 	return c.call(ctx, request{kind: reqSend, line: l})
+}
+
+// SendAcked is Send that returns once the firmware has acknowledged the line, with the ok
+// line that did ("ok", "ok N.. P.. B..", or "ok T:..." for M105): the serial bridge paces its
+// host with the firmware's own flow control, so an M109 holds the host until the hotend is
+// hot. M108 and M410 return "ok" once written, M112 once the emergency stop is out. An error
+// after the line was queued means it will never be acknowledged (link lost, printer halted).
+func (c *Controller) SendAcked(ctx context.Context, line string) (string, error) {
+	l, err := c.prepareSend(line)
+	if err != nil {
+		return "", err
+	}
+	switch l.Word {
+	case "M112":
+		return "ok", c.Emergency()
+	case "M108", "M410":
+		return "ok", c.jump(l.Raw)
+	}
+	acked := make(chan ackResult, 1)
+	if err := c.call(ctx, request{kind: reqSend, line: l, acked: acked}); err != nil {
+		return "", err
+	}
+	select {
+	case r := <-acked:
+		return r.reply, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case <-c.done:
+		return "", errNotRunning
+	}
+}
+
+// prepareSend prepares a caller's line and passes it through the Filter.
+func (c *Controller) prepareSend(line string) (gcode.Line, error) {
+	l, err := Prepare(line)
+	if err != nil {
+		return gcode.Line{}, fmt.Errorf("send: %w", err)
+	}
+	if l.Empty() {
+		return gcode.Line{}, fmt.Errorf("send %q: no command", clip(line))
+	}
+	if c.cfg.Filter != nil {
+		if err := c.cfg.Filter.Check(l, c.Status()); err != nil {
+			return gcode.Line{}, fmt.Errorf("send %q: %w", clip(l.Raw), err)
+		}
+	}
+	return l, nil
 }
 
 // Emergency sends M112 ahead of everything queued: bare (Marlin handles a line that starts

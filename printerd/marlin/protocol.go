@@ -408,7 +408,8 @@ func clip(s string) string {
 //  1. a resend in progress rewrites lines from the history, same number, same text;
 //  2. queued lines (connect sequence, polls, terminal and API lines, scripts) get the next
 //     number: "N<n> <cmd>*<cs>";
-//  3. job lines, each Prepared and passed through the Filter as it is read;
+//  3. job lines, each Prepared and passed through the Filter as it is read, none while a
+//     blocking command (longRunning: M109, M190, G4, G28...) is in flight;
 //
 // and only while the window has room: one line without ADVANCED_OK (ping-pong, what
 // OctoPrint and Printrun do); with ADVANCED_OK, up to the firmware's free command buffer
@@ -551,6 +552,10 @@ func (s *session) pump() {
 	for !s.halted && s.end == endNone && !s.rs.waiting {
 		c.tx.Lock()
 		n, halted, maxN := len(c.tx.inflight), c.tx.halted, c.tx.maxN
+		waiting := false
+		for _, e := range c.tx.inflight {
+			waiting = waiting || longRunning(e.text)
+		}
 		c.tx.Unlock()
 		if halted || n >= s.win.size() {
 			return
@@ -588,6 +593,12 @@ func (s *session) pump() {
 			s.writeNew(e)
 			continue
 		}
+		if waiting {
+			// Nothing of the job goes behind a blocking command (M109, M190, G4, G28...):
+			// were it in the firmware's queue, a cancel or pause could not keep it from
+			// running once the wait ends.
+			return
+		}
 		e := s.nextJobLine()
 		if e == nil {
 			return
@@ -602,6 +613,7 @@ func (s *session) pump() {
 // "ok T:" from M105 acks every line up to the poll. Any other ok acks the oldest line.
 func (s *session) onOK(r Reply) {
 	c := s.c
+	s.okLine = r.Raw
 	if s.rs.okPending > 0 && !r.HasN && r.Temps == nil {
 		s.rs.okPending--
 		s.rs.variant, s.rs.waiting = variantWithOk, false
@@ -671,6 +683,10 @@ func (s *session) ack(e *sent) {
 		return
 	}
 	e.acked = true
+	if e.notify != nil {
+		e.notify <- ackResult{reply: strings.TrimSpace(s.okLine)}
+		e.notify = nil
+	}
 	if e.poll {
 		s.pollOut = false
 	}
@@ -680,6 +696,8 @@ func (s *session) ack(e *sent) {
 	switch e.kind {
 	case kCaps:
 		s.capsDone()
+	case kReady:
+		s.firstReading()
 	case kJob:
 		s.jobAcked(e)
 	case kScript:

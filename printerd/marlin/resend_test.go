@@ -53,6 +53,7 @@ func newWire(t *testing.T, cfg Config) (*Controller, *wire) {
 		wg.Wait()
 		w.conn.Close()
 	})
+	w.expectFirstBytes()
 	w.send("start")
 	w.expect("N0 M110 N0*125")
 	w.send("ok")
@@ -116,6 +117,17 @@ func (w *wire) expect(want string) {
 	w.t.Helper()
 	if got := w.next(5 * time.Second); got != want {
 		w.t.Fatalf("controller wrote %q, want %q", got, want)
+	}
+}
+
+// firstBytes are the lines the controller writes on every open, before anything else.
+var firstBytes = []string{"", "M104 T0 S0", "M140 S0", "M108"}
+
+// expectFirstBytes reads the unnumbered heaters-off lines every open begins with.
+func (w *wire) expectFirstBytes() {
+	w.t.Helper()
+	for _, l := range firstBytes {
+		w.expect(l)
 	}
 }
 
@@ -259,7 +271,8 @@ func TestLateBootRestartsHello(t *testing.T) {
 	w.br = bufio.NewReader(w.conn)
 	t.Cleanup(func() { cancel(); go io.Copy(io.Discard, w.conn); <-done; w.conn.Close() })
 	// Silence: the controller gives up waiting and says hello to a board still in its
-	// bootloader, which loses it.
+	// bootloader, which loses it (as it lost the first bytes).
+	w.expectFirstBytes()
 	w.expect("N0 M110 N0*125")
 	w.send("start", "echo: External Reset")
 	w.expect("N0 M110 N0*125")
@@ -267,4 +280,101 @@ func TestLateBootRestartsHello(t *testing.T) {
 	w.expectCmd(1, "M104 T0 S0")
 	w.send("ok")
 	w.expectCmd(2, "M140 S0")
+}
+
+// TestOperationalAfterFirstReading: the printer is Operational only with a temperature
+// reading in hand (issue 16): after M115 an M105 goes out, and its answer, not the M115 ok,
+// makes the printer Operational, also when the firmware auto-reports.
+func TestOperationalAfterFirstReading(t *testing.T) {
+	conns := make(chan net.Conn, 1)
+	c := New(Config{Name: "first", BootWait: 50 * time.Millisecond, PollInterval: 2 * time.Second, Logf: t.Logf,
+		ReconnectMin: time.Hour,
+		Open: func(ctx context.Context) (io.ReadWriteCloser, error) {
+			a, b := socketPair(t)
+			conns <- b
+			return a, nil
+		}})
+	events, unsub := c.Subscribe()
+	defer unsub()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	w := &wire{t: t, conn: <-conns}
+	w.br = bufio.NewReader(w.conn)
+	t.Cleanup(func() { cancel(); go io.Copy(io.Discard, w.conn); <-done; w.conn.Close() })
+	w.expectFirstBytes()
+	w.send("start")
+	w.expect("N0 M110 N0*125")
+	w.send("ok")
+	w.expectCmd(1, "M104 T0 S0")
+	w.send("ok")
+	w.expectCmd(2, "M140 S0")
+	w.send("ok")
+	w.expectCmd(3, "M115")
+	w.send("FIRMWARE_NAME:Marlin 2.1.3 EXTRUDER_COUNT:1", "Cap:AUTOREPORT_TEMP:1", "ok")
+	w.expectCmd(4, "M105")
+	if st := c.Status(); st.State == Operational {
+		t.Fatalf("state %s before the first reading, want connecting", st.State)
+	}
+	w.send("ok T:21.5 /0.0 B:20.5 /0.0 @:0 B@:0")
+	w.expectCmd(5, "M155 S2")
+	waitFor(t, "operational", func() bool { return c.Status().State == Operational })
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind != "state" || ev.Status.State != Operational {
+				continue
+			}
+			if tp := ev.Status.Temps; len(tp.Tools) == 0 || tp.Bed == nil || tp.Tools[0].Actual != 21.5 {
+				t.Fatalf("Operational with temps %+v, want the first reading (tool 21.5, bed 20.5)", tp)
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("no Operational state event")
+		}
+	}
+}
+
+// TestSendAcked: SendAcked returns only when the firmware acknowledges the line, with the ok
+// that did, and fails when the line can no longer be acknowledged.
+func TestSendAcked(t *testing.T) {
+	c, w := newWire(t, Config{})
+	type result struct {
+		reply string
+		err   error
+	}
+	send := func(line string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			r, err := c.SendAcked(context.Background(), line)
+			ch <- result{r, err}
+		}()
+		return ch
+	}
+	got := send("M109 S200")
+	w.expectCmd(5, "M109 S200")
+	w.send(" T:150.00 /200.00 B:20.00 /0.00 @:127 B@:0 W:?", "echo:busy: processing")
+	select {
+	case r := <-got:
+		t.Fatalf("SendAcked returned %+v before the firmware's ok", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.send("ok")
+	if r := <-got; r.err != nil || r.reply != "ok" {
+		t.Errorf("SendAcked(M109) = %q, %v, want ok", r.reply, r.err)
+	}
+	w.expectCmd(6, "M113 S2") // the busy line asked for keepalives
+	w.send("ok")
+	got = send("M105")
+	w.expectCmd(7, "M105")
+	w.send("ok T:200.00 /200.00 B:20.00 /0.00 @:80 B@:0")
+	if r := <-got; r.err != nil || r.reply != "ok T:200.00 /200.00 B:20.00 /0.00 @:80 B@:0" {
+		t.Errorf("SendAcked(M105) = %q, %v, want the ok with the temperatures", r.reply, r.err)
+	}
+	got = send("G28")
+	w.expectCmd(8, "G28")
+	w.send("echo:M112 Shutdown", "Error:Printer halted. kill() called!")
+	if r := <-got; r.err == nil {
+		t.Errorf("SendAcked(G28) on a halted printer = %q, want an error", r.reply)
+	}
 }

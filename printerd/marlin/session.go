@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,10 +15,12 @@ import (
 // everything about the connection except the write side (Controller.tx), which Emergency
 // shares. Its flow:
 //
-//  1. open the port (a reset on most boards) and start the reader goroutine;
+//  1. open the port (a reset on most boards) and start the reader goroutine; write every
+//     heater off at once, unnumbered (firstBytes);
 //  2. boot: wait for "start" then a short silence, or BootWait of silence;
 //  3. hello: N0 M110 N0, then heaters off (the first commands after the hello, every
-//     time), then M115; when M115 is acked: M155 S<n> if AUTOREPORT_TEMP, else M105 polling;
+//     time), then M115; when M115 is acked: M105, and M155 S<n> if AUTOREPORT_TEMP, else
+//     M105 polling; Operational once the first M105 is answered (a reading in hand);
 //  4. loop: firmware lines, API requests, a 100 ms tick (timeouts, polling, watchdog, the
 //     resend-ok detector), and after each event pump() writes what the window allows;
 //  5. end: on ctx done or Disconnect, heaters off (waiting up to 2 s for their ok) and close;
@@ -30,7 +33,7 @@ type session struct {
 	rerr  chan error
 
 	booted   bool
-	ready    bool // M115 acked: Operational
+	ready    bool // M115 and the first M105 acked: Operational
 	stayedUp bool // reached ready: resets the back-off
 
 	queue        []*sent // numbered lines waiting to be written, in order
@@ -64,6 +67,9 @@ type session struct {
 
 	buf   []byte  // write buffer
 	acked []*sent // scratch for onOK
+
+	okLine  string  // the ok being handled, for SendAcked
+	waiters []*sent // lines of SendAcked callers not yet acked (or already told)
 }
 
 // lineKind says where a line came from and what its ok means.
@@ -73,6 +79,7 @@ const (
 	kInternal lineKind = iota // heaters off, polling, M155, M113
 	kHello                    // N0 M110 N0
 	kCaps                     // M115
+	kReady                    // the first M105, after M115: its answer makes the printer Operational
 	kUser                     // Send
 	kJob                      // a line of the job
 	kScript                   // pause, resume or cancel script
@@ -88,6 +95,8 @@ type sent struct {
 	off   int64 // kJob: file offset after this line
 	poll  bool  // an M105 poll
 	acked bool  // an ok came for it already (a line can be taken twice when noise hits its N)
+
+	notify chan<- ackResult // SendAcked's caller; nil once told
 }
 
 // histSize is how many numbered lines are kept for resends (OctoPrint keeps 50); it must
@@ -134,6 +143,9 @@ func (s *session) run(ctx context.Context) (end, error) {
 	c.tx.Lock()
 	c.tx.w, c.tx.halted, c.tx.maxN, c.tx.inflight = link, false, 0, nil
 	c.tx.Unlock()
+	if err := s.firstBytes(); err != nil {
+		return endLink, err
+	}
 
 	if why, err := s.boot(ctx); why != endNone {
 		return why, err
@@ -226,6 +238,7 @@ func (s *session) close() {
 	}
 	s.closed = true
 	c := s.c
+	s.release(fmt.Errorf("link closed: %w", ErrNotConnected))
 	c.tx.Lock()
 	c.tx.w = nil
 	c.tx.inflight = nil
@@ -234,6 +247,38 @@ func (s *session) close() {
 	for range s.lines {
 	}
 	c.logf("marlin %s: reader stopped", c.cfg.Name)
+}
+
+// firstBytes writes the first bytes of every open: every heater off, before the boot wait
+// and the hello, unnumbered (DESIGN invariant 8). A board that does not reset when its port
+// opens (native USB on most 32-bit boards) may still be heating from before a crash, and
+// Marlin takes an unnumbered line whatever its line counter says; a board that resets loses
+// these bytes in its bootloader and turns its heaters off by resetting. The leading line
+// break ends a line the previous host may have left half-written; the trailing M108 ends a
+// heating wait the firmware may still be in (at once with EMERGENCY_PARSER), so that the
+// heaters-off lines queued behind it run. Their oks come during the boot wait, which ignores
+// them. OctoPrint too writes its hello as soon as the port is open.
+func (s *session) firstBytes() error {
+	c := s.c
+	var b strings.Builder
+	b.WriteString("\n")
+	for _, l := range heatersOff(s.tools, c.cfg.Chamber) {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString("M108\n")
+	c.tx.Lock()
+	_, err := io.WriteString(c.tx.w, b.String())
+	c.tx.wire += int64(b.Len())
+	c.tx.Unlock()
+	if err != nil {
+		return fmt.Errorf("heaters off on open: %w", err)
+	}
+	if c.hasSubscribers() {
+		for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+			c.publish("log", "Send: "+l)
+		}
+	}
+	return nil
 }
 
 // boot waits for the firmware's "start" and the boot text after it, or for BootWait of
@@ -325,7 +370,8 @@ func (s *session) queueHeatersOff(kind lineKind) {
 }
 
 // capsDone runs when M115 is acked: record firmware and caps, turn off the extra hotends,
-// start temperature reports, and go Operational.
+// ask for the first reading (M105) and start temperature reports. Operational follows the
+// first reading (firstReading).
 func (s *session) capsDone() {
 	c := s.c
 	if n, err := strconv.Atoi(s.fw["EXTRUDER_COUNT"]); err == nil && n > s.tools && n <= maxTools {
@@ -334,6 +380,10 @@ func (s *session) capsDone() {
 		}
 		s.tools = n
 	}
+	// The first reading comes before Operational, as with OctoPrint: clients (Cura's
+	// OctoPrint plugin) read temperature.tool0 as soon as the printer is operational.
+	s.queue = append(s.queue, &sent{text: "M105", kind: kReady, poll: true})
+	s.pollOut = true
 	if s.caps["AUTOREPORT_TEMP"] {
 		s.autoreport = true
 		secs := int(c.cfg.PollInterval / time.Second)
@@ -342,7 +392,7 @@ func (s *session) capsDone() {
 		}
 		s.queue = append(s.queue, &sent{text: "M155 S" + strconv.Itoa(secs), kind: kInternal})
 	} else {
-		s.nextPoll = time.Now()
+		s.nextPoll = time.Now().Add(c.cfg.PollInterval)
 	}
 	caps := make(map[string]bool, len(s.caps))
 	for k, v := range s.caps {
@@ -352,9 +402,14 @@ func (s *session) capsDone() {
 	c.mu.st.Firmware = s.fw["FIRMWARE_NAME"]
 	c.mu.st.Caps = caps
 	c.mu.Unlock()
+}
+
+// firstReading runs when the M105 after M115 is acked: its "ok T:..." has been recorded (the
+// reply's temperatures are taken before its ok), and the printer is Operational.
+func (s *session) firstReading() {
 	s.ready, s.stayedUp = true, true
 	s.wd.reset(time.Now())
-	c.setState(Operational, "")
+	s.c.setState(Operational, "")
 }
 
 // request serves one API call.
@@ -385,7 +440,12 @@ func (s *session) serve(r request) error {
 		if r.line.Word == "M999" && s.stopped {
 			kind = kM999
 		}
-		s.queue = append(s.queue, &sent{text: r.line.Raw, kind: kind})
+		e := &sent{text: r.line.Raw, kind: kind, notify: r.acked}
+		s.queue = append(s.queue, e)
+		if e.notify != nil {
+			s.waiters = slices.DeleteFunc(s.waiters, func(w *sent) bool { return w.notify == nil })
+			s.waiters = append(s.waiters, e)
+		}
 		return nil
 	case reqStart:
 		if st != Operational {
@@ -489,6 +549,7 @@ func (s *session) halt(reason string) {
 	}
 	s.halted = true
 	s.queue, s.cursor = nil, -1
+	s.release(fmt.Errorf("printer halted: %w", ErrNotConnected))
 	s.failJob("printer halted: " + reason)
 	c.setState(Halted, reason)
 	c.publish("alarm", reason)
@@ -501,7 +562,19 @@ func (s *session) emergencySent(reason string) {
 	}
 	s.halted = true
 	s.queue, s.cursor = nil, -1
+	s.release(fmt.Errorf("printer halted: %w", ErrNotConnected))
 	s.failJob(reason)
+}
+
+// release tells every SendAcked caller still waiting that its line will not be acked.
+func (s *session) release(err error) {
+	for _, e := range s.waiters {
+		if e.notify != nil {
+			e.notify <- ackResult{err: err}
+			e.notify = nil
+		}
+	}
+	s.waiters = nil
 }
 
 // temps records a temperature report and runs the watchdog over it.
@@ -635,6 +708,7 @@ func (s *session) shutdown(why string) {
 	s.queue = nil
 	s.cursor = -1
 	s.job = nil
+	s.breakWaitOf(-1) // the heaters-off lines would wait behind an M109 or M190
 	off := heatersOff(s.tools, s.chamber || c.cfg.Chamber)
 	for _, l := range off {
 		s.queue = append(s.queue, &sent{text: l, kind: kInternal})

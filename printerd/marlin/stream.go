@@ -42,13 +42,15 @@ func DefaultResumeScript() []string {
 }
 
 // DefaultCancelScript runs after the controller has turned heaters (M104, M140, M141) and the
-// part fan (M107) off: retract 2 mm and lift Z by 10 mm, clear of the part.
+// part fan (M107) off, as OctoPrint's default afterPrintCancelled script does: retract 2 mm,
+// lift Z by 10 mm, clear of the part, and turn the motors off (M84).
 func DefaultCancelScript() []string {
 	return []string{
 		"G91",
 		"G1 E-2 F2400",
 		"G1 Z10 F600",
 		"G90",
+		"M84",
 	}
 }
 
@@ -70,9 +72,10 @@ type job struct {
 	eof  bool
 
 	estimate time.Duration
-	written  int64 // job lines written (first time)
-	acked    int64 // job lines acked
-	feeding  bool  // false while pausing, paused or cancelling
+	rewait   string // a heating wait (M109, M190, M191) a pause broke: run again on resume
+	written  int64  // job lines written (first time)
+	acked    int64  // job lines acked
+	feeding  bool   // false while pausing, paused or cancelling
 
 	// What the job's lines have set, for pause and resume.
 	relXYZ, relE bool
@@ -369,6 +372,9 @@ func (s *session) pauseJob() error {
 		return fmt.Errorf("pause: %w", err)
 	}
 	s.job.feeding = false
+	// A pause during heat-up ends the wait (M108), so the head parks and the state is Paused
+	// within a second; the resume heats up again first.
+	s.job.rewait = s.breakWait()
 	s.queueScript(lines)
 	c.mu.Lock()
 	c.mu.clock.pausedAt = time.Now()
@@ -403,6 +409,12 @@ func (s *session) resumeJob() error {
 	for _, l := range restore {
 		lines = append(lines, &sent{text: l, kind: kInternal})
 	}
+	if j.rewait != "" && s.belowTarget(j.rewait) {
+		// The pause broke the job's heating wait before the target was reached: wait again
+		// before the head returns to the part.
+		lines = append([]*sent{{text: j.rewait, kind: kInternal}}, lines...)
+	}
+	j.rewait = ""
 	s.queue = append(s.queue, lines...)
 	j.feeding = true
 	c.mu.Lock()
@@ -427,6 +439,8 @@ func (s *session) cancelJob() error {
 		return fmt.Errorf("cancel: %w", err)
 	}
 	s.job.feeding = false
+	// The heaters-off lines queue behind a heating wait the firmware is in: end it (M108).
+	s.breakWait()
 	var all []*sent
 	for _, l := range heatersOff(s.tools, s.chamber || c.cfg.Chamber) {
 		all = append(all, &sent{text: l, kind: kScript})
@@ -460,4 +474,90 @@ func (s *session) scriptAcked() {
 		s.endJob(func(p *Job) { p.Cancelled = true })
 		c.setState(Operational, "")
 	}
+}
+
+// heatWait reports the commands whose wait M108 ends (Marlin's wait_for_heatup): M109, M190
+// and M191. G4 and G28 are not ended by anything but their own end.
+func heatWait(cmd string) bool {
+	w, _, _ := strings.Cut(cmd, " ")
+	switch strings.ToUpper(w) {
+	case "M109", "M190", "M191":
+		return true
+	}
+	return false
+}
+
+// breakWait ends a heating wait of the job that the firmware is in, by writing M108 ahead of
+// everything queued, and returns that wait's line ("" when none is in flight). Firmware with
+// EMERGENCY_PARSER acts on it as it arrives; without it, Marlin reads nothing while it waits,
+// so the M108 is read (and does nothing) once the wait has ended by itself.
+func (s *session) breakWait() string { return s.breakWaitOf(kJob) }
+
+// breakWaitOf is breakWait for a heating wait of any line of the given kind; -1 means any.
+func (s *session) breakWaitOf(kind lineKind) string {
+	c := s.c
+	c.tx.Lock()
+	wait := ""
+	for _, e := range c.tx.inflight {
+		if (kind < 0 || e.kind == kind) && heatWait(e.text) {
+			wait = e.text
+		}
+	}
+	c.tx.Unlock()
+	if wait == "" {
+		return ""
+	}
+	if err := c.jump("M108"); err != nil {
+		c.logf("marlin %s: break %s: %v", c.cfg.Name, wait, err)
+	}
+	return wait
+}
+
+// belowTarget reports whether the heater of a heating-wait line is still more than Marlin's
+// TEMP_HYSTERESIS (3 °C) from its target in the latest reading; true when unknown.
+func (s *session) belowTarget(wait string) bool {
+	const hysteresis = 3
+	t := s.c.Status().Temps
+	var h *Temp
+	switch w, _, _ := strings.Cut(wait, " "); strings.ToUpper(w) {
+	case "M109":
+		tool := 0
+		if l, err := gcode.Parse(wait); err == nil {
+			if v, ok, err := l.Float('T'); ok && err == nil && v >= 0 && int(v) < maxTools {
+				tool = int(v)
+			}
+		}
+		if tool < len(t.Tools) {
+			h = &t.Tools[tool]
+		}
+	case "M190":
+		h = t.Bed
+	case "M191":
+		h = t.Chamber
+	}
+	return h == nil || h.Target <= 0 || h.Actual < h.Target-hysteresis
+}
+
+// ReadScript reads a pause, resume or cancel script: one command per line, comments and blank
+// lines ignored, each line as Prepare takes it ({X} {Y} {Z} {E} {F} placeholders allowed). An
+// empty script is an empty, non-nil list: no script, where nil means the default.
+func ReadScript(r io.Reader) ([]string, error) {
+	out := []string{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 256), maxFileLine)
+	n := 0
+	for sc.Scan() {
+		n++
+		l, err := Prepare(sc.Text())
+		if err != nil {
+			return nil, fmt.Errorf("script line %d: %w", n, err)
+		}
+		if !l.Empty() {
+			out = append(out, l.Raw)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("script line %d: %w", n+1, err)
+	}
+	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -217,6 +218,9 @@ func (p *PTY) run(ctx context.Context) error {
 // first descriptor of the slave is opened and ends when the last one is closed (or the
 // session ends by itself). It returns ErrDisconnected or ctx's error.
 func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error {
+	if p.cfg.NoReset {
+		return p.serveNoReset(ctx, master, w)
+	}
 	holders := 0
 	for {
 		for holders <= 0 {
@@ -245,7 +249,7 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 			}
 			master.SetDeadline(time.Time{})
 			flush(master)
-			done <- p.Sim.Serve(sctx, ptyStream{master})
+			done <- p.Sim.Serve(sctx, ptyStream{f: master})
 		}()
 		var serr error
 	session:
@@ -289,6 +293,88 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 			}
 		}
 	}
+}
+
+// serveNoReset runs one firmware session from the first open of the slave until the session
+// ends by itself (an injected disconnect) or ctx is done: hosts closing and reopening the port
+// do not reset it (Config.NoReset). While no host holds the port, reads wait and what the
+// firmware prints is dropped.
+func (p *PTY) serveNoReset(ctx context.Context, master *os.File, w *watcher) error {
+	holders := 0
+	events := func(ev int, ok bool) error {
+		if !ok {
+			return fmt.Errorf("marlinsim: watch pty: %w", w.err)
+		}
+		was := holders
+		holders = max(0, holders+ev)
+		if was == 0 && holders > 0 {
+			p.cur.Lock()
+			p.cur.opens++
+			p.cur.Unlock()
+		}
+		return nil
+	}
+	for holders <= 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-w.events:
+			if err := events(ev, ok); err != nil {
+				return err
+			}
+		}
+	}
+	host := &hostGate{}
+	host.set(true)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		if err := pause(sctx, resetTime); err != nil { // power-up
+			done <- err
+			return
+		}
+		master.SetDeadline(time.Time{})
+		flush(master)
+		done <- p.Sim.Serve(sctx, ptyStream{f: master, host: host})
+	}()
+	for {
+		select {
+		case ev, ok := <-w.events:
+			if err := events(ev, ok); err != nil {
+				cancel()
+				<-done
+				return err
+			}
+			host.set(holders > 0)
+		case serr := <-done:
+			if errors.Is(serr, ErrDisconnected) || ctx.Err() != nil {
+				return cmpOr(serr, ctx.Err())
+			}
+			if serr == nil {
+				serr = errors.New("marlinsim: session ended")
+			}
+			return serr
+		}
+	}
+}
+
+// hostGate says whether a host holds the port, for a board that does not reset.
+type hostGate struct {
+	mu   sync.Mutex
+	open bool
+}
+
+func (g *hostGate) set(open bool) {
+	g.mu.Lock()
+	g.open = open
+	g.mu.Unlock()
+}
+
+func (g *hostGate) isOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.open
 }
 
 func cmpOr(a, b error) error {
@@ -384,9 +470,32 @@ func pause(ctx context.Context, d time.Duration) error {
 }
 
 // ptyStream is the master as Serve's stream. Close only interrupts pending reads and writes
-// (the master outlives a session).
-type ptyStream struct{ f *os.File }
+// (the master outlives a session). With a host gate (Config.NoReset) the stream outlives the
+// hosts too: a read while no host holds the slave (EIO) waits for the next one, and writes
+// are dropped meanwhile.
+type ptyStream struct {
+	f    *os.File
+	host *hostGate // nil: a host closing the port ends the stream
+}
 
-func (s ptyStream) Read(b []byte) (int, error)  { return s.f.Read(b) }
-func (s ptyStream) Write(b []byte) (int, error) { return s.f.Write(b) }
-func (s ptyStream) Close() error                { return s.f.SetDeadline(time.Now()) }
+// hostPoll is how often a read looks again for a host while none holds the port.
+const hostPoll = 10 * time.Millisecond
+
+func (s ptyStream) Read(b []byte) (int, error) {
+	for {
+		n, err := s.f.Read(b)
+		if s.host == nil || n > 0 || !errors.Is(err, syscall.EIO) {
+			return n, err
+		}
+		time.Sleep(hostPoll) // a Close sets the deadline: the next Read fails with it
+	}
+}
+
+func (s ptyStream) Write(b []byte) (int, error) {
+	if s.host != nil && !s.host.isOpen() {
+		return len(b), nil
+	}
+	return s.f.Write(b)
+}
+
+func (s ptyStream) Close() error { return s.f.SetDeadline(time.Now()) }

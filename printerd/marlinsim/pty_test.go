@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.bug.st/serial"
+
+	"github.com/printgate/printgate/printerd/gcode"
 )
 
 // serialHost is a host on the pty through go.bug.st/serial, as printerd opens a printer.
@@ -165,4 +167,35 @@ func TestPTYQuickReopen(t *testing.T) {
 		_ = i
 	}
 	waitFor(t, "ten sessions", func() bool { return p.Sim.Stats().Boots >= 10 })
+}
+
+// TestPTYNoReset: a board that does not reset on open boots once; a second host finds it as
+// the first left it (heater target, line counter) and no "start".
+func TestPTYNoReset(t *testing.T) {
+	p := openPTY(t, Config{NoReset: true, TimeScale: 0.01, Logf: t.Logf})
+	h := openSerial(t, p.Path())
+	h.until(func(l string) bool { return l == "echo:Hardcoded Default Settings Loaded" })
+	h.send("N0 M110 N0*125")
+	h.until(func(l string) bool { return l == "ok" })
+	h.send("M104 S200")
+	h.until(func(l string) bool { return l == "ok" })
+	h.close()
+	time.Sleep(50 * time.Millisecond) // no host: the firmware runs on
+	h2 := openSerial(t, p.Path())
+	h2.send(gcode.Number(1, "M105")) // the line counter survived: N1 follows N0
+	got := h2.until(func(l string) bool { return strings.HasPrefix(l, "ok T:") })
+	for _, l := range got {
+		if l == "start" || strings.HasPrefix(l, "Error:") {
+			t.Errorf("second open: got %q, want no reset and no line error", got)
+		}
+	}
+	if _, target, _, _ := p.Sim.Temps(); target != 200 {
+		t.Errorf("hotend target %v after the reopen, want 200 (no reset)", target)
+	}
+	if st := p.Sim.Stats(); st.Boots != 1 {
+		t.Errorf("Boots = %d, want 1", st.Boots)
+	}
+	if n := p.Opens(); n < 2 {
+		t.Errorf("Opens() = %d, want at least 2", n)
+	}
 }

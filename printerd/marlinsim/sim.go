@@ -89,7 +89,8 @@
 // by any process, so the simulator sees the host open the port (the firmware resets: a
 // moment later it prints "start") and close it (the session ends), however quickly a close
 // and a reopen follow each other; each open resets the firmware again, as DTR does on a real
-// board. (POLLHUP on the master was tried first: it misses a quick close and reopen.) A
+// board, unless Config.NoReset: then the firmware boots at the first open and runs on across
+// closes and reopens, as a native-USB board does. (POLLHUP on the master was tried first: it misses a quick close and reopen.) A
 // FaultDisconnect closes the master (the host's reads fail, as when a USB cable is pulled)
 // and, after Config.ReplugAfter, opens a new pty; Config.Link names a symlink kept pointing at
 // the current slave, the way /dev/serial/by-id names follow a replugged printer.
@@ -147,6 +148,12 @@ type Config struct {
 	// Link, for OpenPTY only, is a symlink path kept pointing at the current pty slave. Empty
 	// means none.
 	Link string
+	// NoReset, for OpenPTY only, is a board that does not reset when its port is opened
+	// (native USB on most 32-bit boards, or a relay in front of the port): the firmware boots
+	// once, at the first open, and keeps running while hosts close and reopen the port, its
+	// heaters, waits, queue and line counter untouched. What it prints while no host holds
+	// the port is lost. False is the Arduino-style board that resets on every open.
+	NoReset bool
 	// ReplugAfter, for OpenPTY only, is how long the port is gone after a FaultDisconnect
 	// before a new pty appears. Zero means 200 ms.
 	ReplugAfter time.Duration

@@ -270,3 +270,34 @@ func TestResetOnReconnect(t *testing.T) {
 		t.Errorf("Boots = %d, want 2", st.Boots)
 	}
 }
+
+// TestM108WithoutEmergencyParser: without EMERGENCY_PARSER Marlin reads the serial line only
+// between commands (get_serial_commands runs from loop(), not from idle()), so an M108 sent
+// during M109 waits in the receive buffer until the wait has ended by itself; nor does M108
+// end a G4 dwell with or without it (dwell() does not look at wait_for_heatup).
+func TestM108WithoutEmergencyParser(t *testing.T) {
+	s := New(Config{TimeScale: 0.05})
+	h := serve(t, s)
+	h.boot()
+	h.send("M109 S100")
+	h.until(func(l string) bool { return waitRE.MatchString(l) })
+	h.send("M108")
+	h.until(func(l string) bool { return l == "ok" }) // M109, at its target
+	if ha, _, _, _ := s.Temps(); ha < 99 {
+		t.Errorf("M109 ended at %v °C: without EMERGENCY_PARSER an M108 cannot break the wait", ha)
+	}
+	h.expect("ok") // M108 itself, read only now
+
+	for _, ep := range []bool{false, true} {
+		s := New(Config{TimeScale: 0.05, EmergencyParser: ep})
+		h := serve(t, s)
+		h.boot()
+		start := time.Now()
+		h.send("G4 S10") // 0.5 s of wall time
+		h.send("M108")
+		h.until(func(l string) bool { return l == "ok" })
+		if d := time.Since(start); d < 400*time.Millisecond {
+			t.Errorf("emergency parser %v: G4 S10 ended after %v: M108 must not end a dwell", ep, d)
+		}
+	}
+}

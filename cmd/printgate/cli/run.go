@@ -60,6 +60,9 @@ NAME=sim runs a simulated printer in the process. Options, comma-separated after
   webcam=URL    a camera daemon's MJPEG stream on this machine (http://127.0.0.1:...), shown
                 to viewers through the tunnel
   snapshot=URL  the same camera's still image
+  cancel-script=FILE
+                G-code run after a cancel has turned heaters and fan off, one command per
+                line (default: retract 2 mm, lift Z 10 mm, motors off with M84)
 
 'wg show NAME' reads the live device through the UAPI socket /var/run/wireguard/NAME.sock.
 With --boot-dir (the appliance), while no admin is enrolled, a pending admin enrollment is

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -170,6 +171,8 @@ func uiBridgeTest(t *testing.T, u *uiLab) {
 		// M115: the simulator answers with its firmware name, relayed through the bridge.
 		s.send(t, "M115")
 		got := s.until(t, "FIRMWARE_NAME", func(l string) bool { return strings.Contains(l, "FIRMWARE_NAME") })
+		// Its Cap: lines, then its ok: the bridge answers ok once the firmware has.
+		got = append(got, s.until(t, "ok after M115", func(l string) bool { return strings.HasPrefix(l, "ok") })...)
 		s.send(t, "M105")
 		got = append(got, s.until(t, "ok", func(l string) bool { return strings.HasPrefix(l, "ok") })...)
 		t.Logf("bridge answered M115/M105: %q", got)
@@ -238,7 +241,7 @@ func uiBridgeTest(t *testing.T, u *uiLab) {
 				t.Logf("printcore: %v\n%s", err, uiClip(out))
 				return false
 			}
-			return !strings.Contains(string(out), "busy")
+			return !strings.Contains(string(out), "bridge busy") // not echo:busy: the firmware at work
 		})
 		if !strings.Contains(string(out), "refused") {
 			t.Errorf("printcore saw no refusal:\n%s", uiClip(out))
@@ -264,6 +267,66 @@ func uiBridgeTest(t *testing.T, u *uiLab) {
 			if s := term.sent(bad); len(s) > 0 {
 				t.Errorf("refused %q from printcore reached the printer: %q", bad, s)
 			}
+		}
+	})
+
+	t.Run("PrintcoreSliced", func(t *testing.T) {
+		// Issue 16: a sliced file's start (heat, wait for bed and hotend), then 3,000
+		// extruding moves, streamed by printcore. The bridge answers ok only when the
+		// firmware has, so the waits hold printcore back: no move is refused as a cold
+		// extrusion, every move reaches the printer, and no fragment of an ok (ADVANCED_OK's
+		// "N.. P.. B..") reaches printcore.
+		requireRoot(t, "printcore")
+		const moves = 3000
+		var b strings.Builder
+		b.WriteString("; sliced\nM140 S35\nM104 S175\nM190 S35\nM109 S175\nG28\nG90\nM83\n")
+		for i := range moves {
+			fmt.Fprintf(&b, "G1 X%.1f Y%.1f E0.02 F6000\n", 50+float64(i%100)*0.2, 50+float64(i/100)*0.2)
+		}
+		b.WriteString("M104 S0\nM140 S0\n")
+		f := filepath.Join(t.TempDir(), "sliced.gcode")
+		if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := len(term.snapshot())
+		var out []byte
+		start := time.Now()
+		waitFor(t, "printcore prints the sliced file through the bridge", 4*time.Minute, func() bool {
+			var err error
+			start = time.Now()
+			cmd := u.admin.ns.cmd("timeout", "200", "printcore", "-v", addr, f)
+			out, err = cmd.CombinedOutput()
+			if err != nil {
+				t.Logf("printcore: %v\n%s", err, uiClip(out))
+				return false
+			}
+			return !strings.Contains(string(out), "bridge busy")
+		})
+		took := time.Since(start)
+		stray := regexp.MustCompile(`RECV: *N-?\d+ P\d+ B\d+`)
+		var refused, fragments int
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "refused") || strings.Contains(l, "cold extrusion") {
+				refused++
+			}
+			if stray.MatchString(l) {
+				fragments++
+			}
+		}
+		sent := 0
+		for _, l := range term.snapshot()[before:] {
+			if strings.HasPrefix(l, "Send: ") && strings.Contains(l, " E0.02 ") {
+				sent++
+			}
+		}
+		t.Logf("printcore streamed %d moves after heat-up in %v: %d refused, %d ok fragments, %d moves reached the printer",
+			moves, took.Round(100*time.Millisecond), refused, fragments, sent)
+		if refused != 0 || fragments != 0 {
+			t.Errorf("printcore saw %d refusals and %d ok fragments, want none:\n%s", refused, fragments, uiClip(out))
+		}
+		last := fmt.Sprintf("G1 X%.1f Y%.1f E0.02 F6000", 50+float64((moves-1)%100)*0.2, 50+float64((moves-1)/100)*0.2)
+		if len(term.sent(last)) == 0 {
+			t.Errorf("printcore finished before its last move %q reached the printer (the push saw %d moves)", last, sent)
 		}
 	})
 
@@ -299,7 +362,7 @@ func uiBridgeTest(t *testing.T, u *uiLab) {
 				t.Logf("printcore on the pty: %v\n%s", err, uiClip(out))
 				return false
 			}
-			return !strings.Contains(string(out), "busy")
+			return !strings.Contains(string(out), "bridge busy") // not echo:busy: the firmware at work
 		})
 		if !strings.Contains(string(out), "refused") {
 			t.Errorf("printcore on the pty saw no refusal of M104 S400:\n%s", uiClip(out))

@@ -412,6 +412,8 @@ func TestParsePrinterSpec(t *testing.T) {
 		{"mk4=/dev/ttyACM0,window=1", PrinterSpec{Name: "mk4", Port: "/dev/ttyACM0", Window: 1}, false},
 		{"mk4=/dev/x,window=0", PrinterSpec{}, true},
 		{"mk4=/dev/x,window=17", PrinterSpec{}, true},
+		{"mk4=/dev/x,cancel-script=/etc/printgate/cancel.gcode", PrinterSpec{Name: "mk4", Port: "/dev/x", CancelScript: "/etc/printgate/cancel.gcode"}, false},
+		{"mk4=/dev/x,cancel-script=cancel.gcode", PrinterSpec{}, true},
 		{"mk4", PrinterSpec{}, true},
 		{"=/dev/x", PrinterSpec{}, true},
 		{"mk4=", PrinterSpec{}, true},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type PrinterSpec struct {
 	// Webcam and Snapshot are a local camera daemon's MJPEG stream and snapshot URLs
 	// (loopback only), proxied into the tunnel; empty: none.
 	Webcam, Snapshot string
+	// CancelScript is a file of G-code run after a cancel has turned heaters and fan off
+	// (one command per line); empty: marlin.DefaultCancelScript (retract, lift Z, motors off).
+	CancelScript string
 }
 
 // Sim reports whether the spec asks for a simulated printer.
@@ -56,10 +60,14 @@ func (s PrinterSpec) String() string {
 	if s.Snapshot != "" {
 		out += ",snapshot=" + s.Snapshot
 	}
+	if s.CancelScript != "" {
+		out += ",cancel-script=" + s.CancelScript
+	}
 	return out
 }
 
-// ParsePrinterSpec parses NAME=PATH[,baud=N][,window=N][,webcam=URL][,snapshot=URL] or NAME=sim[,...].
+// ParsePrinterSpec parses NAME=PATH[,baud=N][,window=N][,webcam=URL][,snapshot=URL][,cancel-script=FILE]
+// or NAME=sim[,...].
 func ParsePrinterSpec(v string) (PrinterSpec, error) {
 	name, rest, ok := strings.Cut(v, "=")
 	if !ok || name == "" || rest == "" {
@@ -101,8 +109,13 @@ func ParsePrinterSpec(v string) (PrinterSpec, error) {
 			} else {
 				spec.Snapshot = val
 			}
+		case "cancel-script":
+			if !strings.HasPrefix(val, "/") {
+				return PrinterSpec{}, fmt.Errorf("printer %q: cancel-script %q: want an absolute file path", v, val)
+			}
+			spec.CancelScript = val
 		default:
-			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N, window=N, webcam=URL or snapshot=URL)", v, k)
+			return PrinterSpec{}, fmt.Errorf("printer %q: unknown option %q (want baud=N, window=N, webcam=URL, snapshot=URL or cancel-script=FILE)", v, k)
 		}
 	}
 	return spec, nil
@@ -193,6 +206,13 @@ func (g *Gateway) startPrinters(ctx context.Context) error {
 			Logf:        g.verbosef,
 			Errorf:      g.logf,
 		}
+		if p.spec.CancelScript != "" {
+			script, err := readScript(p.spec.CancelScript)
+			if err != nil {
+				return fmt.Errorf("printer %s: cancel-script: %w", p.spec.Name, err)
+			}
+			cfg.CancelScript = script
+		}
 		if p.spec.Sim() {
 			open, closer, err := g.openSim(ctx, p.spec)
 			if err != nil {
@@ -254,4 +274,18 @@ func (g *Gateway) releasePrinters() {
 		}
 	}
 	g.loops.Wait()
+}
+
+// readScript reads a G-code script file (see marlin.ReadScript).
+func readScript(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	script, err := marlin.ReadScript(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return script, nil
 }

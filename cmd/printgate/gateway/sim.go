@@ -29,8 +29,11 @@ func (g *Gateway) openSim(ctx context.Context, spec PrinterSpec) (func(context.C
 		Baud:       baud,
 		OKLatency:  simLatency,
 		AdvancedOK: true,
-		TimeScale:  1,
-		Logf:       g.verbosef,
+		// EMERGENCY_PARSER, as most configurations for native-USB 32-bit boards have it:
+		// M108 ends a heating wait at once, so a cancel or pause during heat-up is prompt.
+		EmergencyParser: true,
+		TimeScale:       1,
+		Logf:            g.verbosef,
 	})
 	simCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var mu sync.Mutex
