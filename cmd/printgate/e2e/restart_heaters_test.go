@@ -13,7 +13,7 @@ import (
 
 	"go.bug.st/serial"
 
-	"github.com/printgate/printgate/cmd/printgate/gateway"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/printerd/marlinsim"
 )
 
@@ -64,7 +64,7 @@ func TestKillMidHeatNoReset(t *testing.T) {
 	operational := func() {
 		t.Helper()
 		waitFor(t, "printer operational", 30*time.Second, func() bool {
-			var st gateway.Status
+			var st control.Status
 			out, _, code := pg(t, "status", "--state", state, "--json")
 			return code == 0 && json.Unmarshal([]byte(out), &st) == nil && len(st.Printers) == 1 && st.Printers[0].State == "operational"
 		})
