@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/printgate/printgate/enroll"
 )
 
 // TestLintWithoutGit: `make lint` (which `make test` runs first) works in a tree that is not a
@@ -117,6 +119,23 @@ func TestReadmePackagesMatchCI(t *testing.T) {
 	for p := range readme {
 		if !ci[p] {
 			t.Errorf("README.md lists %s, .ci/run does not install it", p)
+		}
+	}
+}
+
+// TestOneTTLStory: the README and the enrollment docs tell the default TTL the code has (the
+// demo uses it too: TestDemo).
+func TestOneTTLStory(t *testing.T) {
+	if enroll.DefaultTTL != 15*time.Minute {
+		t.Fatalf("enroll.DefaultTTL = %v; update README.md, docs/enroll.md and docs/threat-model.md", enroll.DefaultTTL)
+	}
+	for _, f := range []string{"README.md", "docs/enroll.md", "docs/threat-model.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "15 minutes") || strings.Contains(string(b), "pending for 1 hour") {
+			t.Errorf("%s does not say an enrollment dies unused after 15 minutes", f)
 		}
 	}
 }
