@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -140,5 +141,46 @@ func TestErrorPrefixOnce(t *testing.T) {
 	}
 	if strings.Contains(errOut, "init: init:") || !strings.HasPrefix(errOut, "printgate init: ") {
 		t.Errorf("init error = %q, want one \"printgate init: \" prefix", errOut)
+	}
+}
+
+// TestRunRefusesMissingState: a mistyped --state never makes a new gateway identity; --init
+// (the appliance's unit passes it) initializes an absent or empty directory.
+func TestRunRefusesMissingState(t *testing.T) {
+	base := t.TempDir()
+	missing := filepath.Join(base, "typo")
+	_, errOut, code := runCLI(t, "run", "--state", missing, "--interface", "none")
+	if code == 0 || !strings.Contains(errOut, "printgate init --state "+missing) || !strings.Contains(errOut, "--init") {
+		t.Errorf("run on a missing state = exit %d, %q; want a refusal naming printgate init and --init", code, errOut)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("run on a missing state made %s: %v", missing, err)
+	}
+	empty := filepath.Join(base, "empty") // as systemd's StateDirectory= leaves it
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := runCLI(t, "run", "--state", empty, "--interface", "none"); code == 0 {
+		t.Errorf("run on an empty state directory succeeded")
+	}
+	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
+		t.Errorf("run without --init wrote %d files into the empty state directory", len(ents))
+	}
+
+	// With --init: initialized with --endpoint, then the daemon starts; stop it at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(string) string { return "" },
+		signals: func(context.Context) (context.Context, context.CancelFunc) { return ctx, cancel }}
+	run(context.Background(), e, []string{"run", "--state", empty, "--init", "--endpoint", "gw.example.org:51820", "--interface", "none"})
+	r, err := enroll.Open(empty)
+	if err != nil {
+		t.Fatalf("run --init did not initialize the state: %v\n%s", err, errb.String())
+	}
+	g := r.Gateway()
+	r.Close()
+	if g.Endpoint != "gw.example.org:51820" || g.EndpointGuessed {
+		t.Errorf("run --init --endpoint: endpoint %q (guessed %v)", g.Endpoint, g.EndpointGuessed)
 	}
 }
