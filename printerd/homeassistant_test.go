@@ -128,7 +128,7 @@ func TestHomeAssistantFlow(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("job = %d", code)
 		}
-		has(t, "job", m, "progress", "job.file", "state")
+		has(t, "job", m, "progress.completion", "progress.printTime", "progress.printTimeLeft", "job.file.name", "job.estimatedPrintTime", "state")
 		return m
 	}
 	printerInfo := func() map[string]any {
