@@ -44,8 +44,8 @@ or the terminal itself; 80 when unknown) it is drawn with a narrower border if t
 otherwise not drawn at all, with a hint: widen the terminal, or use --png FILE.
 
 The peer stays pending until its first handshake; if none happens within --ttl (15 minutes by
-default, at most 7 days) it is removed from the device and its QR is dead. The running gateway is asked over its control socket;
-without one the state directory is changed directly.`,
+default, at most 7 days) it is removed from the device and its QR is dead. The running gateway
+is asked over its control socket; without one the state directory is changed directly.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
 			role := fs.String("role", string(enroll.Viewer), "the device's `role`: viewer, operator or admin")
@@ -212,7 +212,7 @@ func showEnrollment(e *env, res *control.EnrollResult, qrMode, confPath, pngPath
 		} else if fit, ok := fitQR(code, e.width()); ok {
 			fmt.Fprintf(info, "\nScan with the WireGuard app (+ → Scan from QR code):\n\n%s\n", fit.ANSI())
 		} else {
-			fmt.Fprintf(e.stderr, "\nThe QR code is %d columns wide and this terminal has %d: it would not scan, so it is not drawn.\n", fit.Size(), e.width())
+			fmt.Fprintf(e.stderr, "\nThe QR code needs at least %d columns and this terminal has %d: it would not scan, so it is not drawn.\n", fit.Size(), e.width())
 			fmt.Fprintf(e.stderr, "Widen the terminal (or make its font smaller), revoke %s and enroll again; or enroll with --png FILE and show the picture.\n", p.Name)
 		}
 	}
