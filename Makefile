@@ -5,11 +5,18 @@ BIN     := bin/printgate
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/printgate/printgate/cmd/printgate/cli.Version=$(VERSION)
 PKGS    := ./...
+# `make install` puts bin/printgate in $(DESTDIR)$(PREFIX)/bin.
+PREFIX  ?= /usr/local
+DESTDIR ?=
 
-.PHONY: build test demo bench lint fuzz dist deb image image-test clean cross
+.PHONY: build install test demo bench lint fuzz dist deb image image-test clean cross
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/printgate
+
+install: build
+	install -d '$(DESTDIR)$(PREFIX)/bin'
+	install -m 0755 $(BIN) '$(DESTDIR)$(PREFIX)/bin/printgate'
 
 demo: build
 	./$(BIN) demo

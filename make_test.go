@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/printgate/printgate/enroll"
 )
 
 // TestLintWithoutGit: `make lint` (which `make test` runs first) works in a tree that is not a
@@ -118,5 +120,52 @@ func TestReadmePackagesMatchCI(t *testing.T) {
 		if !ci[p] {
 			t.Errorf("README.md lists %s, .ci/run does not install it", p)
 		}
+	}
+}
+
+// TestOneTTLStory: the README and the enrollment docs tell the default TTL the code has (the
+// demo uses it too: TestDemo).
+func TestOneTTLStory(t *testing.T) {
+	if enroll.DefaultTTL != 15*time.Minute {
+		t.Fatalf("enroll.DefaultTTL = %v; update README.md, docs/enroll.md and docs/threat-model.md", enroll.DefaultTTL)
+	}
+	for _, f := range []string{"README.md", "docs/enroll.md", "docs/threat-model.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "15 minutes") || strings.Contains(string(b), "pending for 1 hour") {
+			t.Errorf("%s does not say an enrollment dies unused after 15 minutes", f)
+		}
+	}
+}
+
+// TestMakeInstall: `make install` puts the binary the README's commands call in
+// $(DESTDIR)$(PREFIX)/bin/printgate, and it runs.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skipf("needs make: %v", err)
+	}
+	dest := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "install", "DESTDIR="+dest, "PREFIX=/opt/pg")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	bin := filepath.Join(dest, "opt/pg/bin/printgate")
+	fi, err := os.Stat(bin)
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("%s: %v, want an executable (0755)", bin, err)
+	}
+	if out, err := exec.CommandContext(ctx, bin, "version").CombinedOutput(); err != nil || !strings.Contains(string(out), "printgate") {
+		t.Errorf("installed printgate version: %v %q", err, out)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "make install") {
+		t.Errorf("README.md's commands call printgate but never say how it gets on the PATH (make install)")
 	}
 }

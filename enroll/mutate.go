@@ -173,7 +173,7 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
 	r.mu.deadline[p.PublicKey] = r.opts.Monotonic() + ttl
-	r.opts.Logf("enroll: %s enrolled as %s, pending until %s", p.Name, p.Role, p.ExpiresAt.Format(time.RFC3339))
+	r.opts.Logf("enroll: %s enrolled as %s (%v), pending until %s", p.Name, p.Role, p.IPv4, p.ExpiresAt.Format(time.RFC3339))
 	e.Peer = p.clone()
 	e.Config = RenderConfig(r.gw, p, e.PrivateKey, ConfigOptions{})
 	e.APIKey = apiKey

@@ -80,14 +80,28 @@ func (r Role) Valid() bool { return r.rank() > 0 }
 // viewer). An invalid role includes nothing and is included in nothing.
 func (r Role) Includes(o Role) bool { return r.Valid() && o.Valid() && r.rank() >= o.rank() }
 
-// ParseTTL parses a --ttl value such as "15m" or "2h": positive and at most MaxTTL.
+// ParseTTL parses a --ttl value such as "15m", "2h", "7d" or "1d12h" (Go durations, and a
+// leading whole number of days): positive and at most MaxTTL.
 func ParseTTL(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return 0, fmt.Errorf("ttl %q: %w", s, errors.Join(ErrInvalid, err))
+	t := strings.TrimSpace(s)
+	var days time.Duration
+	if i := strings.IndexByte(t, 'd'); i > 0 {
+		n, err := strconv.ParseUint(t[:i], 10, 16)
+		if err != nil {
+			return 0, fmt.Errorf("ttl %q: want a duration such as 15m, 2h, 7d or 1d12h: %w", s, ErrInvalid)
+		}
+		days, t = time.Duration(n)*24*time.Hour, t[i+1:]
+		if t == "" {
+			t = "0s"
+		}
 	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("ttl %q: want a duration such as 15m, 2h, 7d or 1d12h: %w", s, ErrInvalid)
+	}
+	d += days
 	if err := checkTTL(d); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("ttl %q: want more than 0 and at most 7 days (7d): %w", s, ErrInvalid)
 	}
 	return d, nil
 }

@@ -147,15 +147,25 @@ func (s octoprint) opSettings(q *request) error {
 		"flipV":         false,
 		"rotate90":      false,
 		"streamRatio":   "16:9",
+		// pyoctoprintapi (Home Assistant) indexes these two; OctoPrint's defaults.
+		"bitrate":               "10000k",
+		"snapshotSslValidation": true,
 	}
 	writeJSON(q.w, http.StatusOK, map[string]any{
 		"api":           map[string]any{"allowCrossOrigin": false},
 		"appearance":    map[string]any{"name": q.p.name},
 		"feature":       map[string]any{"sdSupport": false, "temperatureGraph": true},
 		"gcodeAnalysis": map[string]any{"runAt": "never"},
-		"plugins":       map[string]any{},
-		"printer":       map[string]any{"defaultExtrusionLength": 5},
-		"serial":        map[string]any{"autoconnect": true},
+		"plugins": map[string]any{
+			// Home Assistant keys its device on discovery.upnpUuid (its config flow fails
+			// without it); the other keys as OctoPrint's discovery plugin has them, unset.
+			"discovery": map[string]any{
+				"upnpUuid": q.p.UUID, "publicHost": nil, "publicPort": nil, "pathPrefix": nil,
+				"httpUsername": nil, "httpPassword": nil, "zeroConf": []any{},
+			},
+		},
+		"printer": map[string]any{"defaultExtrusionLength": 5},
+		"serial":  map[string]any{"autoconnect": true},
 		"temperature": map[string]any{
 			"profiles": []map[string]any{
 				{"name": "PLA", "extruder": min(210, lim.MaxHotend), "bed": min(60, lim.MaxBed)},
@@ -166,6 +176,19 @@ func (s octoprint) opSettings(q *request) error {
 		"webcams": webcamList(stream, snapshot),
 	})
 	return nil
+}
+
+// opSystemCommands answers as OctoPrint does on a host with no system commands configured:
+// the gateway never restarts, reboots or shuts down its host on a client's request.
+func (s octoprint) opSystemCommands(q *request) error {
+	writeJSON(q.w, http.StatusOK, map[string]any{"core": []any{}, "custom": []any{}})
+	return nil
+}
+
+// opSD answers as OctoPrint does with feature.sdSupport off (printer.py printerSdState: 404
+// "SD support is disabled"): printgate prints from its own file store only.
+func (s octoprint) opSD(q *request) error {
+	return errorf(http.StatusNotFound, "SD support is disabled")
 }
 
 func webcamList(stream, snapshot string) []map[string]any {

@@ -40,6 +40,8 @@ var wantRole = map[string]enroll.Role{
 	"POST /api/printer/printhead":                       enroll.Operator,
 	"POST /api/printer/command":                         enroll.Operator,
 	"GET /plugin/appkeys/probe":                         enroll.Viewer,
+	"GET /api/printer/sd":                               enroll.Viewer,
+	"GET /api/system/commands":                          enroll.Viewer,
 	"POST /plugin/appkeys/request":                      enroll.Viewer,
 	"GET /plugin/appkeys/request/{token}":               enroll.Viewer,
 	"GET /sockjs/websocket":                             enroll.Viewer,

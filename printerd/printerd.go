@@ -34,6 +34,7 @@ package printerd
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -164,6 +165,24 @@ type PrinterConfig struct {
 	// Addrs are the printer's tunnel addresses, listed by the native API (`printgate connect`
 	// resolves printer names with them); empty lists none.
 	Addrs []netip.Addr
+	// UUID is the printer's UPnP UUID in /api/settings plugins.discovery.upnpUuid, which Home
+	// Assistant keys the printer's device on, so it must not change between restarts. Empty
+	// derives one from the printer's name and Config.GatewayURL (see DeriveUUID).
+	UUID string
+}
+
+// DeriveUUID returns a stable UUID (RFC 9562 version 8, name-based on SHA-256) for the printer
+// name under seed, e.g. the gateway's public key: the same arguments always give the same UUID.
+func DeriveUUID(seed []byte, name string) string {
+	h := sha256.New()
+	h.Write([]byte("printgate printer uuid\x00"))
+	h.Write(seed)
+	h.Write([]byte{0})
+	h.Write([]byte(name))
+	b := h.Sum(nil)[:16]
+	b[6] = b[6]&0x0f | 0x80 // version 8
+	b[8] = b[8]&0x3f | 0x80 // variant RFC 9562
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // Webcam names a camera daemon's URLs. Both must be http URLs on a loopback address
@@ -298,6 +317,9 @@ func New(cfg Config) (*Server, error) {
 			if err := checkWebcamURL(u); err != nil {
 				return nil, fmt.Errorf("printerd: config: printer %s: %w", name, err)
 			}
+		}
+		if pc.UUID == "" {
+			pc.UUID = DeriveUUID([]byte(cfg.GatewayURL), name)
 		}
 		p := &printer{name: name, PrinterConfig: pc}
 		s.printers[name] = p

@@ -69,6 +69,8 @@ var routes = []route{
 	{facePrinter, "POST /api/printer/bed", enroll.Operator, onOcto(octoprint.opBedCommand)},
 	{facePrinter, "POST /api/printer/printhead", enroll.Operator, onOcto(octoprint.opPrintheadCommand)},
 	{facePrinter, "POST /api/printer/command", enroll.Operator, onOcto(octoprint.opCommand)},
+	{facePrinter, "GET /api/printer/sd", enroll.Viewer, onOcto(octoprint.opSD)},
+	{facePrinter, "GET /api/system/commands", enroll.Viewer, onOcto(octoprint.opSystemCommands)},
 	{facePrinter, "GET /plugin/appkeys/probe", enroll.Viewer, onOcto(octoprint.opAppKeysProbe)},
 	{facePrinter, "POST /plugin/appkeys/request", enroll.Viewer, onOcto(octoprint.opAppKeysRequest)},
 	{facePrinter, "GET /plugin/appkeys/request/{token}", enroll.Viewer, onOcto(octoprint.opAppKeysPoll)},

@@ -92,6 +92,11 @@ func (s *Server) webcamGet(ctx context.Context, u string) (*http.Response, error
 
 // webcamStream copies the MJPEG stream until the client goes away or the server closes.
 func (s *Server) webcamStream(q *request) error {
+	if q.r.URL.Query().Get("action") == "snapshot" {
+		// Home Assistant (pyoctoprintapi) takes its still image from the stream URL with
+		// ?action=snapshot added, as mjpg-streamer answers it.
+		return s.webcamSnapshot(q)
+	}
 	if q.p.Webcam.Stream == "" {
 		return errorf(http.StatusNotFound, "no webcam configured for this printer")
 	}

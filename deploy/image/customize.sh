@@ -127,14 +127,17 @@ cat > "$root/etc/systemd/system/printgate.service.d/appliance.conf" <<'DROPIN'
 # Written by deploy/image/customize.sh: the appliance's first boot (docs/appliance.md).
 # Before the console gettys: the login prompts come after the QR, and agetty, which flushes
 # the console's pending output when it starts, cannot cut the QR short.
+# The appliance makes its own state on first boot (--init): the package unit's condition,
+# which waits for the owner's `printgate init`, is reset here.
 [Unit]
 After=boot-firmware.mount
 Before=getty@tty1.service serial-getty@ttyAMA0.service serial-getty@ttyS0.service serial-getty@ttyS1.service
+ConditionPathExists=
 
 [Service]
 ReadWritePaths=-/boot/firmware
 ExecStart=
-ExecStart=/usr/bin/printgate run --state /var/lib/printgate --boot-dir /boot/firmware $PRINTGATE_ARGS
+ExecStart=/usr/bin/printgate run --state /var/lib/printgate --init --boot-dir /boot/firmware $PRINTGATE_ARGS
 DROPIN
 
 # 7. No secrets and no per-machine identity in the image.

@@ -316,3 +316,32 @@ func FuzzEncode(f *testing.F) {
 		}
 	})
 }
+
+// TestWithQuietZone: the narrower rendering for an 80-column terminal keeps the symbol whole
+// and still decodes.
+func TestWithQuietZone(t *testing.T) {
+	c, err := Encode(sampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []int{QuietZone, 3, 2} {
+		n := c.WithQuietZone(q)
+		if got, want := n.Size(), c.Size()-2*(QuietZone-q); got != want {
+			t.Errorf("WithQuietZone(%d).Size() = %d, want %d", q, got, want)
+		}
+		if !n.Dark(q, q) || n.Dark(q-1, q-1) {
+			t.Errorf("WithQuietZone(%d): the finder pattern does not start %d modules in", q, q)
+		}
+		b, err := n.PNG(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := decodeImage(t, img); got != sampleConfig {
+			t.Errorf("WithQuietZone(%d) decodes to %q", q, got)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -28,6 +29,21 @@ type env struct {
 	getenv func(string) string
 	// signals, when set, is called to make the context that SIGINT/SIGTERM cancel (run, demo).
 	signals func(context.Context) (context.Context, context.CancelFunc)
+	// columns, when set, returns the terminal's width in columns, 0 when unknown.
+	columns func() int
+}
+
+// width is the terminal's width in columns: $COLUMNS, else the terminal's own, else 80.
+func (e *env) width() int {
+	if n, err := strconv.Atoi(e.getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	if e.columns != nil {
+		if n := e.columns(); n > 0 {
+			return n
+		}
+	}
+	return 80
 }
 
 // command is one subcommand.
@@ -87,6 +103,7 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		signals: func(ctx context.Context) (context.Context, context.CancelFunc) {
 			return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		},
+		columns: func() int { return terminalColumns(stdout) },
 	}
 	return run(context.Background(), e, args)
 }
@@ -128,7 +145,9 @@ func run(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "printgate %s: %v\nRun 'printgate %s --help' for usage.\n", c.name, err, c.name)
 		return exitUsage
 	}
-	fmt.Fprintf(e.stderr, "printgate %s: %v\n", c.name, redact(err.Error()))
+	// Errors name their operation first ("init: ..."); say the command once.
+	msg := strings.TrimPrefix(err.Error(), c.name+": ")
+	fmt.Fprintf(e.stderr, "printgate %s: %v\n", c.name, redact(msg))
 	return exitError
 }
 

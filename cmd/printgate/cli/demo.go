@@ -98,7 +98,7 @@ func runDemo(ctx context.Context, e *env, endpoint string, port int) (err error)
 			err = cerr
 		}
 	}()
-	en, err := g.Enroll(enroll.Request{Name: "demo-admin", Role: enroll.Admin, TTL: time.Hour})
+	en, err := g.Enroll(enroll.Request{Name: "demo-admin", Role: enroll.Admin, TTL: enroll.DefaultTTL})
 	if err != nil {
 		return err
 	}
@@ -118,6 +118,9 @@ func runDemo(ctx context.Context, e *env, endpoint string, port int) (err error)
 		fmt.Fprintf(e.stdout, "(a LAN address: the phone must be on this network; use --endpoint otherwise)\n")
 	}
 	fmt.Fprintf(e.stdout, "\nScan with the WireGuard app (+ → Scan from QR code), then switch the tunnel on:\n\n%s\n", code.ANSI())
+	if res.Peer.ExpiresAt != nil {
+		fmt.Fprintf(e.stdout, "the QR works until its first use or %s (%v), whichever comes first\n", localTime(*res.Peer.ExpiresAt), enroll.DefaultTTL)
+	}
 	fmt.Fprintf(e.stdout, "laptop: sudo wg-quick up %s\n", conf)
 	fmt.Fprintf(e.stdout, "open through the tunnel: %s\n", st.URL)
 	for _, p := range st.Printers {

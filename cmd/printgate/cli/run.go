@@ -50,7 +50,9 @@ OctoPrint-compatible API on port 80 of its own address, and the control socket S
 
 The roster is checked first: if it is corrupt, empty or of an unknown version the tunnel stays
 down and run exits with the recovery to take (see 'printgate recover'). If DIR holds no state at
-all, run initializes it as 'printgate init' would (with the settings from --boot-dir, if any).
+all (absent or empty), run refuses, so a mistyped path never makes a new gateway identity:
+create it with 'printgate init', or pass --init to initialize it as 'printgate init' would,
+with --endpoint and the settings from --boot-dir, if any (the appliance does).
 
 --printer NAME=PATH drives a Marlin printer on a serial port (prefer /dev/serial/by-id/...);
 NAME=sim runs a simulated printer in the process. Options, comma-separated after the path:
@@ -80,6 +82,7 @@ files removed.`,
 			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
 			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
 			endpoint := fs.String("endpoint", "", "`HOST:PORT` that devices enrolled from now on dial (default: the state's; a detected LAN address is re-detected)")
+			initState := fs.Bool("init", false, "initialize DIR as 'printgate init' would if it holds no state (the appliance's first boot)")
 			verbose := fs.Bool("verbose", false, "log every part's verbose detail too (errors are always logged, with their cause)")
 			statsEvery := fs.Duration("stats-interval", gateway.DefaultStatsInterval, "how often device stats are polled (`DURATION`)")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -102,7 +105,7 @@ files removed.`,
 				if *iface == "none" {
 					cfg.Interface = ""
 				}
-				return runDaemon(ctx, e, cfg, *bootDir, *verbose)
+				return runDaemon(ctx, e, cfg, *bootDir, *initState, *verbose)
 			}
 		},
 	}
@@ -128,7 +131,7 @@ func stateMissing(dir string) bool {
 	return err == nil && len(ents) == 0
 }
 
-func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, verbose bool) error {
+func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, initState, verbose bool) error {
 	logf := newLogger(e.stderr)
 	cfg.Logf = logf
 	if verbose {
@@ -151,11 +154,15 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 			cfg.Endpoint = b.init.Endpoint
 		}
 	}
+	if stateMissing(cfg.StateDir) && !initState {
+		return fmt.Errorf("no gateway state in %s: create it with 'printgate init --state %s --endpoint HOST:PORT' (or pass --init to initialize it here), or check the path", cfg.StateDir, cfg.StateDir)
+	}
 	if stateMissing(cfg.StateDir) {
 		opts := enroll.InitOptions{}
 		if boot != nil {
 			opts = boot.init
 		}
+		opts.Endpoint = cfg.Endpoint // --endpoint, else the boot settings' (above)
 		g, err := enroll.Init(cfg.StateDir, opts)
 		if err != nil {
 			return fmt.Errorf("no state in %s, and initializing it failed: %w", cfg.StateDir, err)
@@ -166,6 +173,9 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 		}
 	}
 
+	if ctx.Err() != nil {
+		return nil // stopped (SIGINT/SIGTERM) before the gateway started
+	}
 	n := gateway.NotifierFromEnv(e.getenv)
 	g, err := gateway.Start(ctx, cfg)
 	if err != nil {

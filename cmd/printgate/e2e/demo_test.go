@@ -69,6 +69,11 @@ func TestDemo(t *testing.T) {
 	if conf == nil || tmp == nil || !strings.Contains(text, "http://10.77.0.1/") || !strings.Contains(text, "▀") && !strings.Contains(text, "▄") && !strings.Contains(text, "█") {
 		t.Fatalf("demo output lacks the QR, the .conf path, the URL or its directory:\n%s", text)
 	}
+	// One TTL story: the demo's QR dies unused after 15 minutes, as the README says, and the
+	// time it prints carries its zone.
+	if !regexp.MustCompile(`until its first use or \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ \(15m0s\)`).MatchString(text) {
+		t.Errorf("demo output does not say the QR dies after 15 minutes, at a time with its zone:\n%s", text)
+	}
 	if fi, err := os.Stat(conf[1]); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("demo .conf %s: %v", conf[1], err)
 	}

@@ -441,7 +441,7 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 		// The peer is in the roster; the next stats round applies it again.
 		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
 	}
-	g.logf("gateway: enrolled %s (%s, %s, %v)", e.Peer.Name, e.Peer.Role, e.Peer.State, e.Peer.IPv4)
+	// The roster logged the enrollment (enroll: NAME enrolled as ROLE (ADDRESS), pending until).
 	return e, nil
 }
 

@@ -71,6 +71,7 @@ func (d devices) RotateAPIKey(name string, role enroll.Role) (string, error) {
 // startWeb makes the printerd server and serves it on port 80 of every tunnel address.
 func (g *Gateway) startWeb() (*webServers, error) {
 	pcs := map[string]printerd.PrinterConfig{}
+	pub := g.PublicKey()
 	for _, p := range g.prs {
 		store, err := files.New(files.Config{
 			Dir:    filepath.Join(g.cfg.StateDir, "files", p.spec.Name),
@@ -89,7 +90,8 @@ func (g *Gateway) startWeb() (*webServers, error) {
 			}
 		}
 		pcs[p.spec.Name] = printerd.PrinterConfig{Printer: p.ctl, Files: store, Policy: p.pol,
-			Webcam: printerd.Webcam{Stream: p.spec.Webcam, Snapshot: p.spec.Snapshot}, Addrs: addrs}
+			Webcam: printerd.Webcam{Stream: p.spec.Webcam, Snapshot: p.spec.Snapshot}, Addrs: addrs,
+			UUID: printerd.DeriveUUID(pub[:], p.spec.Name)} // stable: the gateway key is persisted
 	}
 	cfg := printerd.Config{
 		Printers:   pcs,
