@@ -25,9 +25,11 @@ test: lint cross
 	$(GO) test -race -count=1 -timeout 25m $(PKGS) </dev/null
 	cd deploy && $(GO) test -race -count=1 -timeout 25m ./... </dev/null
 
-# vet and gofmt over every Go file of the tree (a git checkout or an unpacked source tarball
-# alike); neither reads standard input.
+# Both modules tidy, then vet and gofmt over every Go file of the tree (a git checkout or an
+# unpacked source tarball alike); none of it reads standard input.
 lint:
+	$(GO) mod tidy -diff
+	cd deploy && $(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
 	cd deploy && $(GO) vet ./...
 	@files=$$(gofmt -l . </dev/null) || exit 1; \
