@@ -669,6 +669,11 @@ func (s octoprint) opCommand(q *request) error {
 			return errorf(http.StatusBadRequest, "command line too long")
 		}
 	}
+	if !q.role.Includes(enroll.Operator) {
+		if err := s.stopOnly(q, split); err != nil {
+			return err
+		}
+	}
 	if !operational(q.p.Printer.Status().State) {
 		return notOperational
 	}

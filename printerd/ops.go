@@ -57,6 +57,24 @@ func (s actions) refused(q *request, line string, err error) error {
 	return err
 }
 
+// stopOnly lets through only the emergency stops (M112, M108, M410): what a role below
+// operator may send. Any other line is refused as an authorization failure (403, with the
+// policy's rule, audited) before the printer's state is looked at.
+func (s actions) stopOnly(q *request, lines []string) error {
+	st := q.p.Printer.Status()
+	for _, line := range lines {
+		l, err := policy.Parse(line)
+		if err == nil {
+			err = q.p.Policy.CheckAs(policyRole(string(q.role)), l, st)
+		}
+		if err != nil {
+			return &httpError{code: http.StatusForbidden, msg: "forbidden: a " + string(q.role) +
+				" may send only the emergency stops M112, M108 and M410", err: s.refused(q, line, err)}
+		}
+	}
+	return nil
+}
+
 // policyRole is the policy's name for an enroll role.
 func policyRole(r string) policy.Role { return policy.Role(r) }
 
