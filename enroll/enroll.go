@@ -10,6 +10,8 @@ package enroll
 //	mutate.go     mutations: Enroll, Revoke, RotateAPIKey, AllocatePrinterAddr, SetEndpoint
 //	lifecycle.go  observations from the device: first handshake, expiry, clones
 //	state.go      state files: envelope, lock, load, Recover (writes: package statefile)
+//	clock.go      the registry's clock: a floor kept across restarts, monotonic TTLs
+//	strict.go     DecodeStrict: JSON without unknown fields, duplicate keys or trailing data
 //	disk.go       the on-disk roster record (diskPeer, with secrets) and its validation
 //	addr.go, config.go, validate.go, lanaddr.go: addresses, wg-quick configs, input checks
 
