@@ -10,6 +10,8 @@ package enroll
 //	mutate.go     mutations: Enroll, Revoke, RotateAPIKey, AllocatePrinterAddr, SetEndpoint
 //	lifecycle.go  observations from the device: first handshake, expiry, clones
 //	state.go      state files: envelope, lock, load, Recover (writes: package statefile)
+//	clock.go      the registry's clock: a floor kept across restarts, monotonic TTLs
+//	strict.go     DecodeStrict: JSON without unknown fields, duplicate keys or trailing data
 //	disk.go       the on-disk roster record (diskPeer, with secrets) and its validation
 //	addr.go, config.go, validate.go, lanaddr.go: addresses, wg-quick configs, input checks
 
@@ -61,10 +63,11 @@ const DefaultFlushInterval = 5 * time.Minute
 // Registry is an open state directory: the gateway config and the roster. It holds an
 // exclusive lock on the directory until Close. Its methods are safe for concurrent use.
 type Registry struct {
-	dir  string
-	gw   Gateway
-	opts Options
-	lock *os.File
+	dir   string
+	gw    Gateway
+	opts  Options
+	lock  *os.File
+	clock *gatewayClock // G, set by startClock in OpenWith
 
 	mu struct {
 		sync.RWMutex
@@ -80,6 +83,8 @@ type Registry struct {
 		deadline map[wgtypes.Key]time.Duration // monotonic expiry of peers enrolled by this process
 		dirty    bool                          // observations not yet on disk
 		saved    time.Time                     // last write
+		// floorSaved is the monotonic time of the last clock floor write.
+		floorSaved time.Duration
 	}
 }
 
@@ -206,6 +211,7 @@ func OpenWith(dir string, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	removeStaleTemps(dir)
+	r.startClock()
 	return r, nil
 }
 
@@ -259,6 +265,16 @@ func (r *Registry) bodyLocked(gen uint64, peers []Peer, printers []PrinterAddr, 
 // commitLocked writes a new generation and, only when that worked, makes it current.
 // r.mu held for writing. On error nothing changed, on disk or in memory.
 func (r *Registry) commitLocked(peers []Peer, printers []PrinterAddr, next uint32) error {
+	// Pending expiries are written as G plus what is left on their monotonic deadlines, so
+	// the file follows wall clock corrections (clock.go); drift within the slack is left be.
+	g := r.clock.now()
+	for i := range peers {
+		if peers[i].State == Pending {
+			if e := r.expiresLocked(&peers[i], g); e.Sub(peers[i].ExpiresAt).Abs() > clockSlack {
+				peers[i].ExpiresAt = e
+			}
+		}
+	}
 	body := r.bodyLocked(r.mu.gen+1, peers, printers, next)
 	if err := body.validate(r.gw); err != nil {
 		return fmt.Errorf("refusing to write an invalid roster: %w", err)
@@ -266,6 +282,12 @@ func (r *Registry) commitLocked(peers []Peer, printers []PrinterAddr, next uint3
 	data, err := seal(kindRoster, body)
 	if err != nil {
 		return err
+	}
+	// The floor goes first: a crash between the two then leaves expiries on an older scale
+	// than the floor, which cuts a pending TTL short (re-enroll), never the other way round,
+	// which would stretch it.
+	if err := r.writeFloorLocked(); err != nil {
+		r.opts.Logf("enroll: %v", err) // the floor is a guard; the roster write decides
 	}
 	if err := keepPrevious(r.dir); err != nil {
 		return err
@@ -292,18 +314,15 @@ func (r *Registry) copyPeersLocked() []Peer {
 	return out
 }
 
-// liveLocked is Peer.Live, with the monotonic deadline of peers this process enrolled.
-// r.mu held.
+// liveLocked is Peer.Live, with a pending peer's TTL judged on its monotonic deadline alone
+// (clock.go): a wall clock set back or forward neither stretches nor cuts it. r.mu held.
 func (r *Registry) liveLocked(p *Peer, now time.Time) bool {
-	if !p.Live(now) {
-		return false
-	}
 	if p.State == Pending {
-		if d, ok := r.mu.deadline[p.PublicKey]; ok && r.opts.Monotonic() >= d {
-			return false
+		if d, ok := r.mu.deadline[p.PublicKey]; ok {
+			return r.clock.mono() < d
 		}
 	}
-	return true
+	return p.Live(now)
 }
 
 // expireLocked marks pending peers past their expiry as expired, returning their indexes.
@@ -341,10 +360,10 @@ func (r *Registry) Generation() uint64 {
 func (r *Registry) Peers() []Peer {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	now := r.opts.Now()
+	now := r.clock.now()
 	out := make([]Peer, len(r.mu.peers))
 	for i, p := range r.mu.peers {
-		out[i] = p.clone()
+		out[i] = r.viewLocked(&p)
 		if p.State == Pending && !r.liveLocked(&p, now) {
 			out[i].State = Expired
 		}
@@ -366,10 +385,10 @@ func sortPeers(ps []Peer) {
 func (r *Registry) Peer(name string) (Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	now := r.opts.Now()
+	now := r.clock.now()
 	for _, p := range r.mu.peers {
 		if p.Name == name && r.liveLocked(&p, now) {
-			return p.clone(), true
+			return r.viewLocked(&p), true
 		}
 	}
 	return Peer{}, false
@@ -381,10 +400,10 @@ func (r *Registry) WhoIs(addr netip.Addr) (Peer, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	i, ok := r.mu.byAddr[addr]
-	if !ok || !r.liveLocked(&r.mu.peers[i], r.opts.Now()) {
+	if !ok || !r.liveLocked(&r.mu.peers[i], r.clock.now()) {
 		return Peer{}, false
 	}
-	return r.mu.peers[i].clone(), true
+	return r.viewLocked(&r.mu.peers[i]), true
 }
 
 // DevicePeers is what the WireGuard device should hold: every live peer with its PSK and its
@@ -392,7 +411,7 @@ func (r *Registry) WhoIs(addr netip.Addr) (Peer, bool) {
 func (r *Registry) DevicePeers() []DevicePeer {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	now := r.opts.Now()
+	now := r.clock.now()
 	var out []DevicePeer
 	for _, p := range r.mu.peers {
 		if !r.liveLocked(&p, now) {
@@ -429,10 +448,10 @@ func (r *Registry) APIKeyPeer(key string) (Peer, bool) {
 		return Peer{}, false
 	}
 	p := r.mu.peers[i]
-	if !r.liveLocked(&p, r.opts.Now()) || subtle.ConstantTimeCompare(p.APIKeyHash, h[:]) != 1 {
+	if !r.liveLocked(&p, r.clock.now()) || subtle.ConstantTimeCompare(p.APIKeyHash, h[:]) != 1 {
 		return Peer{}, false
 	}
-	return p.clone(), true
+	return r.viewLocked(&p), true
 }
 
 // PrinterAddrs returns every printer's addresses, sorted by name.
@@ -504,6 +523,9 @@ func (r *Registry) Close() error {
 	}
 	r.mu.closed = true
 	ferr := r.flushLocked()
+	if err := r.saveClockLocked(); err != nil {
+		ferr = errors.Join(ferr, err)
+	}
 	uerr := unlockDir(r.lock)
 	return errors.Join(ferr, uerr)
 }

@@ -20,10 +20,12 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// clock is a manual clock for tests.
+// clock is a manual clock for tests: a wall clock and a monotonic one. Advance moves both
+// (time passes); Set moves the wall clock alone (someone sets it, or NTP corrects it).
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu   sync.Mutex
+	t    time.Time
+	mono time.Duration
 }
 
 func newClock() *clock { return &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)} }
@@ -34,11 +36,34 @@ func (c *clock) Now() time.Time {
 	return c.t
 }
 
+func (c *clock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
+	c.mono += d
 }
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// Reboot starts the monotonic clock again, as a restart of the machine does.
+func (c *clock) Reboot() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mono = 0
+}
+
+// opts are Options on c.
+func (c *clock) opts() Options { return Options{Now: c.Now, Monotonic: c.Mono} }
 
 const testEndpoint = "gw.example.test:51820"
 
@@ -61,7 +86,8 @@ func openState(t *testing.T, dir string, clk *clock) *Registry {
 	t.Helper()
 	o := Options{Logf: t.Logf}
 	if clk != nil {
-		o.Now = clk.Now
+		o = clk.opts()
+		o.Logf = t.Logf
 	}
 	r, err := OpenWith(dir, o)
 	if err != nil {

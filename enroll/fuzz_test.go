@@ -278,6 +278,7 @@ func FuzzRosterBody(f *testing.F) {
 		// Every live address maps to one peer in a registry built from it.
 		r := &Registry{gw: fuzzGateway, opts: Options{Now: time.Now, Monotonic: func() time.Duration { return 0 }}}
 		r.install(b)
+		r.clock = newGatewayClock(r.opts.Now, r.opts.Monotonic, time.Time{})
 		for _, p := range r.mu.peers {
 			if q, ok := r.WhoIs(p.IPv4); ok && q.PublicKey != p.PublicKey {
 				t.Fatalf("WhoIs(%v) = %s, want %s", p.IPv4, q.Name, p.Name)

@@ -112,7 +112,9 @@ func (r *Registry) Observe(stats []Observation, now time.Time) ([]Event, error) 
 		}
 		if !o.LastHandshake.IsZero() {
 			hs := o.LastHandshake.UTC()
-			if p.State == Pending && hs.Before(p.ExpiresAt) && !activated[i] {
+			// A pending peer is on the device only while its TTL runs: a handshake seen while
+			// it is live counts, whatever the wall clock says of ExpiresAt.
+			if p.State == Pending && (hs.Before(p.ExpiresAt) || r.liveLocked(p, now)) && !activated[i] {
 				activated[i] = true
 				changes = append(changes, change{i: i, kind: EventActivated, hs: hs})
 				events = append(events, Event{Kind: EventActivated, Name: p.Name, PublicKey: p.PublicKey, At: now,
@@ -183,6 +185,11 @@ func (r *Registry) Observe(stats []Observation, now time.Time) ([]Event, error) 
 		}
 		r.mu.saved = now
 	}
+	if r.clock.mono()-r.mu.floorSaved >= r.opts.FlushInterval {
+		if err := r.saveClockLocked(); err != nil {
+			r.opts.Logf("enroll: %v", err)
+		}
+	}
 	// The caller logs the events it gets back (the gateway, once each; a clone as an alarm).
 	return events, nil
 }
@@ -194,7 +201,7 @@ func (r *Registry) ClearClone(name string) error {
 	if r.mu.closed {
 		return fmt.Errorf("clear clone flag %s: %w", name, errClosed)
 	}
-	now := r.opts.Now()
+	now := r.clock.now()
 	peers := r.copyPeersLocked()
 	for i := range peers {
 		p := &peers[i]

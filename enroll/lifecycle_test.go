@@ -156,7 +156,7 @@ func TestCloneFlag(t *testing.T) {
 func TestObserveThrottlesWrites(t *testing.T) {
 	dir, _ := newState(t, InitOptions{})
 	clk := newClock()
-	r, err := OpenWith(dir, Options{Now: clk.Now, FlushInterval: 5 * time.Minute})
+	r, err := OpenWith(dir, Options{Now: clk.Now, Monotonic: clk.Mono, FlushInterval: 5 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

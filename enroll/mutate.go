@@ -135,7 +135,7 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	if r.mu.closed {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, errClosed)
 	}
-	now := r.opts.Now().UTC()
+	now := r.clock.now()
 	peers := r.copyPeersLocked()
 	r.expireLocked(peers, now)
 	for _, p := range peers {
@@ -169,12 +169,14 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		OwnKey:       req.PublicKey != nil,
 	}
 	peers = append(peers, p)
+	r.mu.deadline[p.PublicKey] = r.clock.mono() + ttl
 	if err := r.commitLocked(peers, r.mu.printers, next); err != nil {
+		delete(r.mu.deadline, p.PublicKey)
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
-	r.mu.deadline[p.PublicKey] = r.opts.Monotonic() + ttl
+	p = peers[len(peers)-1]
 	r.opts.Logf("enroll: %s enrolled as %s (%v), pending until %s", p.Name, p.Role, p.IPv4, p.ExpiresAt.Format(time.RFC3339))
-	e.Peer = p.clone()
+	e.Peer = r.viewLocked(&p)
 	e.Config = RenderConfig(r.gw, p, e.PrivateKey, ConfigOptions{})
 	e.APIKey = apiKey
 	return e, nil
@@ -205,7 +207,7 @@ func (r *Registry) Revoke(name string) (Peer, error) {
 	if r.mu.closed {
 		return Peer{}, fmt.Errorf("revoke %s: %w", name, errClosed)
 	}
-	now := r.opts.Now().UTC()
+	now := r.clock.now()
 	peers := r.copyPeersLocked()
 	r.expireLocked(peers, now)
 	idx := -1
@@ -242,7 +244,7 @@ func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
 	if r.mu.closed {
 		return "", fmt.Errorf("rotate api key %s: %w", name, errClosed)
 	}
-	now := r.opts.Now().UTC()
+	now := r.clock.now()
 	peers := r.copyPeersLocked()
 	r.expireLocked(peers, now)
 	for i := range peers {

@@ -157,18 +157,9 @@ func unseal(kind string, data []byte, v any) error {
 	return nil
 }
 
-// strictDecode decodes exactly one JSON value, rejecting unknown fields and trailing data.
-func strictDecode(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
-}
+// strictDecode decodes exactly one JSON value, rejecting unknown fields, duplicate keys and
+// trailing data.
+func strictDecode(data []byte, v any) error { return DecodeStrict(data, v) }
 
 // writeFileAtomic replaces dir/name with data the crash-safe way (package statefile).
 func writeFileAtomic(dir, name string, data []byte, perm fs.FileMode) error {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/printerd/files"
 	"github.com/printgate/printgate/printerd/marlin"
 	"github.com/printgate/printgate/printerd/policy"
@@ -129,21 +130,26 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // maxJSONBody caps JSON request bodies.
 const maxJSONBody = 64 << 10
 
-// decodeJSON reads a JSON body into v. Only application/json is accepted: form content types,
-// which a cross-site page can send without a preflight, are refused (415).
+// decodeJSON reads a JSON body into v, strictly (enroll.DecodeStrict): unknown fields,
+// duplicate keys (also in another case: encoding/json would keep the last) and trailing data
+// are refused with 400, so what a request says is what every reader of it sees. Only
+// application/json is accepted: form content types, which a cross-site page can send without
+// a preflight, are refused (415).
 func decodeJSON(q *request, v any) error {
 	mt, _, err := mime.ParseMediaType(q.r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return errorf(http.StatusUnsupportedMediaType, "expected content-type application/json")
 	}
-	body := http.MaxBytesReader(q.w, q.r.Body, maxJSONBody)
-	dec := json.NewDecoder(body)
-	if err := dec.Decode(v); err != nil {
+	b, err := io.ReadAll(http.MaxBytesReader(q.w, q.r.Body, maxJSONBody))
+	if err != nil {
 		var me *http.MaxBytesError
 		if errors.As(err, &me) {
 			return errorf(http.StatusRequestEntityTooLarge, "request body too large")
 		}
-		return errorf(http.StatusBadRequest, "malformed JSON body")
+		return errorf(http.StatusBadRequest, "reading the request body failed")
+	}
+	if err := enroll.DecodeStrict(b, v); err != nil {
+		return errorf(http.StatusBadRequest, "malformed JSON body: %s", clip(strings.TrimPrefix(err.Error(), "json: "), 120))
 	}
 	return nil
 }

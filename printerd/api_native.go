@@ -260,17 +260,19 @@ func (s native) nEnroll(q *request) error {
 		}
 		req.TTL = ttl
 	}
-	e, err := d.Enroll(req)
-	args := map[string]string{"device": body.Name, "role": string(body.Role)}
+	in, err := s.begin(q, audit.ActionEnroll, map[string]string{"device": body.Name, "role": string(body.Role)})
 	if err != nil {
-		s.record(q, audit.ActionEnroll, args, err)
+		return err
+	}
+	e, err := d.Enroll(req)
+	s.end(in, err)
+	if err != nil {
 		if errors.Is(err, enroll.ErrInvalid) {
 			return errorf(http.StatusBadRequest, "%v", err)
 		}
 		return conflict(err)
 	}
 	defer e.Forget()
-	s.record(q, audit.ActionEnroll, args, nil)
 	code, err := qr.Encode(e.Config)
 	if err != nil {
 		return err
@@ -296,8 +298,12 @@ func (s native) nRevoke(q *request) error {
 		return err
 	}
 	name := q.r.PathValue("name")
+	in, err := s.begin(q, audit.ActionRevoke, map[string]string{"device": name})
+	if err != nil {
+		return err
+	}
 	_, err = d.Revoke(name)
-	s.record(q, audit.ActionRevoke, map[string]string{"device": name}, err)
+	s.end(in, err)
 	if err != nil {
 		if errors.Is(err, enroll.ErrNotFound) {
 			return errorf(http.StatusNotFound, "no device named %q", clip(name, 40))

@@ -100,6 +100,9 @@ func (s octoprint) opLogin(q *request) error {
 	var body struct {
 		Passive bool   `json:"passive"`
 		User    string `json:"user"`
+		// An active login's fields are accepted and not used: identity is the tunnel peer.
+		Pass     string `json:"pass"`
+		Remember bool   `json:"remember"`
 	}
 	if q.r.ContentLength != 0 {
 		if err := decodeJSON(q, &body); err != nil {
@@ -251,6 +254,13 @@ func (s octoprint) opConnection(q *request) error {
 func (s octoprint) opConnectionCommand(q *request) error {
 	var body struct {
 		Command string `json:"command"`
+		// OctoPrint's connect options are accepted and not used: the gateway's configuration
+		// names each printer's port and speed, and a client does not change it.
+		Port           string `json:"port"`
+		Baudrate       int    `json:"baudrate"`
+		PrinterProfile string `json:"printerProfile"`
+		Save           bool   `json:"save"`
+		Autoconnect    bool   `json:"autoconnect"`
 	}
 	if err := decodeJSON(q, &body); err != nil {
 		return err
@@ -326,8 +336,9 @@ func (s octoprint) opFileCommand(q *request) error {
 		return err
 	}
 	var body struct {
-		Command string `json:"command"`
-		Print   any    `json:"print"`
+		Command     string `json:"command"`
+		Print       any    `json:"print"`
+		Destination string `json:"destination"` // copy and move, which are not offered
 	}
 	if err := decodeJSON(q, &body); err != nil {
 		return err
@@ -606,6 +617,9 @@ func (s octoprint) opPrintheadCommand(q *request) error {
 		Axes    json.RawMessage `json:"axes"`
 		Speed   *float64        `json:"speed"`
 		Factor  *float64        `json:"factor"`
+		// Absolute jogs are OctoPrint's; ours are relative, so an absolute one is refused
+		// rather than read as relative.
+		Absolute bool `json:"absolute"`
 	}
 	if err := decodeJSON(q, &raw); err != nil {
 		return err
@@ -628,6 +642,9 @@ func (s octoprint) opPrintheadCommand(q *request) error {
 	var err error
 	switch body.Command {
 	case "jog":
+		if body.Absolute {
+			return errorf(http.StatusBadRequest, "absolute jogs are not supported: jog by a relative distance")
+		}
 		feed := 0.0
 		if body.Speed != nil {
 			feed = *body.Speed
@@ -690,6 +707,11 @@ func (s octoprint) opCommand(q *request) error {
 	for _, l := range split {
 		if len(l) > 4096 {
 			return errorf(http.StatusBadRequest, "command line too long")
+		}
+	}
+	if !q.role.Includes(enroll.Operator) {
+		if err := s.stopOnly(q, split); err != nil {
+			return err
 		}
 	}
 	if !operational(q.p.Printer.Status().State) {

@@ -38,7 +38,7 @@ var wantRole = map[string]enroll.Role{
 	"GET /api/printer/bed":                              enroll.Viewer,
 	"POST /api/printer/bed":                             enroll.Operator,
 	"POST /api/printer/printhead":                       enroll.Operator,
-	"POST /api/printer/command":                         enroll.Operator,
+	"POST /api/printer/command":                         enroll.Viewer, // stops only below operator: stopOnly
 	"GET /plugin/appkeys/probe":                         enroll.Viewer,
 	"GET /api/printer/sd":                               enroll.Viewer,
 	"GET /api/system/commands":                          enroll.Viewer,
@@ -63,7 +63,7 @@ var wantRole = map[string]enroll.Role{
 	"POST /api/v1/printers/{printer}/temperature":       enroll.Operator,
 	"POST /api/v1/printers/{printer}/jog":               enroll.Operator,
 	"POST /api/v1/printers/{printer}/home":              enroll.Operator,
-	"POST /api/v1/printers/{printer}/emergency":         enroll.Operator,
+	"POST /api/v1/printers/{printer}/emergency":         enroll.Viewer,
 	"POST /api/v1/printers/{printer}/terminal":          enroll.Admin,
 	"GET /api/v1/printers/{printer}/webcam/stream":      enroll.Viewer,
 	"GET /api/v1/printers/{printer}/webcam/snapshot":    enroll.Viewer,
@@ -141,6 +141,13 @@ func TestAuthorizationByRoute(t *testing.T) {
 				if !allowed && len(h.pr.lines()) > 0 {
 					t.Errorf("denied request sent %q to the printer", h.pr.lines())
 				}
+				if stopOnly[rt.pattern] && c.role != "" && !c.role.Includes(enroll.Operator) {
+					// Below operator only the stops pass (TestViewerCanStop has the rest).
+					w := h.do(req{method: method, target: path, from: c.addr, to: to, body: `{"command":"M104 S200"}`})
+					if w.Code != http.StatusForbidden || len(h.pr.lines()) > 0 {
+						t.Errorf("%s %s M104 as %s = %d, sent %q; want 403, nothing sent", method, path, c.name, w.Code, h.pr.lines())
+					}
+				}
 			})
 		}
 	}
@@ -196,4 +203,66 @@ func TestAPIKeys(t *testing.T) {
 	if m := decode(t, w); strings.Contains(w.Body.String(), "ADMIN") || m["name"] != "vera" {
 		t.Errorf("currentuser with a widening key = %s, want vera without ADMIN", w.Body)
 	}
+}
+
+// stopOnly are the routes a role below operator may use only for the emergency stops: a viewer
+// who sees a printer start to burn on the webcam can stop it, and do nothing else there.
+var stopOnly = map[string]bool{"POST /api/printer/command": true}
+
+// TestViewerCanStop: a viewer may send M112, M108 and M410 on the terminal route and use the
+// native emergency endpoint, each audited; any other line from a viewer is 403 and reaches
+// nothing, also when it rides in a batch behind a stop.
+func TestViewerCanStop(t *testing.T) {
+	for _, stop := range []string{"M112", "M108", "M410", "m112"} {
+		t.Run(stop, func(t *testing.T) {
+			h := newHarness(t)
+			w := h.do(req{method: "POST", target: "/api/printer/command", from: viewerAddr, body: `{"command":"` + stop + `"}`})
+			if w.Code != http.StatusNoContent {
+				t.Fatalf("viewer %s = %d (%s), want 204", stop, w.Code, w.Body)
+			}
+			if got := h.pr.lines(); len(got) != 1 || !strings.EqualFold(got[0], stop) {
+				t.Errorf("viewer %s sent %q", stop, got)
+			}
+			if acts := h.audit.actions(); len(acts) != 1 || acts[0] != "terminal" {
+				t.Errorf("audit after viewer %s = %q, want one terminal record", stop, acts)
+			}
+		})
+	}
+	for _, body := range []string{
+		`{"command":"M104 S200"}`,
+		`{"commands":["M112","M104 S200"]}`,
+		`{"command":"M105"}`,
+		`{"command":"G28"}`,
+	} {
+		t.Run("refused "+body, func(t *testing.T) {
+			h := newHarness(t)
+			w := h.do(req{method: "POST", target: "/api/printer/command", from: viewerAddr, body: body})
+			if w.Code != http.StatusForbidden {
+				t.Errorf("viewer %s = %d (%s), want 403", body, w.Code, w.Body)
+			}
+			if got := h.pr.lines(); len(got) > 0 {
+				t.Errorf("refused viewer batch sent %q", got)
+			}
+			if acts := h.audit.actions(); len(acts) != 1 || acts[0] != "refusal" {
+				t.Errorf("audit after viewer %s = %q, want one refusal", body, acts)
+			}
+		})
+	}
+	t.Run("native emergency", func(t *testing.T) {
+		h := newHarness(t)
+		w := h.do(req{method: "POST", target: "/api/v1/printers/mk3/emergency", from: viewerAddr, to: gwAddr})
+		if w.Code != http.StatusNoContent || h.pr.Status().State != "halted" {
+			t.Errorf("viewer emergency = %d (%s), state %s; want 204, halted", w.Code, w.Body, h.pr.Status().State)
+		}
+		if acts := h.audit.actions(); len(acts) != 1 || acts[0] != "emergency" {
+			t.Errorf("audit after viewer emergency = %q, want one emergency record", acts)
+		}
+	})
+	t.Run("stranger", func(t *testing.T) {
+		h := newHarness(t)
+		w := h.do(req{method: "POST", target: "/api/printer/command", from: strangerAddr, body: `{"command":"M112"}`})
+		if w.Code != http.StatusForbidden || len(h.pr.lines()) > 0 {
+			t.Errorf("stranger M112 = %d, sent %q; want 403, nothing", w.Code, h.pr.lines())
+		}
+	})
 }

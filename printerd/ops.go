@@ -47,6 +47,37 @@ func (s actions) record(q *request, action string, args map[string]string, err e
 	}
 }
 
+// begin writes the intent of q's action to the audit log before it is applied
+// (audit.Begin): when that fails the action must not be applied, and the error is 507. With
+// no audit log configured it records nothing and returns a nil intent.
+func (s actions) begin(q *request, action string, args map[string]string) (*audit.Intent, error) {
+	if s.cfg.Audit == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: args}
+	in, err := audit.Begin(ctx, s.cfg.Audit, rec)
+	if err != nil {
+		s.errorf("printerd: %v", err)
+		return nil, &httpError{code: http.StatusInsufficientStorage, err: err,
+			msg: action + " refused: its audit record could not be written on the gateway's disk (is it full?); nothing was changed"}
+	}
+	return in, nil
+}
+
+// end records the outcome of a begun action.
+func (s actions) end(in *audit.Intent, err error) {
+	if in == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if aerr := in.End(ctx, err, nil); aerr != nil {
+		s.errorf("printerd: audit outcome: %v (the intent is on record)", aerr)
+	}
+}
+
 // refused records a policy refusal in the audit log and the metrics; it returns err.
 func (s actions) refused(q *request, line string, err error) error {
 	var ref *policy.Refusal
@@ -55,6 +86,24 @@ func (s actions) refused(q *request, line string, err error) error {
 		s.record(q, audit.ActionRefusal, map[string]string{"line": clip(line, 200), "rule": string(ref.Rule)}, err)
 	}
 	return err
+}
+
+// stopOnly lets through only the emergency stops (M112, M108, M410): what a role below
+// operator may send. Any other line is refused as an authorization failure (403, with the
+// policy's rule, audited) before the printer's state is looked at.
+func (s actions) stopOnly(q *request, lines []string) error {
+	st := q.p.Printer.Status()
+	for _, line := range lines {
+		l, err := policy.Parse(line)
+		if err == nil {
+			err = q.p.Policy.CheckAs(policyRole(string(q.role)), l, st)
+		}
+		if err != nil {
+			return &httpError{code: http.StatusForbidden, msg: "forbidden: a " + string(q.role) +
+				" may send only the emergency stops M112, M108 and M410", err: s.refused(q, line, err)}
+		}
+	}
+	return nil
 }
 
 // policyRole is the policy's name for an enroll role.

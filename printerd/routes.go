@@ -39,7 +39,8 @@ type request struct {
 // routes is THE route table: route → required role, for the native and the
 // OctoPrint-compatible API alike. authz_test.go walks it route by route for every role.
 //
-// Viewer: state, temperatures, job progress, file list, webcam, the UI itself.
+// Viewer: state, temperatures, job progress, file list, webcam, the UI itself, and the
+// emergency stops: anyone enrolled who sees a printer start to burn on the webcam can stop it.
 // Operator: upload, select, start/pause/resume/cancel, temperatures and moves within policy,
 // connect/disconnect. Admin: devices, terminal, app-key grants, audit log, metrics.
 var routes = []route{
@@ -68,7 +69,9 @@ var routes = []route{
 	{facePrinter, "GET /api/printer/bed", enroll.Viewer, onOcto(octoprint.opBed)},
 	{facePrinter, "POST /api/printer/bed", enroll.Operator, onOcto(octoprint.opBedCommand)},
 	{facePrinter, "POST /api/printer/printhead", enroll.Operator, onOcto(octoprint.opPrintheadCommand)},
-	{facePrinter, "POST /api/printer/command", enroll.Operator, onOcto(octoprint.opCommand)},
+	// A viewer may send the emergency stops (M112, M108, M410) and nothing else: the handler
+	// refuses any other line from a role below operator with 403 (stopOnly).
+	{facePrinter, "POST /api/printer/command", enroll.Viewer, onOcto(octoprint.opCommand)},
 	{facePrinter, "GET /api/printer/sd", enroll.Viewer, onOcto(octoprint.opSD)},
 	{facePrinter, "GET /api/system/commands", enroll.Viewer, onOcto(octoprint.opSystemCommands)},
 	{facePrinter, "GET /plugin/appkeys/probe", enroll.Viewer, onOcto(octoprint.opAppKeysProbe)},
@@ -96,7 +99,7 @@ var routes = []route{
 	{faceGateway, "POST /api/v1/printers/{printer}/temperature", enroll.Operator, onNative(native.nTemperature)},
 	{faceGateway, "POST /api/v1/printers/{printer}/jog", enroll.Operator, onNative(native.nJog)},
 	{faceGateway, "POST /api/v1/printers/{printer}/home", enroll.Operator, onNative(native.nHome)},
-	{faceGateway, "POST /api/v1/printers/{printer}/emergency", enroll.Operator, onNative(native.nEmergency)},
+	{faceGateway, "POST /api/v1/printers/{printer}/emergency", enroll.Viewer, onNative(native.nEmergency)},
 	{faceGateway, "POST /api/v1/printers/{printer}/terminal", enroll.Admin, onNative(native.nTerminal)},
 	{faceGateway, "GET /api/v1/printers/{printer}/webcam/stream", enroll.Viewer, (*Server).webcamStream},
 	{faceGateway, "GET /api/v1/printers/{printer}/webcam/snapshot", enroll.Viewer, (*Server).webcamSnapshot},

@@ -48,24 +48,33 @@ func TestCallOverAnyConn(t *testing.T) {
 	}
 }
 
-func TestServerRefusesUnknownFields(t *testing.T) {
-	srv := &Server{Handler: HandlerFunc(func(context.Context, Request) Response {
-		t.Error("handler called for a malformed request")
-		return Response{}
-	})}
-	a, b := net.Pipe()
-	go func() {
-		defer b.Close()
-		srv.ServeConn(context.Background(), b)
-	}()
-	defer a.Close()
-	if _, err := a.Write([]byte(`{"op":"peers","sudo":true}` + "\n")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 512)
-	n, _ := a.Read(buf)
-	if !strings.Contains(string(buf[:n]), "bad request") {
-		t.Errorf("reply = %q, want a bad request error", buf[:n])
+// TestServerRefusesMalformed: unknown fields and duplicate keys (in any case) never reach
+// the handler: {"role":"viewer","role":"admin"} enrolls nobody.
+func TestServerRefusesMalformed(t *testing.T) {
+	for _, msg := range []string{
+		`{"op":"peers","sudo":true}`,
+		`{"op":"enroll","name":"eve","role":"viewer","role":"admin"}`,
+		`{"op":"enroll","name":"eve","role":"viewer","ROLE":"admin"}`,
+		`{"op":"enroll","name":"eve","op":"revoke"}`,
+	} {
+		srv := &Server{Handler: HandlerFunc(func(_ context.Context, req Request) Response {
+			t.Errorf("handler called with %+v for %s", req, msg)
+			return Response{}
+		})}
+		a, b := net.Pipe()
+		go func() {
+			defer b.Close()
+			srv.ServeConn(context.Background(), b)
+		}()
+		if _, err := a.Write([]byte(msg + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 512)
+		n, _ := a.Read(buf)
+		if !strings.Contains(string(buf[:n]), "bad request") {
+			t.Errorf("reply to %s = %q, want a bad request error", msg, buf[:n])
+		}
+		a.Close()
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/printgate/printgate/enroll"
 )
 
 // Handler answers calls. Handle must be safe for concurrent use; a failure is a Response
@@ -89,10 +91,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
+	// One message, then strictly (enroll.DecodeStrict): unknown fields, duplicate keys and
+	// trailing data are refused, so {"role":"viewer","role":"admin"} enrolls nobody.
+	var raw json.RawMessage
 	var req Request
 	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(c, MaxMessage)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	err := dec.Decode(&raw)
+	if err == nil {
+		err = enroll.DecodeStrict(raw, &req)
+	}
+	if err != nil {
 		enc.Encode(Response{Error: fmt.Sprintf("control: bad request: %v", err)})
 		return
 	}

@@ -17,7 +17,11 @@ func auditCmd() *command {
 action, terminal line and refusal, each record chained to the one before by SHA-256) and fails at
 the first record that was edited, removed, inserted or reordered. On success it prints the number
 of records and the head of the chain (sequence and hash): keep the head elsewhere to detect a
-log cut short later.`,
+log cut short later.
+
+Enrollments and revocations are recorded before they are applied (an intent, then its outcome):
+verify also lists every intent without an outcome, an action a crash interrupted, which may or
+may not have been applied.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
 			return func(ctx context.Context, e *env, args []string) error {
@@ -34,7 +38,7 @@ log cut short later.`,
 					return err
 				}
 				path := audit.Path(*state)
-				h, err := audit.VerifyFile(path)
+				h, open, err := audit.Unfinished(path)
 				if err != nil {
 					return err
 				}
@@ -43,6 +47,12 @@ log cut short later.`,
 					return nil
 				}
 				fmt.Fprintf(e.stdout, "%s: %d records, chain intact; head %d %s\n", path, h.Seq, h.Seq, h.Hash)
+				if len(open) > 0 {
+					fmt.Fprintf(e.stdout, "%d intents without an outcome (the gateway or CLI stopped between the record and the action; check whether each was applied):\n", len(open))
+					for _, r := range open {
+						fmt.Fprintf(e.stdout, "  %s\n", audit.Describe(r))
+					}
+				}
 				return nil
 			}
 		},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 // daemonWait is how long a command waits for the control socket of a daemon that holds the
@@ -47,4 +48,27 @@ func callDaemon(ctx context.Context, e *env, state string, req control.Request, 
 		case <-time.After(daemonRetry):
 		}
 	}
+}
+
+// writeAhead runs an offline roster change (no gateway running) under a write-ahead audit
+// record, as the gateway does: the intent goes to STATE/audit.log, fsynced, before do changes
+// the roster, and do does not run when it cannot be written. do returns what the change
+// produced (recorded with its outcome).
+func writeAhead(ctx context.Context, e *env, state, action string, args map[string]string, do func() (map[string]string, error)) error {
+	path := audit.Path(state)
+	l, err := audit.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s refused: the audit log %s cannot be opened: %w", action, path, err)
+	}
+	defer l.Close()
+	args["via"] = "cli, no gateway running"
+	in, err := audit.Begin(ctx, l, audit.Record{Action: action, Args: args})
+	if err != nil {
+		return fmt.Errorf("%w (audit log %s: is the disk holding it full?)", err, path)
+	}
+	extra, err := do()
+	if aerr := in.End(ctx, err, extra); aerr != nil {
+		fmt.Fprintf(e.stderr, "printgate %s: recording the outcome: %v (the intent is on record)\n", action, aerr)
+	}
+	return err
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/enroll/qr"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 // pngScale is the PNG QR's pixels per module: a version-14 symbol with its quiet zone is
@@ -99,14 +100,17 @@ func doEnroll(ctx context.Context, e *env, state string, req control.Request) (*
 		if err != nil {
 			return err
 		}
-		en, err := reg.Enroll(r)
-		if err != nil {
-			return err
-		}
-		er := control.EnrollResultFrom(en, time.Now())
-		en.Forget()
-		res = &er
-		return nil
+		return writeAhead(ctx, e, state, audit.ActionEnroll, map[string]string{"name": r.Name, "role": string(r.Role)}, func() (map[string]string, error) {
+			en, err := reg.Enroll(r)
+			if err != nil {
+				return nil, err
+			}
+			er := control.EnrollResultFrom(en, time.Now())
+			en.Forget()
+			res = &er
+			p := en.Peer
+			return map[string]string{"address": p.IPv4.String(), "public_key": p.PublicKey.String()}, nil
+		})
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 func revokeCmd() *command {
@@ -30,12 +31,14 @@ device's addresses are never handed out again.`,
 					return err
 				}
 				resp, err := callDaemon(ctx, e, *state, control.Request{Op: control.OpRevoke, Name: args[0]}, func(reg *enroll.Registry) error {
-					p, err := reg.Revoke(args[0])
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
-					return nil
+					return writeAhead(ctx, e, *state, audit.ActionRevoke, map[string]string{"name": args[0]}, func() (map[string]string, error) {
+						p, err := reg.Revoke(args[0])
+						if err != nil {
+							return nil, err
+						}
+						fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
+						return map[string]string{"address": p.IPv4.String(), "public_key": p.PublicKey.String()}, nil
+					})
 				})
 				if err != nil {
 					return err

@@ -416,13 +416,20 @@ func (g *Gateway) Alive() bool {
 	return last.IsZero() || g.now().Sub(last) < 5*g.cfg.StatsInterval
 }
 
-// Enroll adds a pending peer and puts it on the device at once, and records it in the audit
-// log as done by the local operator (the control socket, first boot).
+// Enroll adds a pending peer and puts it on the device at once, recorded in the audit log as
+// done by the local operator (the control socket, first boot): the intent first, fsynced, and
+// no enrollment when that cannot be written.
 func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
-	e, err := g.enroll(req)
-	if err == nil {
-		g.record(audit.ActionEnroll, e.Peer, "ok")
+	in, err := g.begin(audit.ActionEnroll, map[string]string{"name": req.Name, "role": string(req.Role)})
+	if err != nil {
+		return nil, err
 	}
+	e, err := g.enroll(req)
+	var p enroll.Peer
+	if err == nil {
+		p = e.Peer
+	}
+	g.end(in, err, p)
 	return e, err
 }
 
@@ -448,11 +455,16 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 // Revoke revokes a peer: the roster first (its addresses are tombstoned), then the device,
 // then every open connection of the peer inside the stack. When it returns, nothing of the
 // peer is served.
+//
+// The intent is in the audit log, fsynced, before the roster changes; when it cannot be
+// written the revocation is refused.
 func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
-	res, err := g.revoke(name)
-	if err == nil {
-		g.record(audit.ActionRevoke, res.peer, "ok")
+	in, err := g.begin(audit.ActionRevoke, map[string]string{"name": name})
+	if err != nil {
+		return control.RevokeResult{}, err
 	}
+	res, err := g.revoke(name)
+	g.end(in, err, res.peer)
 	return res.RevokeResult, err
 }
 
@@ -518,23 +530,6 @@ func (g *Gateway) Peers() []enroll.PeerView {
 		out = append(out, viewOf(p, st, now))
 	}
 	return out
-}
-
-// record appends an audit record for a daemon-side action (the local CLI has no peer).
-func (g *Gateway) record(action string, p enroll.Peer, result string) {
-	if g.audit == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := g.audit.Append(ctx, audit.Record{
-		Action: action,
-		Args:   map[string]string{"name": p.Name, "role": string(p.Role), "address": p.IPv4.String(), "public_key": p.PublicKey.String()},
-		Result: result,
-	})
-	if err != nil {
-		g.logf("gateway: audit %s %s: %v", action, p.Name, err)
-	}
 }
 
 // devicePeerOf is the device view of a roster peer (for closing its connections).
