@@ -260,3 +260,30 @@ func exactArgs(cmd string, args []string, n int, what string) error {
 	}
 	return nil
 }
+
+// repeated is a flag that may be given many times: each value is parsed by parse and appended
+// to *vals.
+type repeated[T fmt.Stringer] struct {
+	vals  *[]T
+	parse func(string) (T, error)
+}
+
+func (r repeated[T]) String() string {
+	if r.vals == nil { // the flag package's zero value, for its defaults
+		return ""
+	}
+	s := make([]string, len(*r.vals))
+	for i, v := range *r.vals {
+		s[i] = v.String()
+	}
+	return strings.Join(s, " ")
+}
+
+func (r repeated[T]) Set(v string) error {
+	x, err := r.parse(v)
+	if err != nil {
+		return err
+	}
+	*r.vals = append(*r.vals, x)
+	return nil
+}

@@ -16,26 +16,6 @@ import (
 	"github.com/printgate/printgate/enroll/qr"
 )
 
-// forwardFlags collects repeated --forward flags.
-type forwardFlags []connect.Forward
-
-func (f *forwardFlags) String() string {
-	var s []string
-	for _, x := range *f {
-		s = append(s, x.String())
-	}
-	return strings.Join(s, " ")
-}
-
-func (f *forwardFlags) Set(v string) error {
-	fw, err := connect.ParseForward(v)
-	if err != nil {
-		return err
-	}
-	*f = append(*f, fw)
-	return nil
-}
-
 func connectCmd() *command {
 	return &command{
 		name:     "connect",
@@ -65,8 +45,8 @@ everything.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			conf := fs.String("conf", "", "the device's wg-quick config `FILE`")
 			qrPNG := fs.String("qr-png", "", "the device's QR code as a PNG `FILE` (instead of --conf)")
-			var fwds forwardFlags
-			fs.Var(&fwds, "forward", "a local port into the tunnel: `[tcp:][ADDR:]PORT=PRINTER[:PORT]`; repeat for more")
+			var fwds []connect.Forward
+			fs.Var(repeated[connect.Forward]{&fwds, connect.ParseForward}, "forward", "a local port into the tunnel: `[tcp:][ADDR:]PORT=PRINTER[:PORT]`; repeat for more")
 			socks := fs.String("socks", "", "run a SOCKS5 proxy on `[ADDR:]PORT`")
 			every := fs.Duration("status-interval", 30*time.Second, "how often a status line is printed (`DURATION`; 0: never)")
 			verbose := fs.Bool("verbose", false, "log the device's and the stack's verbose messages")

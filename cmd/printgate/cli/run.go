@@ -17,26 +17,6 @@ import (
 	"github.com/printgate/printgate/enroll/control"
 )
 
-// printerFlags collects repeated --printer flags.
-type printerFlags []gateway.PrinterSpec
-
-func (p *printerFlags) String() string {
-	var s []string
-	for _, x := range *p {
-		s = append(s, x.String())
-	}
-	return strings.Join(s, " ")
-}
-
-func (p *printerFlags) Set(v string) error {
-	spec, err := gateway.ParsePrinterSpec(v)
-	if err != nil {
-		return err
-	}
-	*p = append(*p, spec)
-	return nil
-}
-
 func runCmd() *command {
 	return &command{
 		name:     "run",
@@ -77,8 +57,8 @@ SIGINT or SIGTERM stop it: printers' heaters off, HTTP servers closed, device do
 files removed.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR` (made by init)")
-			var printers printerFlags
-			fs.Var(&printers, "printer", "a printer: `NAME=SERIALPATH[,baud=N]` or NAME=sim; repeat for more")
+			var printers []gateway.PrinterSpec
+			fs.Var(repeated[gateway.PrinterSpec]{&printers, gateway.ParsePrinterSpec}, "printer", "a printer: `NAME=SERIALPATH[,baud=N]` or NAME=sim; repeat for more")
 			iface := fs.String("interface", gateway.DefaultInterface, "UAPI socket `NAME` for 'wg show NAME'; \"none\" for no UAPI socket")
 			bootDir := fs.String("boot-dir", "", "appliance boot partition `DIR`: first-boot admin QR and owner settings")
 			endpoint := fs.String("endpoint", "", "`HOST:PORT` that devices enrolled from now on dial (default: the state's; a detected LAN address is re-detected)")
