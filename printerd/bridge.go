@@ -253,13 +253,19 @@ func (s bridge) bridgeLine(ctx context.Context, q *request, raw string) []string
 	if !ok {
 		return []string{"Error:checksum mismatch, Last Line: " + strconv.FormatInt(n-1, 10), "Resend: " + strconv.FormatInt(n, 10), "ok"}
 	}
+	// One command per line, before any special case: "M112 M997" or "M112\x00" is refused
+	// here, as everywhere, rather than taken for an emergency stop.
+	parsed, perr := policy.Parse(cmd)
 	cmd = strings.TrimSpace(gcode.StripComment(cmd))
-	if cmd == "" {
+	if perr != nil {
+		s.refused(q, cmd, perr)
+		return []string{"echo:printgate refused: " + oneLine(perr.Error()), "ok"}
+	}
+	if parsed.Word == "" {
 		return []string{"ok"}
 	}
-	word := strings.ToUpper(strings.Fields(cmd)[0])
 	p := q.p
-	switch word {
+	switch parsed.Word {
 	case "M110":
 		return []string{"ok"} // the gateway numbers lines itself
 	case "M112":

@@ -156,12 +156,19 @@ func init() {
 	add(RuleInch, "the limits are in millimetres; no FDM slicer emits inches", "G20")
 }
 
-// emergency are never refused, in any role or state.
+// emergency are never refused for a role or state; only a line that holds more than the
+// command alone, or a control character, is (one command per line).
 func emergency(word string) bool { return word == "M112" || word == "M108" || word == "M410" }
 
 // check is the rule engine shared by every entry point.
 func (p *Policy) check(roles roleSet, l gcode.Line, s marlin.Status) error {
 	if emergency(l.Word) {
+		if r := checkChars(l.Raw); r != nil {
+			return r
+		}
+		if r := alone(l); r != nil {
+			return r
+		}
 		return nil
 	}
 	if l.Empty() {

@@ -292,6 +292,7 @@ const (
 	RuleMalformed       Rule = "malformed"          // not a G-code line
 	RuleEmergencyOnly   Rule = "viewer-emergency"   // viewers may only send M112/M108/M410
 	RuleMaxFileLine     Rule = "file-line-too-long" // a file line (comments included) over the cap
+	RuleOneCommand      Rule = "one-command"        // anything after M112/M108/M410 on its line
 )
 
 // allRules lists every rule, for tests and Rules.
@@ -302,7 +303,7 @@ var allRules = []Rule{
 	RuleExtrude, RuleDwell, RuleInch, RuleBusy, RuleLinkOwned, RuleHostAction,
 	RuleClientNumbering, RuleDebug, RuleDuplicate, RuleUnknownParam, RuleBadValue,
 	RuleAmbiguousNumber, RuleTooLong, RuleBadChar, RuleMalformed, RuleEmergencyOnly,
-	RuleMaxFileLine,
+	RuleMaxFileLine, RuleOneCommand,
 }
 
 // Rules returns every rule the policy can refuse a line by.

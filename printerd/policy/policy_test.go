@@ -281,8 +281,8 @@ func TestRules(t *testing.T) {
 // Every rule constant appears in a test row or a dedicated test, so none is dead.
 func TestEmergencyNeverBlocked(t *testing.T) {
 	p := newPolicy(t, Limits{})
-	for _, line := range []string{"M112", "M108", "M410", "m112", "  M112 ; stop", "M112 S400 P1 junk\\",
-		"M112\rM104 S400", "M410 \x00", "M108\xff", "M0112", gcode.Number(5, "M112"), "N5 M112"} {
+	for _, line := range []string{"M112", "M108", "M410", "m112", "  M112 ; stop", "M410 \t",
+		"M0112", gcode.Number(5, "M112"), "N5 M112"} {
 		for _, r := range allRoles {
 			for _, st := range states {
 				s := marlin.Status{State: st}
@@ -300,6 +300,28 @@ func TestEmergencyNeverBlocked(t *testing.T) {
 		}
 		if err := p.FileLine(1, line); err != nil {
 			t.Errorf("FileLine(%q) = %v, want allowed", line, err)
+		}
+	}
+	// One command per line: an emergency word with anything after it, or a control character
+	// anywhere, is refused for every role and by the Filter, and never sent cut down.
+	for line, want := range map[string]Rule{
+		"M108 M104 S400": RuleOneCommand, "M112 M997": RuleOneCommand, "M112 S400 P1 junk": RuleOneCommand,
+		"m410 G1 X1": RuleOneCommand, "M112 junk\\": RuleBadChar, "M410\rM997": RuleBadChar,
+		"M112\rM104 S400": RuleBadChar, "M112\x00": RuleBadChar, "M410 \x00": RuleBadChar,
+		"M108\xff": RuleBadChar, "G1 X1\x1bM997": RuleBadChar, gcode.Number(5, "M112 M997"): RuleOneCommand,
+	} {
+		for _, r := range allRoles {
+			if _, err := p.CheckLine(r, line, marlin.Status{State: marlin.Operational}); rule(t, err) != want {
+				t.Errorf("CheckLine(%s, %q) = %v, want rule %s", r, line, err, want)
+			}
+		}
+		if err := p.FileLine(1, line); rule(t, err) != want {
+			t.Errorf("FileLine(%q) = %v, want rule %s", line, err, want)
+		}
+		if l, err := gcode.Parse(line); err == nil && emergency(l.Word) {
+			if err := p.Check(l, marlin.Status{State: marlin.Printing}); err == nil {
+				t.Errorf("Check(gcode.Parse(%q)) allowed %q", line, l.Raw)
+			}
 		}
 	}
 	// Not emergency commands, though they start alike.
@@ -527,7 +549,7 @@ func TestEveryRuleReached(t *testing.T) {
 	inputs := []string{"G1 X1 X2", "M997", "M500", "M92", "M42", "M3", "M120", "G92 X1", "M302",
 		"M28", "M575", "M80", "M510", "M0", "M104 S999", "T9", "G4 S999", "G20", "M155",
 		"M118 x", "N1 G1", "M111", "M104 S1 P1", "M104 S-1", "M104 S4e2", "G1 " + strings.Repeat("X", 90),
-		"G1\x00", "X", "M7", "M303 E0 S1", "M105"}
+		"G1\x00", "X", "M7", "M303 E0 S1", "M105", "M112 M997"}
 	for _, in := range inputs {
 		_, err := p.CheckLine(Operator, in, idle)
 		if r := rule(t, err); r != "" {
