@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/printerd/files"
@@ -83,6 +84,10 @@ func statusOf(err error) (int, errorBody) {
 		code = http.StatusNotFound
 	case errors.Is(err, files.ErrNotEmpty), errors.Is(err, fs.ErrExist):
 		code = http.StatusConflict
+	case errors.Is(err, files.ErrNoSpace), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// A full disk (or the reserve kept for roster and audit): say so, without host paths.
+		code = http.StatusInsufficientStorage
+		body.Error = files.ErrNoSpace.Error()
 	}
 	if code == http.StatusInternalServerError {
 		// Disk and internal errors can carry host paths: say less.

@@ -59,6 +59,13 @@ type Config struct {
 	Check func(ctx context.Context, r io.Reader) error
 	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
+	// Reserve is the free space, in bytes, an upload must leave on the filesystem: an upload
+	// that would leave less is refused with ErrNoSpace, looked at before it starts and at every
+	// chunk written. Zero means DefaultReserve, NoReserve none.
+	Reserve int64
+	// FreeSpace returns the bytes still free for the uploads directory; nil: statfs(2) of Dir.
+	// Tests inject a small disk here.
+	FreeSpace func() (int64, error)
 	// Errorf logs errors no caller sees (a leftover upload that cannot be removed), each with
 	// its cause; nil: Logf.
 	Errorf func(format string, args ...any)
@@ -79,6 +86,8 @@ type FileInfo struct {
 type Store struct {
 	root    *os.Root
 	maxSize int64
+	reserve int64
+	free    func() (int64, error)
 	check   func(ctx context.Context, r io.Reader) error
 	logf    func(string, ...any)
 	errorf  func(string, ...any)
@@ -113,6 +122,17 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{root: root, maxSize: cfg.MaxSize, check: cfg.Check, logf: cfg.Logf}
 	if s.maxSize <= 0 {
 		s.maxSize = DefaultMaxSize
+	}
+	switch s.reserve = cfg.Reserve; {
+	case s.reserve == 0:
+		s.reserve = DefaultReserve
+	case s.reserve < 0:
+		s.reserve = 0
+	}
+	s.free = cfg.FreeSpace
+	if s.free == nil {
+		dir := cfg.Dir
+		s.free = func() (int64, error) { return statfsFree(dir) }
 	}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
@@ -224,10 +244,13 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
 	}
 
+	if err := s.room(0); err != nil {
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+	}
 	// The temporary file lives in the root, so a failed upload leaves no new folder behind.
 	tmp, f, err := s.createTemp("")
 	if err != nil {
-		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, noSpace(err))
 	}
 	ok := false
 	defer func() {
@@ -242,19 +265,19 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if check == nil {
 		check = func(_ context.Context, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	}
-	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) })
+	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) }, s.room)
 	if err != nil {
-		return FileInfo{}, s.putError(p, body, err)
+		return FileInfo{}, s.putError(p, body, noSpace(err))
 	}
 	if err := f.Sync(); err != nil {
-		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, noSpace(err))
 	}
 	if err := f.Close(); err != nil {
-		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+		return FileInfo{}, fmt.Errorf("files: put %s: %w", p, noSpace(err))
 	}
 	if folder != "" {
 		if err := s.mkdirAll(folder); err != nil {
-			return FileInfo{}, fmt.Errorf("files: put %s: %w", p, err)
+			return FileInfo{}, fmt.Errorf("files: put %s: %w", p, noSpace(err))
 		}
 	}
 	if fi, err := s.noLinks(p); err == nil && !fi.Mode().IsRegular() {

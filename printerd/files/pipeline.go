@@ -61,13 +61,15 @@ type pipe struct {
 	h        hash.Hash
 	est      estimator
 	disk     *diskWriter
+	room     func(n int64) error // ErrNoSpace when n more bytes would eat into the reserve
 	writeErr error
 }
 
 // runPipe passes body through check and into f, and returns the pipe with its hash and
 // estimate, and the check's verdict or the store stage's write error. body's own error, if
-// any, is in p.readErr (and reached check as a read error).
-func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error) (*pipe, error) {
+// any, is in p.readErr (and reached check as a read error). room is asked before every chunk
+// is written; its error stops the upload as a write error does.
+func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error, room func(n int64) error) (*pipe, error) {
 	p := &pipe{
 		free:    make(chan *[]byte, chunksPerPut),
 		toCheck: make(chan chunk, chunksPerPut),
@@ -75,6 +77,7 @@ func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error) (*pipe, 
 		stop:    make(chan struct{}),
 		h:       sha256.New(),
 		disk:    newDiskWriter(f),
+		room:    room,
 	}
 	bufs := make([]*[]byte, chunksPerPut)
 	for i := range bufs {
@@ -256,7 +259,14 @@ func (p *pipe) store() {
 		if p.writeErr == nil {
 			p.h.Write(b)
 			p.est.Write(b)
-			if err := p.disk.write(b); err != nil {
+			err := error(nil)
+			if p.room != nil {
+				err = p.room(int64(len(b)))
+			}
+			if err == nil {
+				err = p.disk.write(b)
+			}
+			if err != nil {
 				p.writeErr = err
 				p.halt()
 			}
