@@ -18,15 +18,6 @@ const NoReserve = -1
 // the upload is kept.
 var ErrNoSpace = errors.New("no space left on the gateway's disk")
 
-// statfsFree returns the bytes an unprivileged writer may still use under dir.
-func statfsFree(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
 // diskFull reports whether err is the filesystem saying it is full (ENOSPC) or the caller's
 // quota is (EDQUOT).
 func diskFull(err error) bool {
