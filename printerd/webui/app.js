@@ -377,6 +377,7 @@ function wireControls() {
   $('btn-connect').addEventListener('click', () => act(async () => {
     await api('POST', p() + '/connection', { action: 'connect' });
     showMessage('Connecting ' + state.current + '…', 'info');
+    watchConnect(state.current);
   }));
   $('btn-disconnect').addEventListener('click', () => act(() => api('POST', p() + '/connection', { action: 'disconnect' })));
   const setTemp = (heater, input) => act(() => api('POST', p() + '/temperature', { heater, target: Number($(input).value) }));
@@ -407,6 +408,33 @@ function wireControls() {
       }
     });
   });
+}
+
+// watchConnect follows a connect, which the printer makes in the background: it reports the
+// reason when the link is not up after a few seconds, or fails after having tried.
+function watchConnect(name) {
+  const deadline = Date.now() + 5000;
+  let tried = false;
+  const check = async () => {
+    if (state.current !== name) return;
+    let st;
+    try {
+      st = await api('GET', '/api/v1/printers/' + name);
+    } catch (e) {
+      showMessage(e.message);
+      return;
+    }
+    state.printers.set(name, st);
+    renderPrinter();
+    if (isLinked(st)) return;
+    if (st.state === 'connecting') tried = true;
+    else if (tried || Date.now() > deadline) {
+      showMessage('Connect ' + name + ' failed: ' + (st.error || st.text));
+      return;
+    }
+    setTimeout(check, 500);
+  };
+  setTimeout(check, 500);
 }
 
 function terminalLine(text) {
