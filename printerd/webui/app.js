@@ -210,6 +210,7 @@ function renderPrinter() {
   $('btn-resume').disabled = !paused;
   $('btn-cancel').disabled = !(printing || paused || st.state === 'pausing');
   $('btn-connect').disabled = linked;
+  $('btn-emergency').disabled = !linked;
   $('btn-disconnect').disabled = !linked || printing || paused;
   const t0 = st.temps.tools && st.temps.tools[0];
   // Readings of a printer that is not linked are old: show none rather than stale ones.

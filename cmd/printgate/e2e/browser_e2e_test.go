@@ -338,7 +338,7 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 		if tt := eval(`document.getElementById('temp-tool0').textContent + ' ' + document.getElementById('temp-bed').textContent`); strings.Contains(tt, "°C") {
 			t.Errorf("%s: the offline printer shows temperatures %q", width, tt)
 		}
-		enabled := eval(`JSON.stringify([...document.querySelectorAll('#panel-temps button, #panel-move button, #file-list .btn-print, #btn-pause, #btn-resume, #btn-cancel, #btn-disconnect')].filter((b) => !b.disabled).map((b) => b.id || b.className))`)
+		enabled := eval(`JSON.stringify([...document.querySelectorAll('#panel-temps button, #panel-move button, #file-list .btn-print, #btn-pause, #btn-resume, #btn-cancel, #btn-disconnect, #btn-emergency')].filter((b) => !b.disabled).map((b) => b.id || b.className))`)
 		if enabled != "[]" {
 			t.Errorf("%s: controls enabled on the offline printer: %s", width, enabled)
 		}
