@@ -96,6 +96,11 @@ function fmtBytes(n) {
   return (n / (1 << 20)).toFixed(1) + ' MiB';
 }
 
+// linked reports whether the printer's serial link is up, so that its readings are live and
+// its controls can work.
+const linkedStates = ['operational', 'printing', 'pausing', 'paused', 'cancelling'];
+const isLinked = (st) => linkedStates.includes(st.state);
+
 function fmtTemp(t) {
   if (!t) return '–';
   return t.actual.toFixed(1) + ' / ' + t.target.toFixed(0) + ' °C';
@@ -142,7 +147,9 @@ function renderOverview() {
     h.append(el('span', name), el('span', st.text, { class: 'state', 'data-state': st.state }));
     a.append(h);
     const t0 = st.temps.tools && st.temps.tools[0];
-    a.append(el('p', 'Hotend ' + fmtTemp(t0) + ' · Bed ' + fmtTemp(st.temps.bed)));
+    if (isLinked(st)) a.append(el('p', 'Hotend ' + fmtTemp(t0) + ' · Bed ' + fmtTemp(st.temps.bed), { class: 'temps' }));
+    else a.append(el('p', 'Hotend – · Bed – (' + st.text.toLowerCase() + ')', { class: 'temps', 'data-live': 'false' }));
+    if (st.error) a.append(el('p', st.error, { class: 'error printer-error' }));
     if (st.job) {
       a.append(el('p', st.job.file + ' · ' + st.job.progress.toFixed(1) + ' % · left ' + fmtDuration(st.job.left)));
       const p = el('progress', null, { max: '100' });
@@ -198,15 +205,25 @@ function renderPrinter() {
   $('job-elapsed').textContent = job ? fmtDuration(job.elapsed) : '–';
   $('job-time-left').textContent = job ? (job.done ? '0:00' : fmtDuration(job.left)) : '–';
   const printing = st.state === 'printing', paused = st.state === 'paused';
-  const linked = ['operational', 'printing', 'pausing', 'paused', 'cancelling'].includes(st.state);
+  const linked = isLinked(st);
   $('btn-pause').disabled = !printing;
   $('btn-resume').disabled = !paused;
   $('btn-cancel').disabled = !(printing || paused || st.state === 'pausing');
   $('btn-connect').disabled = linked;
+  $('btn-emergency').disabled = !linked;
   $('btn-disconnect').disabled = !linked || printing || paused;
   const t0 = st.temps.tools && st.temps.tools[0];
-  $('temp-tool0').textContent = fmtTemp(t0);
-  $('temp-bed').textContent = fmtTemp(st.temps.bed);
+  // Readings of a printer that is not linked are old: show none rather than stale ones.
+  $('temp-tool0').textContent = linked ? fmtTemp(t0) : '– (' + st.text.toLowerCase() + ')';
+  $('temp-bed').textContent = linked ? fmtTemp(st.temps.bed) : '–';
+  $('panel-temps').dataset.live = String(linked);
+  // Controls that need the link are off without it; the print buttons in the file list too.
+  const idle = st.state === 'operational';
+  for (const id of ['btn-set-tool0', 'btn-off-tool0', 'btn-set-bed', 'btn-off-bed', 'target-tool0', 'target-bed', 'jog-step', 'btn-home']) $(id).disabled = !linked;
+  for (const b of document.querySelectorAll('.jog button[data-axis]')) b.disabled = !linked || printing;
+  $('btn-home').disabled = !linked || printing;
+  for (const b of document.querySelectorAll('#file-list .btn-print')) b.disabled = !idle;
+  $('file-list').dataset.printable = String(idle);
   $('panel-webcam').hidden = !(st.webcam || st.snapshot);
   const img = $('webcam-img');
   if (st.webcam && !img.dataset.src) {
@@ -280,6 +297,8 @@ async function loadFiles() {
       td.append(dl, ' ');
       if (can('operator')) {
         const pb = el('button', 'Print', { type: 'button', class: 'btn-print' });
+        const cur = state.printers.get(name);
+        pb.disabled = !cur || cur.state !== 'operational';
         pb.addEventListener('click', () => act(async () => {
           await api('POST', '/api/v1/printers/' + name + '/print', { path: f.path });
           showMessage('Printing ' + f.path, 'info');
@@ -313,11 +332,14 @@ function upload(ev) {
   const bar = $('upload-progress'), status = $('upload-status');
   bar.hidden = false;
   bar.value = 0;
-  status.textContent = 'uploading ' + file.name;
+  status.textContent = 'uploading ' + file.name + ': 0 %';
   status.dataset.state = 'uploading';
   $('btn-upload').disabled = true;
   xhr.upload.addEventListener('progress', (e) => {
-    if (e.lengthComputable) bar.value = Math.round(100 * e.loaded / e.total);
+    if (!e.lengthComputable) return;
+    const pct = Math.round(100 * e.loaded / e.total);
+    bar.value = pct;
+    status.textContent = 'uploading ' + file.name + ': ' + pct + ' % (' + fmtBytes(e.loaded) + ' of ' + fmtBytes(e.total) + ')';
   });
   xhr.addEventListener('loadend', () => {
     $('btn-upload').disabled = false;
@@ -353,7 +375,11 @@ function wireControls() {
   $('btn-emergency').addEventListener('click', () => act(async () => {
     if (confirm('Emergency stop (M112)? The printer needs a reconnect afterwards.')) await api('POST', p() + '/emergency');
   }));
-  $('btn-connect').addEventListener('click', () => act(() => api('POST', p() + '/connection', { action: 'connect' })));
+  $('btn-connect').addEventListener('click', () => act(async () => {
+    await api('POST', p() + '/connection', { action: 'connect' });
+    showMessage('Connecting ' + state.current + '…', 'info');
+    watchConnect(state.current);
+  }));
   $('btn-disconnect').addEventListener('click', () => act(() => api('POST', p() + '/connection', { action: 'disconnect' })));
   const setTemp = (heater, input) => act(() => api('POST', p() + '/temperature', { heater, target: Number($(input).value) }));
   $('form-tool0').addEventListener('submit', (e) => { e.preventDefault(); setTemp('tool0', 'target-tool0'); });
@@ -383,6 +409,33 @@ function wireControls() {
       }
     });
   });
+}
+
+// watchConnect follows a connect, which the printer makes in the background: it reports the
+// reason when the link is not up after a few seconds, or fails after having tried.
+function watchConnect(name) {
+  const deadline = Date.now() + 5000;
+  let tried = false;
+  const check = async () => {
+    if (state.current !== name) return;
+    let st;
+    try {
+      st = await api('GET', '/api/v1/printers/' + name);
+    } catch (e) {
+      showMessage(e.message);
+      return;
+    }
+    state.printers.set(name, st);
+    renderPrinter();
+    if (isLinked(st)) return;
+    if (st.state === 'connecting') tried = true;
+    else if (tried || Date.now() > deadline) {
+      showMessage('Connect ' + name + ' failed: ' + (st.error || st.text));
+      return;
+    }
+    setTimeout(check, 500);
+  };
+  setTimeout(check, 500);
 }
 
 function terminalLine(text) {

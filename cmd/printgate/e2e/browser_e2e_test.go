@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -212,6 +215,9 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
   const bar = document.getElementById('upload-progress');
   window.__uiProgress = [];
   new MutationObserver(() => window.__uiProgress.push(bar.value)).observe(bar, {attributes: true, attributeFilter: ['value']});
+  const status = document.getElementById('upload-status');
+  window.__uiStatus = [];
+  new MutationObserver(() => window.__uiStatus.push(status.textContent)).observe(status, {childList: true, characterData: true, subtree: true});
   document.getElementById('upload-print').checked = false;
   return 'ok';
 })()`)
@@ -231,6 +237,10 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 	t.Logf("upload progress values shown: %s", progress)
 	if !uiPartWay(progress) {
 		t.Errorf("the progress bar showed %s: want a value between 0 and 100 during the upload, and 100 at the end", progress)
+	}
+	statuses := eval(`JSON.stringify(window.__uiStatus)`)
+	if !uiStatusPercent(statuses) {
+		t.Errorf("the upload status read %s: want a percentage between 0 and 100 %% during the upload", uiClip([]byte(statuses)))
 	}
 	lift()
 	lift = func() {}
@@ -293,6 +303,73 @@ document.addEventListener('securitypolicyviolation', (e) => window.__uiCSP.push(
 		t.Errorf("GET /api/settings with the key approved in the web UI = %v, want 200", r)
 	}
 
+	// Tables at desktop and phone width: every visible header has its cells under it.
+	uiCheckTables(t, eval, "desktop")
+	shot("06-devices-desktop.png")
+	must("phone width", chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)))
+	time.Sleep(300 * time.Millisecond) // a layout pass
+	uiCheckTables(t, eval, "phone")
+	shot("07-devices-phone.png")
+
+	// The printer whose port is missing, at phone width and then at desktop width: no live
+	// temperatures, the reason shown, controls that need the link disabled, and a connect
+	// answered with the reason.
+	ghost := func(width string) {
+		t.Helper()
+		must("open "+uiGhost, chromedp.Do(ctx,
+			chromedp.Navigate("http://"+u.gw+"/#/"),
+			chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.printer-card[data-printer="`+uiGhost+`"]`)),
+		))
+		card := eval(`document.querySelector('.printer-card[data-printer="` + uiGhost + `"]').innerText`)
+		if strings.Contains(card, "°C") {
+			t.Errorf("%s: the offline printer's card shows temperatures as live: %q", width, card)
+		}
+		reason := eval(`(() => { const s = window.__uiGhost; return s && s.error || ''; })()`)
+		if reason != "" && !strings.Contains(card, reason) {
+			t.Errorf("%s: the card of %s (%s) lacks its reason %q", width, uiGhost, card, reason)
+		}
+		shot("08-overview-" + width + ".png")
+		must("open "+uiGhost, chromedp.Do(ctx,
+			chromedp.Navigate("http://"+u.gw+"/#/printer/"+uiGhost),
+			chromedp.WaitVisible(chromedp.ID("view-printer")),
+		))
+		waitJS(uiGhost+" shown", 10*time.Second, `String(document.getElementById('job-state').dataset.state !== '')`)
+		if tt := eval(`document.getElementById('temp-tool0').textContent + ' ' + document.getElementById('temp-bed').textContent`); strings.Contains(tt, "°C") {
+			t.Errorf("%s: the offline printer shows temperatures %q", width, tt)
+		}
+		enabled := eval(`JSON.stringify([...document.querySelectorAll('#panel-temps button, #panel-move button, #file-list .btn-print, #btn-pause, #btn-resume, #btn-cancel, #btn-disconnect, #btn-emergency')].filter((b) => !b.disabled).map((b) => b.id || b.className))`)
+		if enabled != "[]" {
+			t.Errorf("%s: controls enabled on the offline printer: %s", width, enabled)
+		}
+		if eval(`String(document.getElementById('btn-connect').disabled)`) != "false" {
+			t.Errorf("%s: Connect disabled on the offline printer", width)
+		}
+		eval(`(() => { document.getElementById('btn-connect').click(); return 'ok'; })()`)
+		waitJS("the failed connect reported", 20*time.Second,
+			`String((() => { const m = document.getElementById('message'); return !m.hidden && m.dataset.kind === 'error' && m.textContent !== ''; })())`)
+		msg := eval(`document.getElementById('message').textContent`)
+		t.Logf("%s: Connect on %s: %q", width, uiGhost, msg)
+		if reason != "" && !strings.Contains(msg, reason) {
+			t.Errorf("%s: Connect on %s said %q, want the reason %q", width, uiGhost, msg, reason)
+		}
+		if pe := eval(`(() => { const p = document.getElementById('printer-error'); return p.hidden ? '' : p.textContent; })()`); reason != "" && pe != reason {
+			t.Errorf("%s: the printer page shows the error %q, want %q", width, pe, reason)
+		}
+		shot("09-ghost-" + width + ".png")
+	}
+	ghostStatus := `(() => { window.__uiGhost = null; fetch('/api/v1/printers/` + uiGhost + `', {headers: {'X-Printgate': '1'}}).then((r) => r.json()).then((j) => { window.__uiGhost = j; }); return 'ok'; })()`
+	eval(ghostStatus)
+	waitJS("the ghost status", 10*time.Second, `String(!!window.__uiGhost)`)
+	t.Logf("%s status: %s", uiGhost, eval(`JSON.stringify(window.__uiGhost)`))
+	ghost("phone")
+	must("desktop width", chromedp.Do(ctx, chromedp.EmulateReset()))
+	eval(ghostStatus)
+	waitJS("the ghost status", 10*time.Second, `String(!!window.__uiGhost)`)
+	ghost("desktop")
+	// The error message of the failed connect is expected; clear it for the check below.
+	eval(`(() => { document.getElementById('message').hidden = true; return 'ok'; })()`)
+
 	csp := eval(`JSON.stringify(window.__uiCSP || null)`)
 	if csp != "[]" {
 		t.Errorf("CSP violations seen by the page: %s", csp)
@@ -343,4 +420,57 @@ func uiPartWay(list string) bool {
 		part = part || f > 0 && f < 100
 	}
 	return part && strings.TrimSpace(vals[len(vals)-1]) == "100"
+}
+
+// uiStatusPercent reports whether a JSON list of upload status texts has one with a
+// percentage strictly between 0 and 100.
+func uiStatusPercent(list string) bool {
+	var texts []string
+	if json.Unmarshal([]byte(list), &texts) != nil {
+		return false
+	}
+	for _, s := range texts {
+		if m := uiPercentRE.FindStringSubmatch(s); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n > 0 && n < 100 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var uiPercentRE = regexp.MustCompile(`(\d+) %`)
+
+// uiCheckTables checks every table on the page: each header column shown has its cells shown
+// in every row, at the header's left edge and width, and each hidden header has its cells
+// hidden.
+func uiCheckTables(t *testing.T, eval func(string) string, width string) {
+	t.Helper()
+	bad := eval(`JSON.stringify((() => {
+  const bad = [];
+  const shown = (e) => { if (!e) return false; const r = e.getBoundingClientRect(); return getComputedStyle(e).display !== 'none' && r.width > 0; };
+  for (const tbl of document.querySelectorAll('table')) {
+    if (!tbl.offsetParent) continue;
+    const ths = [...tbl.querySelectorAll('thead th')];
+    let rows = 0;
+    for (const tr of tbl.querySelectorAll('tbody tr')) {
+      const tds = [...tr.children];
+      if (tds.length === 1 && tds[0].colSpan > 1) continue;
+      rows++;
+      ths.forEach((th, i) => {
+        const td = tds[i], what = (tbl.id || tbl.className || 'table') + ' column ' + (i + 1) + ' "' + th.textContent + '"';
+        if (shown(th) !== shown(td)) { bad.push(what + ': header ' + (shown(th) ? 'shown' : 'hidden') + ', cell ' + (shown(td) ? 'shown' : 'hidden')); return; }
+        if (!shown(th)) return;
+        const a = th.getBoundingClientRect(), b = td.getBoundingClientRect();
+        if (Math.abs(a.left - b.left) > 1 || Math.abs(a.width - b.width) > 1) bad.push(what + ': header at ' + a.left.toFixed(0) + '+' + a.width.toFixed(0) + ', cell at ' + b.left.toFixed(0) + '+' + b.width.toFixed(0));
+      });
+    }
+    if (tbl.classList.contains('devices') && !rows) bad.push('devices: no rows to check');
+  }
+  return bad;
+})())`)
+	if bad == "[]" {
+		return
+	}
+	t.Errorf("%s width: tables misaligned: %s", width, bad)
 }

@@ -73,6 +73,12 @@ type uiLab struct {
 // uiPrinter is the simulated printer's name in every test of these files.
 const uiPrinter = "mk"
 
+// uiGhost is a printer whose serial port does not exist.
+const (
+	uiGhost     = "ghost"
+	uiGhostPort = "/dev/serial/by-id/nonexistent"
+)
+
 func uiSetup(t *testing.T) *uiLab {
 	t.Helper()
 	requireRoot(t, "ip", "wg", "wg-quick", "wireguard-go", "curl")
@@ -87,16 +93,23 @@ func uiSetup(t *testing.T) *uiLab {
 	pgOK(t, "init", "--state", u.state, "--endpoint", fmt.Sprintf("%s:%d", u.gwIP, listenPort), "--listen-port", strconv.Itoa(listenPort))
 	// The flag exactly as docs/slicers.md shows it.
 	spec := fmt.Sprintf("%s=sim,webcam=%s?action=stream,snapshot=%s?action=snapshot", uiPrinter, u.cam.url, u.cam.url)
-	u.d = startDaemon(t, u.lab.gw, u.state, u.prefix+"w", "--printer", spec)
+	// A second printer whose port is missing: the browser test shows it offline, in error and
+	// refusing a connect.
+	u.d = startDaemon(t, u.lab.gw, u.state, u.prefix+"w", "--printer", spec, "--printer", uiGhost+"="+uiGhostPort)
 
 	var st control.Status
 	if err := json.Unmarshal([]byte(pgOK(t, "status", "--state", u.state, "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Addresses) == 0 || len(st.Printers) != 1 || st.Printers[0].Name != uiPrinter {
-		t.Fatalf("status --json = %+v, want a gateway address and printer %s", st, uiPrinter)
+	for _, p := range st.Printers {
+		if p.Name == uiPrinter {
+			u.pr = p.Address
+		}
 	}
-	u.gw, u.pr = st.Addresses[0], st.Printers[0].Address
+	if len(st.Addresses) == 0 || len(st.Printers) != 2 || u.pr == "" {
+		t.Fatalf("status --json = %+v, want a gateway address and printers %s and %s", st, uiPrinter, uiGhost)
+	}
+	u.gw = st.Addresses[0]
 
 	u.admin = uiEnroll(t, u, "uiadmin", "admin", u.lab.cl)
 	u.operator = uiEnroll(t, u, "uioperator", "operator", uiPeerNS(t, u.lab, 1))
