@@ -47,6 +47,7 @@ func TestUIEndToEnd(t *testing.T) {
 	t.Run("Webcam", func(t *testing.T) { uiWebcamTest(t, u) })
 	t.Run("Bridge", func(t *testing.T) { uiBridgeTest(t, u) })
 	t.Run("Browser", func(t *testing.T) { uiBrowserTest(t, u) })
+	t.Run("HomeAssistant", func(t *testing.T) { uiHomeAssistant(t, u) })
 	if t.Failed() {
 		t.Logf("gateway log:\n%s", u.d.stderr)
 	}
