@@ -574,8 +574,10 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 	return fwdResponse{}, fmt.Errorf("forwarded op %q unknown: %w", req.Op, ErrInvalid)
 }
 
-// wait waits for f or ctx. raft resolves every future eventually (commit, lost leadership or
-// shutdown), so the goroutine left behind on ctx's expiry ends too.
+// wait waits for f or ctx. While raft runs it answers every future (commit, lost leadership,
+// or a follower's refusal), so the goroutine left behind on ctx's expiry ends too; a future
+// still queued when raft shuts down is never answered, and its goroutine stays until the
+// process exits (hashicorp/raft v1.7.2; TestCloseLeavesNoGoroutines names it).
 func wait(ctx context.Context, f raft.Future) error {
 	errc := make(chan error, 1)
 	go func() { errc <- f.Error() }()
