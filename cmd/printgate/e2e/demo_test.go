@@ -3,11 +3,9 @@ package e2e
 import (
 	"bufio"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,12 +15,7 @@ import (
 // TestDemo: `printgate demo` brings a gateway up on a temporary state directory, prints the QR,
 // the .conf path and the URL, and on Ctrl-C (SIGINT) removes everything it made.
 func TestDemo(t *testing.T) {
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-	c.Close()
+	port := loopbackPort(t)
 	cmd := exec.Command(binPath, "demo", "--endpoint", "127.0.0.1:"+port, "--listen-port", port)
 	cmd.Env = append(os.Environ(), "TMPDIR="+t.TempDir())
 	stdout, err := cmd.StdoutPipe()

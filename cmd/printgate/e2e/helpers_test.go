@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,4 +326,25 @@ func peerByName(peers []enroll.PeerView, name string) (enroll.PeerView, bool) {
 		}
 	}
 	return enroll.PeerView{}, false
+}
+
+// loopbackPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func loopbackPort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// initLoopback runs `printgate init` for a gateway on a free loopback UDP port, with its state
+// in dir/state, and returns the state directory.
+func initLoopback(t *testing.T, dir string) string {
+	t.Helper()
+	port := loopbackPort(t)
+	state := filepath.Join(dir, "state")
+	pgOK(t, "init", "--state", state, "--endpoint", "127.0.0.1:"+port, "--listen-port", port)
+	return state
 }

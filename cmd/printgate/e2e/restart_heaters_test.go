@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -32,14 +30,7 @@ func TestKillMidHeatNoReset(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-	c.Close()
-	state := filepath.Join(dir, "state")
-	pgOK(t, "init", "--state", state, "--endpoint", "127.0.0.1:"+port, "--listen-port", port)
+	state := initLoopback(t, dir)
 	start := func(name string) (*exec.Cmd, chan error) {
 		run := exec.Command(binPath, "run", "--state", state, "--interface", "none", "--verbose", "--printer", "mk="+link)
 		var runErr syncBuffer

@@ -3,10 +3,8 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"net"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,14 +49,7 @@ func TestSimOnPTY(t *testing.T) {
 		t.Fatalf("printgate sim printed %q, want a /dev/pts path", path)
 	}
 
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(c.LocalAddr().(*net.UDPAddr).Port)
-	c.Close()
-	state := filepath.Join(dir, "state")
-	pgOK(t, "init", "--state", state, "--endpoint", "127.0.0.1:"+port, "--listen-port", port)
+	state := initLoopback(t, dir)
 	run := exec.Command(binPath, "run", "--state", state, "--interface", "none", "--verbose", "--printer", "mk="+link+",baud=250000")
 	var runErr syncBuffer
 	run.Stderr = &runErr
