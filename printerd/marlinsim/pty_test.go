@@ -180,7 +180,10 @@ func TestPTYNoReset(t *testing.T) {
 	h.send("M104 S200")
 	h.until(func(l string) bool { return l == "ok" })
 	h.close()
-	time.Sleep(50 * time.Millisecond) // no host: the firmware runs on
+	// No host for a while: the firmware runs on. (A reopen within tens of milliseconds of the
+	// close went unanswered once in five full runs under load; the simulator's close/reopen
+	// race is left to fix, see the closing note.)
+	time.Sleep(500 * time.Millisecond)
 	h2 := openSerial(t, p.Path())
 	h2.send(gcode.Number(1, "M105")) // the line counter survived: N1 follows N0
 	got := h2.until(func(l string) bool { return strings.HasPrefix(l, "ok T:") })
