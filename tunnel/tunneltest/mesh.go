@@ -1,7 +1,9 @@
 package tunneltest
 
 import (
+	"context"
 	"net/netip"
+	"runtime/pprof"
 	"testing"
 
 	"github.com/printgate/printgate/netstack"
@@ -31,10 +33,12 @@ func NewNode(t testing.TB, name string, client bool, logf func(string, ...any), 
 		logf = func(string, ...any) {}
 	}
 	n := &Node{Name: name, PrivateKey: mustKey(t), Addrs: addrs}
-	n.Stack, n.Device = newNode(t, netstack.Config{Addrs: addrs, Logf: prefixed(logf, name+": ")}, tunnel.Config{
-		PrivateKey: n.PrivateKey,
-		Client:     client,
-		Logf:       prefixed(logf, name+": "),
+	n.labeled(func() {
+		n.Stack, n.Device = newNode(t, netstack.Config{Addrs: addrs, Logf: prefixed(logf, name+": ")}, tunnel.Config{
+			PrivateKey: n.PrivateKey,
+			Client:     client,
+			Logf:       prefixed(logf, name+": "),
+		})
 	})
 	n.Endpoint = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(n.Device.ListenPort()))
 	return n
@@ -54,9 +58,18 @@ func (n *Node) Peer(extra ...netip.Prefix) tunnel.Peer {
 // Apply sets n's peers.
 func (n *Node) Apply(t testing.TB, peers ...tunnel.Peer) {
 	t.Helper()
-	if err := n.Device.Apply(peers); err != nil {
+	var err error
+	n.labeled(func() { err = n.Device.Apply(peers) }) // Apply starts the peers' goroutines
+	if err != nil {
 		t.Fatalf("tunneltest: %s: %v", n.Name, err)
 	}
+}
+
+// labeled runs f with the pprof label node=NAME, which the goroutines it starts inherit: the
+// device's and the stack's, so a CPU profile splits by node (go tool pprof -tagfocus
+// node=gatewayA).
+func (n *Node) labeled(f func()) {
+	pprof.Do(context.Background(), pprof.Labels("node", n.Name), func(context.Context) { f() })
 }
 
 // Host returns a's host route (/32 or /128).
