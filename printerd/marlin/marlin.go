@@ -3,9 +3,10 @@
 //
 // The files follow the pipeline: link.go opens the port and reads lines; protocol.go parses
 // what the firmware says, numbers and checksums what is sent, keeps the window of lines in
-// flight and handles resends; stream.go feeds jobs; watchdog.go guards the heaters;
-// session.go is one connection from open to close (connect sequence, timeouts, halts);
-// controller.go holds the state machine, the API and Run; spec.go parses --printer values.
+// flight and handles resends; stream.go feeds jobs (dwell.go splits their long G4s);
+// watchdog.go guards the heaters; session.go is one connection from open to close (connect
+// sequence, timeouts, halts); controller.go holds the state machine, the API and Run;
+// spec.go parses --printer values.
 // BENCH.md has the streaming measurements and how to repeat them.
 package marlin
 

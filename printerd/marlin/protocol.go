@@ -409,7 +409,9 @@ func clip(s string) string {
 //  2. queued lines (connect sequence, polls, terminal and API lines, scripts) get the next
 //     number: "N<n> <cmd>*<cs>";
 //  3. job lines, each Prepared and passed through the Filter as it is read, none while a
-//     blocking command (longRunning: M109, M190, G4, G28...) is in flight;
+//     blocking command (longRunning: M109, M190, G4, G28...) is in flight; a G4 longer than
+//     dwellPiece goes out in pieces of at most that (nextDwellPiece), so a cancel or a
+//     pause is never stuck behind more than one;
 //
 // and only while the window has room: one line without ADVANCED_OK (ping-pong, what
 // OctoPrint and Printrun do); with ADVANCED_OK, up to the firmware's free command buffer

@@ -93,6 +93,7 @@ type sent struct {
 	wire  string // what goes on the wire without "\n"
 	kind  lineKind
 	off   int64 // kJob: file offset after this line
+	piece bool  // kJob: a piece of a split G4 other than its last; it acks no line of the file
 	poll  bool  // an M105 poll
 	acked bool  // an ok came for it already (a line can be taken twice when noise hits its N)
 

@@ -77,6 +77,10 @@ type job struct {
 	acked    int64  // job lines acked
 	feeding  bool   // false while pausing, paused or cancelling
 
+	// A G4 longer than dwellPiece being written in pieces.
+	dwellLeft int64 // ms not yet written
+	dwellOff  int64 // file offset after the G4 line
+
 	// What the job's lines have set, for pause and resume.
 	relXYZ, relE bool
 	pos          [4]float64 // X Y Z E as the job commanded them
@@ -152,7 +156,13 @@ func (s *session) startJob(j *job) error {
 // nextJobLine reads the job's next command, or returns nil when there is none to send now.
 func (s *session) nextJobLine() *sent {
 	j := s.job
-	if j == nil || !j.feeding || j.eof || s.stopped {
+	if j == nil || !j.feeding || s.stopped {
+		return nil
+	}
+	if j.dwellLeft > 0 {
+		return j.nextDwellPiece()
+	}
+	if j.eof {
 		return nil
 	}
 	for {
@@ -195,6 +205,10 @@ func (s *session) nextJobLine() *sent {
 		}
 		j.track(l)
 		j.written++
+		if ms, ok := dwellMillis(l); ok && ms > dwellPiece {
+			j.dwellLeft, j.dwellOff = ms, j.off
+			return j.nextDwellPiece()
+		}
 		return &sent{text: l.Raw, kind: kJob, off: j.off}
 	}
 }
@@ -247,7 +261,7 @@ func (j *job) track(l gcode.Line) {
 // jobAcked counts a job line the firmware took.
 func (s *session) jobAcked(e *sent) {
 	j := s.job
-	if j == nil {
+	if j == nil || e.piece {
 		return
 	}
 	j.acked++

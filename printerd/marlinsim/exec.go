@@ -133,17 +133,22 @@ func (c *conn) handle(ctx context.Context, l gcode.Line, text string) (noOK bool
 		}
 		return false, c.move(ctx, l)
 	case "G4":
+		// G4.cpp: P is whole milliseconds (value_millis is strtoul), S seconds as a float
+		// times 1000, truncated; S wins. Then planner.synchronize() and dwell(), which loops
+		// until the time is up: M108, even through the emergency parser, does not end it.
+		ms := int64(0)
+		if v, ok := l.Param('P'); ok && v != "" {
+			ms = strtoul(v)
+		}
+		if v, ok := l.Param('S'); ok && v != "" {
+			f, _ := strconv.ParseFloat(leadingFloat(v), 32)
+			// Out of millis_t's range the cast saturates, as on the ARM boards.
+			ms = int64(min(max(float32(f)*1000, 0), math.MaxUint32))
+		}
 		if err := c.synchronize(ctx); err != nil {
 			return false, err
 		}
-		d := time.Duration(0)
-		if ms, ok := num('P'); ok {
-			d = time.Duration(ms * float64(time.Millisecond))
-		}
-		if s, ok := num('S'); ok {
-			d = time.Duration(s * float64(time.Second))
-		}
-		return false, c.dwell(ctx, d)
+		return false, c.dwell(ctx, time.Duration(ms)*time.Millisecond)
 	case "G28":
 		if err := c.synchronize(ctx); err != nil {
 			return false, err
@@ -349,6 +354,43 @@ func (c *conn) synchronize(ctx context.Context) error {
 		}
 		return false, c.planner[len(c.planner)-1]
 	})
+}
+
+// strtoul reads an unsigned decimal as C's strtoul does: leading digits only, and a '-' sign
+// wraps around, here into Marlin's 32-bit millis_t.
+func strtoul(s string) int64 {
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimLeft(s, "+-")
+	var v uint32
+	for i := 0; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		v = v*10 + uint32(s[i]-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return int64(v)
+}
+
+// leadingFloat is the longest prefix of s that strtof would read as a plain decimal.
+func leadingFloat(s string) string {
+	i := 0
+	if i < len(s) && (s[i] == '-' || s[i] == '+') {
+		i++
+	}
+	dot := false
+	for ; i < len(s); i++ {
+		if s[i] == '.' && !dot {
+			dot = true
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' {
+			break
+		}
+	}
+	if p := s[:i]; p != "" && p != "-" && p != "+" && p != "." {
+		return p
+	}
+	return "0"
 }
 
 // dwell waits d of machine time.

@@ -234,3 +234,48 @@ func BenchmarkPingPong(b *testing.B) {
 		})
 	}
 }
+
+// TestDwell: G4 as Marlin's G4.cpp reads it (P whole milliseconds through strtoul, S seconds,
+// S wins over P), and a dwell that M108 does not end even through the emergency parser (it
+// only clears wait_for_heatup and wait_for_user; dwell() loops on the clock alone). The busy
+// keepalive, set to 1 s of machine time, tells how long each dwell took.
+func TestDwell(t *testing.T) {
+	for _, tc := range []struct {
+		cmd      string
+		min, max int // busy lines before the ok
+	}{
+		{"G4 P4500", 4, 4},
+		{"G4 P1e4", 0, 0}, // strtoul stops at 'e': 1 ms, not 10 s
+		{"G4 P2500.9", 2, 2},
+		{"G4 S2.5", 2, 2},
+		{"G4 S0 P5000", 0, 0}, // S wins
+		{"G4 P5000 S0.5", 0, 0},
+		{"G4 P", 0, 0}, // no value: not seen
+		{"G4 S5 M108", 4, 5},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			s := New(Config{EmergencyParser: true, TimeScale: 0.02})
+			h := serve(t, s)
+			h.boot()
+			h.send("M113 S1")
+			h.expect("ok")
+			cmd, m108 := strings.CutSuffix(tc.cmd, " M108")
+			h.send(cmd)
+			if m108 {
+				h.expect(strBusy)
+				h.send("M108") // acted on at once by the emergency parser
+			}
+			got := h.until(func(l string) bool { return l == "ok" })
+			busy := len(got) - 1
+			if m108 {
+				busy++
+			}
+			if busy < tc.min || busy > tc.max || slices.ContainsFunc(got[:len(got)-1], func(l string) bool { return l != strBusy }) {
+				t.Errorf("%s: got %q, want %d to %d busy lines, then ok", tc.cmd, got, tc.min, tc.max)
+			}
+			if m108 {
+				h.expect("ok") // M108's own, once the dwell is over
+			}
+		})
+	}
+}

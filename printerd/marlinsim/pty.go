@@ -5,15 +5,20 @@ package marlinsim
 // The simulator on a pseudo-terminal (see "The pty" in the package doc):
 //
 //  1. open: a pty pair; the slave is put in raw mode and our descriptor of it closed.
-//  2. watch: inotify reports every open and close of the slave, by any process.
+//  2. watch: inotify counts every open and close of the slave, by any process; the count is
+//     read on demand, taking every event the kernel has queued first, so it is exact for
+//     whatever happened before the read.
 //  3. serveHosts: when the first descriptor opens, reset and Serve on the master ("start");
 //     when the last one closes, the session ends (a reopen, however quick, resets again).
+//     Without a reset (Config.NoReset) one session runs on, and what the firmware prints
+//     while no descriptor is open is dropped.
 //  4. After an injected disconnect: close the master, wait ReplugAfter, back to 1.
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -44,7 +49,7 @@ type PTY struct {
 		path   string
 		master *os.File
 		watch  *watcher
-		opens  int
+		opens  int // opens seen by earlier watchers (before a replug)
 		plugs  int
 	}
 	closed sync.Once
@@ -73,11 +78,17 @@ func (p *PTY) Path() string {
 	return p.cur.path
 }
 
-// Opens returns how many times a host has opened the port.
+// Opens returns how many times a host has opened the port (a first descriptor of the slave
+// was opened), up to now.
 func (p *PTY) Opens() int {
 	p.cur.Lock()
 	defer p.cur.Unlock()
-	return p.cur.opens
+	n := p.cur.opens
+	if p.cur.watch != nil {
+		st, _ := p.cur.watch.state()
+		n += st.opens
+	}
+	return n
 }
 
 // Plugs returns how many times the port has appeared: 1, plus one per injected disconnect
@@ -100,8 +111,10 @@ func (p *PTY) Close() error {
 	<-p.done
 	p.cur.Lock()
 	defer p.cur.Unlock()
-	if p.cur.watch != nil {
-		p.cur.watch.close()
+	if w := p.cur.watch; w != nil {
+		w.close()
+		st, _ := w.state()
+		p.cur.opens += st.opens
 		p.cur.watch = nil
 	}
 	if p.cur.master != nil {
@@ -191,7 +204,9 @@ func (p *PTY) run(ctx context.Context) error {
 		p.cur.Unlock()
 		err := p.serveHosts(ctx, master, w)
 		w.close()
+		st, _ := w.state()
 		p.cur.Lock()
+		p.cur.opens += st.opens
 		p.cur.watch = nil
 		p.cur.Unlock()
 		if !errors.Is(err, ErrDisconnected) {
@@ -221,22 +236,12 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 	if p.cfg.NoReset {
 		return p.serveNoReset(ctx, master, w)
 	}
-	holders := 0
 	for {
-		for holders <= 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case ev, ok := <-w.events:
-				if !ok {
-					return fmt.Errorf("marlinsim: watch pty: %w", w.err)
-				}
-				holders = max(0, holders+ev) // (a close of a descriptor opened before the watch)
-			}
+		st, err := w.waitHost(ctx)
+		if err != nil {
+			return err
 		}
-		p.cur.Lock()
-		p.cur.opens++
-		p.cur.Unlock()
+		closes := st.closes
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
@@ -255,14 +260,15 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 	session:
 		for {
 			select {
-			case ev, ok := <-w.events:
-				if !ok {
+			case <-w.changed:
+				st, err := w.state()
+				if err != nil {
 					cancel()
 					<-done
-					return fmt.Errorf("marlinsim: watch pty: %w", w.err)
+					return err
 				}
-				if holders += ev; holders <= 0 {
-					cancel() // the host closed the port
+				if st.closes != closes {
+					cancel() // the host closed the port (and may have opened it again)
 					serr = <-done
 					break session
 				}
@@ -277,19 +283,20 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 		if serr != nil && !errors.Is(serr, context.Canceled) {
 			p.Sim.logf("marlinsim: pty session: %v", serr)
 		}
-		if serr == nil && holders > 0 {
-			// Serve saw the host close (EIO) before inotify said so: wait for the close,
-			// so that only a real reopen starts the next session.
-			for holders > 0 {
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case ev, ok := <-w.events:
-					if !ok {
-						return fmt.Errorf("marlinsim: watch pty: %w", w.err)
-					}
-					holders += ev
-				}
+		// Serve saw the host close (EIO) before the close was counted: wait for it, so that
+		// only a real reopen starts the next session.
+		for serr == nil {
+			st, err := w.state()
+			if err != nil {
+				return err
+			}
+			if st.closes != closes {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-w.changed:
 			}
 		}
 	}
@@ -298,34 +305,12 @@ func (p *PTY) serveHosts(ctx context.Context, master *os.File, w *watcher) error
 // serveNoReset runs one firmware session from the first open of the slave until the session
 // ends by itself (an injected disconnect) or ctx is done: hosts closing and reopening the port
 // do not reset it (Config.NoReset). While no host holds the port, reads wait and what the
-// firmware prints is dropped.
+// firmware prints is dropped. Whether a host holds it is asked at each write, from the
+// watcher's exact count: a host's open comes before its first line, so before any answer.
 func (p *PTY) serveNoReset(ctx context.Context, master *os.File, w *watcher) error {
-	holders := 0
-	events := func(ev int, ok bool) error {
-		if !ok {
-			return fmt.Errorf("marlinsim: watch pty: %w", w.err)
-		}
-		was := holders
-		holders = max(0, holders+ev)
-		if was == 0 && holders > 0 {
-			p.cur.Lock()
-			p.cur.opens++
-			p.cur.Unlock()
-		}
-		return nil
+	if _, err := w.waitHost(ctx); err != nil {
+		return err
 	}
-	for holders <= 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok := <-w.events:
-			if err := events(ev, ok); err != nil {
-				return err
-			}
-		}
-	}
-	host := &hostGate{}
-	host.set(true)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
@@ -336,17 +321,16 @@ func (p *PTY) serveNoReset(ctx context.Context, master *os.File, w *watcher) err
 		}
 		master.SetDeadline(time.Time{})
 		flush(master)
-		done <- p.Sim.Serve(sctx, ptyStream{f: master, host: host})
+		done <- p.Sim.Serve(sctx, ptyStream{f: master, host: w})
 	}()
 	for {
 		select {
-		case ev, ok := <-w.events:
-			if err := events(ev, ok); err != nil {
+		case <-w.changed:
+			if _, err := w.state(); err != nil {
 				cancel()
 				<-done
 				return err
 			}
-			host.set(holders > 0)
 		case serr := <-done:
 			if errors.Is(serr, ErrDisconnected) || ctx.Err() != nil {
 				return cmpOr(serr, ctx.Err())
@@ -357,24 +341,6 @@ func (p *PTY) serveNoReset(ctx context.Context, master *os.File, w *watcher) err
 			return serr
 		}
 	}
-}
-
-// hostGate says whether a host holds the port, for a board that does not reset.
-type hostGate struct {
-	mu   sync.Mutex
-	open bool
-}
-
-func (g *hostGate) set(open bool) {
-	g.mu.Lock()
-	g.open = open
-	g.mu.Unlock()
-}
-
-func (g *hostGate) isOpen() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.open
 }
 
 func cmpOr(a, b error) error {
@@ -395,14 +361,31 @@ func flush(master *os.File) {
 	})
 }
 
-// watcher reports opens (+1) and closes (-1) of the pty slave by any process, from inotify:
-// unlike POLLHUP on the master, it sees a close and reopen however quickly they follow.
+// watcher counts the descriptors of the pty slave open in any process, from inotify: unlike
+// POLLHUP on the master, it sees a close and reopen however quickly they follow. The count is
+// read on demand: state takes every event the kernel has queued before it answers, so it is
+// exact for anything that happened before the call. (A count kept by a goroutine forwarding
+// events lags: a firmware answering a host's first line could find the host not there yet,
+// or the host before it still there.) changed is signalled after events were taken, and on
+// an error.
 type watcher struct {
-	f      *os.File
-	events chan int
-	err    error // set before events is closed
-	done   chan struct{}
-	once   sync.Once
+	f       *os.File
+	rc      syscall.RawConn
+	changed chan struct{} // capacity 1
+	ended   chan struct{} // closed when loop returns
+	once    sync.Once
+
+	mu  sync.Mutex
+	st  watchState
+	err error // the inotify descriptor failed or was closed
+	buf []byte
+}
+
+// watchState is what the watcher counted.
+type watchState struct {
+	holders int // descriptors of the slave open now
+	opens   int // times holders went from 0 to 1
+	closes  int // times holders went back to 0
 }
 
 func watch(path string) (*watcher, error) {
@@ -414,47 +397,137 @@ func watch(path string) (*watcher, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("marlinsim: inotify watch %s: %w", path, err)
 	}
-	w := &watcher{f: os.NewFile(uintptr(fd), "inotify"), events: make(chan int, 64), done: make(chan struct{})}
+	f := os.NewFile(uintptr(fd), "inotify")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("marlinsim: inotify: %w", err)
+	}
+	w := &watcher{
+		f: f, rc: rc,
+		changed: make(chan struct{}, 1),
+		ended:   make(chan struct{}),
+		buf:     make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1)),
+	}
 	go w.loop()
 	return w, nil
 }
 
+// loop takes events as the kernel queues them, so that waiters learn of them.
 func (w *watcher) loop() {
-	defer close(w.events)
-	buf := make([]byte, 64*(unix.SizeofInotifyEvent+unix.NAME_MAX+1))
+	defer close(w.ended)
 	for {
-		n, err := w.f.Read(buf)
-		if err != nil {
-			w.err = err
-			return
+		err := w.rc.Read(func(fd uintptr) bool {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.takeLocked(fd) // false: nothing queued, wait until readable
+		})
+		w.mu.Lock()
+		if err != nil && w.err == nil {
+			w.err = err // closed
 		}
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			off += unix.SizeofInotifyEvent + int(ev.Len)
-			var d int
-			switch {
-			case ev.Mask&unix.IN_OPEN != 0:
-				d = 1
-			case ev.Mask&unix.IN_CLOSE != 0:
-				d = -1
-			default:
-				continue
-			}
-			select {
-			case w.events <- d:
-			case <-w.done:
-				return
-			}
+		failed := w.err != nil
+		w.mu.Unlock()
+		w.signal()
+		if failed {
+			return
 		}
 	}
 }
 
+// takeLocked reads and counts every event queued on fd; w.mu is held. It reports whether
+// anything happened (events, or an error, which it records).
+func (w *watcher) takeLocked(fd uintptr) bool {
+	took := false
+	for w.err == nil {
+		n, err := unix.Read(int(fd), w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			return took
+		}
+		if err != nil || n <= 0 {
+			w.err = cmpOr(err, io.ErrUnexpectedEOF)
+			return true
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&w.buf[off]))
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+			switch {
+			case ev.Mask&unix.IN_OPEN != 0:
+				if w.st.holders++; w.st.holders == 1 {
+					w.st.opens++
+				}
+			case ev.Mask&unix.IN_CLOSE != 0:
+				// (A close of a descriptor opened before the watch is not counted.)
+				if w.st.holders > 0 {
+					if w.st.holders--; w.st.holders == 0 {
+						w.st.closes++
+					}
+				}
+			case ev.Mask&unix.IN_Q_OVERFLOW != 0:
+				w.err = errors.New("inotify queue overflow")
+			}
+		}
+		took = true
+	}
+	return true
+}
+
+// state takes the events queued now and returns the count.
+func (w *watcher) state() (watchState, error) {
+	w.mu.Lock()
+	took := false
+	if w.err == nil {
+		if err := w.rc.Control(func(fd uintptr) { took = w.takeLocked(fd) }); err != nil {
+			w.err = err
+		}
+	}
+	st, err := w.st, w.err
+	w.mu.Unlock()
+	if took {
+		w.signal()
+	}
+	if err != nil {
+		return st, fmt.Errorf("marlinsim: watch pty: %w", err)
+	}
+	return st, nil
+}
+
+// holding reports whether a host holds the port now.
+func (w *watcher) holding() bool {
+	st, err := w.state()
+	return err == nil && st.holders > 0
+}
+
+// waitHost waits until a host holds the port.
+func (w *watcher) waitHost(ctx context.Context) (watchState, error) {
+	for {
+		st, err := w.state()
+		if err != nil || st.holders > 0 {
+			return st, err
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-w.changed:
+		}
+	}
+}
+
+func (w *watcher) signal() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// close stops the watch; the count stays readable (state then returns an error with it).
 func (w *watcher) close() {
 	w.once.Do(func() {
-		close(w.done)
 		w.f.Close()
-		for range w.events {
-		}
+		<-w.ended
 	})
 }
 
@@ -475,7 +548,7 @@ func pause(ctx context.Context, d time.Duration) error {
 // are dropped meanwhile.
 type ptyStream struct {
 	f    *os.File
-	host *hostGate // nil: a host closing the port ends the stream
+	host *watcher // nil: a host closing the port ends the stream
 }
 
 // hostPoll is how often a read looks again for a host while none holds the port.
@@ -492,7 +565,7 @@ func (s ptyStream) Read(b []byte) (int, error) {
 }
 
 func (s ptyStream) Write(b []byte) (int, error) {
-	if s.host != nil && !s.host.isOpen() {
+	if s.host != nil && !s.host.holding() {
 		return len(b), nil
 	}
 	return s.f.Write(b)

@@ -90,7 +90,10 @@
 // moment later it prints "start") and close it (the session ends), however quickly a close
 // and a reopen follow each other; each open resets the firmware again, as DTR does on a real
 // board, unless Config.NoReset: then the firmware boots at the first open and runs on across
-// closes and reopens, as a native-USB board does. (POLLHUP on the master was tried first: it misses a quick close and reopen.) A
+// closes and reopens, as a native-USB board does, dropping what it prints while no host holds
+// the port. The count of open descriptors takes every queued event when it is asked, so it is
+// exact for whatever happened before: a host's first line is answered however soon after the
+// open it comes. (POLLHUP on the master was tried first: it misses a quick close and reopen.) A
 // FaultDisconnect closes the master (the host's reads fail, as when a USB cable is pulled)
 // and, after Config.ReplugAfter, opens a new pty; Config.Link names a symlink kept pointing at
 // the current slave, the way /dev/serial/by-id names follow a replugged printer.
