@@ -226,8 +226,7 @@ func (s actions) deleteFile(q *request, path string) error {
 	if q.p.inUse(path) {
 		return errorf(http.StatusConflict, "file is being printed")
 	}
-	err := q.p.Files.Delete(path)
-	s.record(q, "delete", map[string]string{"file": path}, err)
+	err := s.act(q, "delete", map[string]string{"file": path}, func() error { return q.p.Files.Delete(path) })
 	if err != nil {
 		return err
 	}
