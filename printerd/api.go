@@ -148,8 +148,12 @@ func decodeJSON(q *request, v any) error {
 	b, err := io.ReadAll(http.MaxBytesReader(q.w, q.r.Body, maxJSONBody))
 	if err != nil {
 		var me *http.MaxBytesError
+		var he *httpError
 		if errors.As(err, &me) {
 			return errorf(http.StatusRequestEntityTooLarge, "request body too large")
+		}
+		if errors.As(err, &he) {
+			return err // a body too slow (408)
 		}
 		return errorf(http.StatusBadRequest, "reading the request body failed")
 	}

@@ -160,6 +160,11 @@ func (f *fileReader) Read(p []byte) (int, error) {
 // It is written ahead: the intent is on disk before the first byte is stored, and the outcome
 // names the file (or the folder an upload form created).
 func (s actions) receiveUpload(q *request, defaultPath string) (uploadResult, error) {
+	release, err := s.limits.uploads.acquire(s.deviceKey(q.remote))
+	if err != nil {
+		return uploadResult{}, err
+	}
+	defer release()
 	in, err := s.begin(q, audit.ActionUpload, nil)
 	if err != nil {
 		return uploadResult{}, err
