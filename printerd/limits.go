@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +27,13 @@ import (
 //     minimum rate (MinBodyRate, averaged from the first read, checked after BodyIdle); a
 //     slower body ends the request with 408 and the connection is closed.
 //
+// And memory: a flood of refused connections makes garbage (the stack's endpoints, buffers)
+// faster than the heap goal brings a collection, and the goal is high: the WireGuard
+// device's batch buffers count as live heap though few of their pages are ever touched. So
+// while connections are refused, the heap is collected and returned to the system every
+// trimEvery (debug.FreeOSMemory, a few milliseconds of CPU), and once more after the last
+// refusal: the daemon's memory comes back near its idle size within seconds of a flood.
+//
 // The headers are bounded by http.Server's ReadHeaderTimeout and MaxHeaderBytes.
 
 // Defaults of the Config fields of the same names.
@@ -42,6 +50,64 @@ const (
 type limits struct {
 	conns   *counter
 	uploads *counter
+
+	trim struct {
+		sync.Mutex
+		timer    *time.Timer // armed while connections are refused; nil otherwise
+		refused  bool        // a refusal since the last trim
+		before   int         // open connections when the refusals began
+		last     time.Time   // the last refusal
+		stopped  bool        // Close: no more trims
+		collects int         // trims so far (tests)
+	}
+}
+
+// trimEvery is how often memory is returned to the system while connections are refused;
+// trimAfter how long after the last refusal at most.
+const (
+	trimEvery = time.Second
+	trimAfter = time.Minute
+)
+
+// pressure notes a refusal and arms the trim.
+func (l *limits) pressure() {
+	l.trim.Lock()
+	defer l.trim.Unlock()
+	l.trim.refused = true
+	l.trim.last = time.Now()
+	if l.trim.timer == nil && !l.trim.stopped {
+		_, l.trim.before = l.conns.open("")
+		l.trim.timer = time.AfterFunc(trimEvery, l.trimMemory)
+	}
+}
+
+// trimMemory collects the heap and returns its free pages to the system. It stays armed while
+// refusals go on and, for at most trimAfter after the last, until the connections the flood
+// left open (those within the caps, cut by the body rate) are gone.
+func (l *limits) trimMemory() {
+	debug.FreeOSMemory()
+	l.trim.Lock()
+	defer l.trim.Unlock()
+	l.trim.collects++
+	_, open := l.conns.open("")
+	busy := open > l.trim.before && time.Since(l.trim.last) < trimAfter
+	if (l.trim.refused || busy) && !l.trim.stopped {
+		l.trim.refused = false
+		l.trim.timer.Reset(trimEvery)
+		return
+	}
+	l.trim.timer = nil
+}
+
+// stop disarms the trim for good.
+func (l *limits) stop() {
+	l.trim.Lock()
+	defer l.trim.Unlock()
+	l.trim.stopped = true
+	if l.trim.timer != nil {
+		l.trim.timer.Stop()
+		l.trim.timer = nil
+	}
 }
 
 // counter is a per-key and total count under caps.
@@ -122,6 +188,7 @@ func (l limitListener) Accept() (net.Conn, error) {
 		release, refused := l.s.limits.conns.acquire(key)
 		if refused != nil {
 			l.s.metrics.refusedConn()
+			l.s.limits.pressure()
 			refuseConn(c, refused.Error())
 			continue
 		}
@@ -159,6 +226,7 @@ type slowBody struct {
 	minRate int64 // bytes per second
 	start   time.Time
 	n       int64
+	eof     bool
 	err     error
 }
 
@@ -180,6 +248,7 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	b.n += int64(n)
 	switch {
 	case err == io.EOF:
+		b.eof = true
 		b.rc.SetReadDeadline(time.Time{}) // the server's background read must not time out
 	case err != nil:
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
@@ -196,10 +265,23 @@ func (b *slowBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// boundBody puts r's body, if it has one, under the idle timeout and the minimum rate.
-func (s *Server) boundBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return
+// finish is called when the handler is done. net/http then reads what is left of the body
+// (up to 256 KiB, to keep the connection) with no deadline of its own: it gets half a second,
+// enough for what a client already sent, not for a body that trickles; after that the
+// connection is closed after the response.
+func (b *slowBody) finish() {
+	if !b.eof {
+		b.rc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	}
-	r.Body = &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: s.cfg.BodyIdle, minRate: s.cfg.MinBodyRate}
+}
+
+// boundBody puts r's body, if it has one, under the idle timeout and the minimum rate; nil
+// when it has none.
+func (s *Server) boundBody(w http.ResponseWriter, r *http.Request) *slowBody {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	b := &slowBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: s.cfg.BodyIdle, minRate: s.cfg.MinBodyRate}
+	r.Body = b
+	return b
 }

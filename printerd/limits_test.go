@@ -96,6 +96,11 @@ func TestConnCaps(t *testing.T) {
 	if !strings.Contains(h.do(req{method: "GET", target: "/metrics", from: adminAddr, to: gwAddr}).Body.String(), "printgate_http_connections_refused_total 2") {
 		t.Error("metrics do not count the two refused connections")
 	}
+	waitFor(t, "the heap returned to the system after the refusals", func() bool {
+		h.s.limits.trim.Lock()
+		defer h.s.limits.trim.Unlock()
+		return h.s.limits.trim.collects > 0
+	})
 }
 
 // TestUploadCaps: a device's second upload while its first is in progress is 429; another

@@ -448,6 +448,7 @@ func (s *Server) Close() error {
 	s.mu.closed = true
 	servers, listeners := s.mu.servers, s.mu.listeners
 	s.mu.Unlock()
+	s.limits.stop()
 	s.cancel()
 	for _, l := range listeners {
 		l.Close()

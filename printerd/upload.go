@@ -162,6 +162,7 @@ func (f *fileReader) Read(p []byte) (int, error) {
 func (s actions) receiveUpload(q *request, defaultPath string) (uploadResult, error) {
 	release, err := s.limits.uploads.acquire(s.deviceKey(q.remote))
 	if err != nil {
+		s.limits.pressure()
 		return uploadResult{}, err
 	}
 	defer release()
