@@ -41,7 +41,7 @@ const (
 	DefaultMaxConnsPerDevice   = 32
 	DefaultMaxConns            = 512
 	DefaultMaxUploadsPerDevice = 2
-	DefaultMaxUploads          = 8
+	DefaultMaxUploads          = 16
 	DefaultMinBodyRate         = 1024 // bytes per second
 	DefaultBodyIdle            = 20 * time.Second
 )
