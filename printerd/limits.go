@@ -31,8 +31,9 @@ import (
 // faster than the heap goal brings a collection, and the goal is high: the WireGuard
 // device's batch buffers count as live heap though few of their pages are ever touched. So
 // while connections are refused, the heap is collected and returned to the system every
-// trimEvery (debug.FreeOSMemory, a few milliseconds of CPU), and once more after the last
-// refusal: the daemon's memory comes back near its idle size within seconds of a flood.
+// trimEvery (debug.FreeOSMemory, a few milliseconds of CPU), and after the last refusal until
+// the flood's own connections are gone: the daemon's memory comes back near its idle size
+// within seconds of a flood.
 //
 // The headers are bounded by http.Server's ReadHeaderTimeout and MaxHeaderBytes.
 
