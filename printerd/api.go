@@ -148,8 +148,12 @@ func decodeJSON(q *request, v any) error {
 	b, err := io.ReadAll(http.MaxBytesReader(q.w, q.r.Body, maxJSONBody))
 	if err != nil {
 		var me *http.MaxBytesError
+		var he *httpError
 		if errors.As(err, &me) {
 			return errorf(http.StatusRequestEntityTooLarge, "request body too large")
+		}
+		if errors.As(err, &he) {
+			return err // a body too slow (408)
 		}
 		return errorf(http.StatusBadRequest, "reading the request body failed")
 	}
@@ -226,8 +230,7 @@ func (s actions) deleteFile(q *request, path string) error {
 	if q.p.inUse(path) {
 		return errorf(http.StatusConflict, "file is being printed")
 	}
-	err := q.p.Files.Delete(path)
-	s.record(q, "delete", map[string]string{"file": path}, err)
+	err := s.act(q, "delete", map[string]string{"file": path}, func() error { return q.p.Files.Delete(path) })
 	if err != nil {
 		return err
 	}

@@ -265,7 +265,7 @@ func (s native) nEnroll(q *request) error {
 		return err
 	}
 	e, err := d.Enroll(req)
-	s.end(in, err)
+	s.end(in, err, nil)
 	if err != nil {
 		if errors.Is(err, enroll.ErrInvalid) {
 			return errorf(http.StatusBadRequest, "%v", err)
@@ -303,7 +303,7 @@ func (s native) nRevoke(q *request) error {
 		return err
 	}
 	_, err = d.Revoke(name)
-	s.end(in, err)
+	s.end(in, err, nil)
 	if err != nil {
 		if errors.Is(err, enroll.ErrNotFound) {
 			return errorf(http.StatusNotFound, "no device named %q", clip(name, 40))

@@ -544,8 +544,7 @@ func (s octoprint) opToolCommand(q *request) error {
 		if jobActive(q.p.Printer.Status().State) {
 			return errorf(http.StatusConflict, "printer is busy with a job")
 		}
-		err = s.sendLines(ctx, q, []string{"T" + n})
-		s.record(q, "tool", map[string]string{"tool": body.Tool}, err)
+		err = s.sendAudited(ctx, q, "tool", map[string]string{"tool": body.Tool}, []string{"T" + n})
 	case "extrude":
 		if body.Amount == nil {
 			return errorf(http.StatusBadRequest, "extrude needs an amount")
@@ -559,13 +558,13 @@ func (s octoprint) opToolCommand(q *request) error {
 		} else {
 			move += " F300"
 		}
-		err = s.sendLines(ctx, q, []string{"M83", move, "M82"})
-		s.record(q, "extrude", map[string]string{"line": move}, err)
+		err = s.sendAudited(ctx, q, "extrude", map[string]string{"line": move}, []string{"M83", move, "M82"})
 	case "flowrate":
 		if body.Factor == nil {
 			return errorf(http.StatusBadRequest, "flowrate needs a factor")
 		}
-		err = s.sendLines(ctx, q, []string{"M221 S" + fmtNum(*body.Factor)})
+		line := "M221 S" + fmtNum(*body.Factor)
+		err = s.sendAudited(ctx, q, "flowrate", map[string]string{"line": line}, []string{line})
 	default:
 		return errorf(http.StatusBadRequest, "unknown tool command %q", clip(body.Command, 20))
 	}
@@ -660,7 +659,8 @@ func (s octoprint) opPrintheadCommand(q *request) error {
 		if f > 0 && f <= 2 && f != float64(int(f)) {
 			f *= 100 // OctoPrint accepts 0..1 fractions and percentages alike
 		}
-		err = s.sendLines(ctx, q, []string{"M220 S" + fmtNum(f)})
+		line := "M220 S" + fmtNum(f)
+		err = s.sendAudited(ctx, q, "feedrate", map[string]string{"line": line}, []string{line})
 	default:
 		return errorf(http.StatusBadRequest, "unknown printhead command %q", clip(body.Command, 20))
 	}
@@ -717,8 +717,7 @@ func (s octoprint) opCommand(q *request) error {
 	if !operational(q.p.Printer.Status().State) {
 		return notOperational
 	}
-	err := s.sendLines(q.r.Context(), q, split)
-	s.record(q, audit.ActionTerminal, map[string]string{"lines": clip(strings.Join(split, "; "), 500)}, err)
+	err := s.sendAudited(q.r.Context(), q, audit.ActionTerminal, map[string]string{"lines": clip(strings.Join(split, "; "), 500)}, split)
 	if err != nil {
 		return err
 	}

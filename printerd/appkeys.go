@@ -3,6 +3,7 @@ package printerd
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"sort"
 	"sync"
@@ -263,9 +264,17 @@ func (s native) nAppKeyDecision(q *request) error {
 	if s.cfg.Devices == nil {
 		return errorf(http.StatusServiceUnavailable, "devices are not available on this gateway")
 	}
-	key, err := s.cfg.Devices.RotateAPIKey(r.Peer, role)
 	args["role"] = string(role)
-	s.record(q, "appkey.grant", args, err)
+	var key string
+	err := s.act(q, "appkey.grant", args, func() error {
+		var err error
+		key, err = s.cfg.Devices.RotateAPIKey(r.Peer, role)
+		return err
+	})
+	var he *httpError
+	if errors.As(err, &he) {
+		return err
+	}
 	if err != nil {
 		return conflict(err)
 	}

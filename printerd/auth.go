@@ -39,6 +39,9 @@ func (s *Server) handler(f face, p *printer) http.Handler {
 func (s *Server) front(next http.Handler, p *printer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setSecurityHeaders(w.Header(), r.Host)
+		if b := s.boundBody(w, r); b != nil {
+			defer b.finish()
+		}
 		if err := s.checkHost(r, p); err != nil {
 			s.metrics.request("host", http.StatusMisdirectedRequest)
 			s.writeError(w, r, err)

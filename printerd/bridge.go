@@ -121,7 +121,16 @@ func (s bridge) bridgeConn(p *printer, c net.Conn) {
 		p.bridge.Unlock()
 	}()
 	q := &request{caller: caller, role: enroll.Admin, p: p, remote: remote}
-	s.record(q, "bridge.open", nil, nil)
+	// The session is the action: its intent is on disk before the first line reaches the
+	// printer (accepted lines are not recorded one by one). Without it only the emergency
+	// stops go through.
+	stopsOnly := false
+	if in, err := s.begin(q, "bridge.open", nil); err != nil {
+		stopsOnly = true
+		w.line("printgate: the audit log cannot be written on the gateway's disk (is it full?): only M112, M108 and M410 are accepted")
+	} else {
+		s.end(in, nil, nil)
+	}
 	defer s.record(q, "bridge.close", nil, nil)
 	s.logf("printerd: bridge %s: %s connected", p.name, caller.Name)
 
@@ -186,7 +195,12 @@ func (s bridge) bridgeConn(p *printer, c net.Conn) {
 			w.line("printgate: this device is no longer an admin of this gateway")
 			return
 		}
-		replies := s.bridgeLine(ctx, q, sc.Text())
+		var replies []string
+		if stopsOnly && !isStop(unframedCmd(sc.Text())) {
+			replies = []string{"echo:printgate refused: no audit record can be written; only M112, M108 and M410 are accepted", "ok"}
+		} else {
+			replies = s.bridgeLine(ctx, q, sc.Text())
+		}
 		flush()
 		for _, reply := range replies {
 			if w.line(reply) != nil {
@@ -245,6 +259,13 @@ func unframe(line string) (cmd string, n int64, ok bool) {
 		line = strings.TrimSpace(line[i:])
 	}
 	return line, n, true
+}
+
+// unframedCmd is a host line without its line number and checksum ("" when the checksum is
+// wrong).
+func unframedCmd(line string) string {
+	cmd, _, _ := unframe(line)
+	return cmd
 }
 
 // bridgeLine handles one host line and returns the replies.

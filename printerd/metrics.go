@@ -19,6 +19,7 @@ type metrics struct {
 		requests map[[2]string]uint64 // route pattern, status
 		refusals map[string]uint64    // rule
 		denied   uint64
+		refused  uint64 // connections over a cap
 	}
 }
 
@@ -38,6 +39,12 @@ func (m *metrics) request(route string, code int) {
 func (m *metrics) refusal(rule string) {
 	m.mu.Lock()
 	m.mu.refusals[rule]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) refusedConn() {
+	m.mu.Lock()
+	m.mu.refused++
 	m.mu.Unlock()
 }
 
@@ -73,6 +80,17 @@ func (s *Server) writeMetrics(w io.Writer) {
 	fmt.Fprintln(w, "# HELP printgate_http_denied_total Requests refused for identity, role, key or origin.")
 	fmt.Fprintln(w, "# TYPE printgate_http_denied_total counter")
 	fmt.Fprintf(w, "printgate_http_denied_total %d\n", m.mu.denied)
+	fmt.Fprintln(w, "# HELP printgate_http_connections_refused_total Connections refused over a per-device or total cap.")
+	fmt.Fprintln(w, "# TYPE printgate_http_connections_refused_total counter")
+	fmt.Fprintf(w, "printgate_http_connections_refused_total %d\n", m.mu.refused)
+	_, conns := s.limits.conns.open("")
+	_, uploads := s.limits.uploads.open("")
+	fmt.Fprintln(w, "# HELP printgate_http_connections_open Open HTTP connections.")
+	fmt.Fprintln(w, "# TYPE printgate_http_connections_open gauge")
+	fmt.Fprintf(w, "printgate_http_connections_open %d\n", conns)
+	fmt.Fprintln(w, "# HELP printgate_uploads_in_progress Uploads being received.")
+	fmt.Fprintln(w, "# TYPE printgate_uploads_in_progress gauge")
+	fmt.Fprintf(w, "printgate_uploads_in_progress %d\n", uploads)
 	fmt.Fprintln(w, "# HELP printgate_policy_refusals_total G-code lines refused by the safety policy at the API, by rule.")
 	fmt.Fprintln(w, "# TYPE printgate_policy_refusals_total counter")
 	for _, r := range sortedKeys(m.mu.refusals) {

@@ -362,7 +362,8 @@ func TestJobCommands(t *testing.T) {
 	if w := h.do(req{method: "DELETE", target: "/api/files/local/a.gcode", from: operatorAddr}); w.Code != http.StatusNoContent {
 		t.Errorf("delete after cancel = %d, want 204", w.Code)
 	}
-	want := []string{"upload", "start", "pause", "cancel", "start", "cancel", "delete"}
+	// each written ahead: an intent, then its outcome
+	want := []string{"upload", "upload", "start", "start", "pause", "pause", "cancel", "cancel", "start", "start", "cancel", "cancel", "delete", "delete"}
 	got := h.audit.actions()
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("audit actions = %v, want %v", got, want)

@@ -33,48 +33,11 @@ func (s actions) record(q *request, action string, args map[string]string, err e
 	if err != nil {
 		res = err.Error()
 	}
-	if q.p != nil {
-		if args == nil {
-			args = map[string]string{}
-		}
-		args["printer"] = q.p.name
-	}
-	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: args, Result: res}
+	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: withPrinter(q, args), Result: res}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if aerr := s.cfg.Audit.Append(ctx, rec); aerr != nil {
-		s.errorf("printerd: audit %s: %v", action, aerr)
-	}
-}
-
-// begin writes the intent of q's action to the audit log before it is applied
-// (audit.Begin): when that fails the action must not be applied, and the error is 507. With
-// no audit log configured it records nothing and returns a nil intent.
-func (s actions) begin(q *request, action string, args map[string]string) (*audit.Intent, error) {
-	if s.cfg.Audit == nil {
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rec := audit.Record{Peer: q.caller.Name, Key: q.caller.PublicKey, Role: string(q.role), Action: action, Args: args}
-	in, err := audit.Begin(ctx, s.cfg.Audit, rec)
-	if err != nil {
-		s.errorf("printerd: %v", err)
-		return nil, &httpError{code: http.StatusInsufficientStorage, err: err,
-			msg: action + " refused: its audit record could not be written on the gateway's disk (is it full?); nothing was changed"}
-	}
-	return in, nil
-}
-
-// end records the outcome of a begun action.
-func (s actions) end(in *audit.Intent, err error) {
-	if in == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if aerr := in.End(ctx, err, nil); aerr != nil {
-		s.errorf("printerd: audit outcome: %v (the intent is on record)", aerr)
+		s.errorf("printerd: audit %s by %s (%s, result %q) not recorded: %v", action, q.caller.Name, describeArgs(rec.Args), clip(res, 120), aerr)
 	}
 }
 
@@ -207,9 +170,7 @@ func (s actions) setTargets(ctx context.Context, q *request, targets map[string]
 	if len(lines) == 0 {
 		return errorf(http.StatusBadRequest, "no targets given")
 	}
-	err := s.sendLines(ctx, q, lines)
-	s.record(q, "temperature", map[string]string{"lines": strings.Join(lines, "; ")}, err)
-	return err
+	return s.sendAudited(ctx, q, "temperature", map[string]string{"lines": strings.Join(lines, "; ")}, lines)
 }
 
 // jog moves the head relative to where it is, inside the volume the policy allows.
@@ -226,9 +187,7 @@ func (s actions) jog(ctx context.Context, q *request, x, y, z, feed float64) err
 	if feed > 0 {
 		move += " F" + fmtNum(feed)
 	}
-	err := s.sendLines(ctx, q, []string{"G91", move, "G90"})
-	s.record(q, "move", map[string]string{"line": move}, err)
-	return err
+	return s.sendAudited(ctx, q, "move", map[string]string{"line": move}, []string{"G91", move, "G90"})
 }
 
 // home homes the given axes ("x", "y", "z"); none means all.
@@ -243,9 +202,7 @@ func (s actions) home(ctx context.Context, q *request, axes []string) error {
 		seen[a] = true
 		line += " " + a
 	}
-	err := s.sendLines(ctx, q, []string{line})
-	s.record(q, "move", map[string]string{"line": line}, err)
-	return err
+	return s.sendAudited(ctx, q, "move", map[string]string{"line": line}, []string{line})
 }
 
 // terminal sends admin-typed lines (each still through the policy).
@@ -255,9 +212,7 @@ func (s actions) terminal(ctx context.Context, q *request, lines []string) error
 			return errorf(http.StatusBadRequest, "command line too long")
 		}
 	}
-	err := s.sendLines(ctx, q, lines)
-	s.record(q, audit.ActionTerminal, map[string]string{"lines": clip(strings.Join(lines, "; "), 500)}, err)
-	return err
+	return s.sendAudited(ctx, q, audit.ActionTerminal, map[string]string{"lines": clip(strings.Join(lines, "; "), 500)}, lines)
 }
 
 // selectFile makes path the selected file (OctoPrint's select).
@@ -281,9 +236,7 @@ func (s actions) selectFile(q *request, path string) error {
 
 // startFile prints path from its beginning.
 func (s actions) startFile(ctx context.Context, q *request, path string) error {
-	err := s.startFileLocked(ctx, q, path)
-	s.record(q, audit.ActionStart, map[string]string{"file": path}, err)
-	return err
+	return s.act(q, audit.ActionStart, map[string]string{"file": path}, func() error { return s.startFileLocked(ctx, q, path) })
 }
 
 func (s actions) startFileLocked(ctx context.Context, q *request, path string) error {
@@ -323,8 +276,8 @@ func (p *printer) inUse(path string) bool {
 func (s actions) jobAction(ctx context.Context, q *request, action string) error {
 	p := q.p
 	st := p.Printer.Status().State
-	var err error
 	var auditAction string
+	var do func() error
 	switch action {
 	case "start":
 		p.mu.Lock()
@@ -344,10 +297,14 @@ func (s actions) jobAction(ctx context.Context, q *request, action string) error
 		p.mu.Lock()
 		path := p.mu.jobPath
 		p.mu.Unlock()
-		err := p.Printer.Cancel()
-		s.record(q, audit.ActionCancel, map[string]string{"for": "restart"}, err)
+		err := s.act(q, audit.ActionCancel, map[string]string{"for": "restart"}, func() error {
+			if err := p.Printer.Cancel(); err != nil {
+				return conflict(err)
+			}
+			return nil
+		})
 		if err != nil {
-			return conflict(err)
+			return err
 		}
 		if err := waitState(ctx, p.Printer, marlin.Operational, 60*time.Second); err != nil {
 			return conflict(fmt.Errorf("restart: %w", err))
@@ -357,7 +314,7 @@ func (s actions) jobAction(ctx context.Context, q *request, action string) error
 		if !jobActive(st) || st == marlin.Cancelling {
 			return errorf(http.StatusConflict, "no job to cancel")
 		}
-		auditAction, err = audit.ActionCancel, p.Printer.Cancel()
+		auditAction, do = audit.ActionCancel, p.Printer.Cancel
 	case "toggle":
 		switch st {
 		case marlin.Printing:
@@ -370,20 +327,21 @@ func (s actions) jobAction(ctx context.Context, q *request, action string) error
 		if st != marlin.Printing {
 			return errorf(http.StatusConflict, "no printing job to pause")
 		}
-		auditAction, err = audit.ActionPause, p.Printer.Pause()
+		auditAction, do = audit.ActionPause, p.Printer.Pause
 	case "resume":
 		if st != marlin.Paused && st != marlin.Pausing { // a pause during heat-up may still be parking
 			return errorf(http.StatusConflict, "no paused job to resume")
 		}
-		auditAction, err = audit.ActionResume, p.Printer.Resume()
+		auditAction, do = audit.ActionResume, p.Printer.Resume
 	default:
 		return errorf(http.StatusBadRequest, "unknown job action %q", clip(action, 20))
 	}
-	if err != nil {
-		err = conflict(err)
-	}
-	s.record(q, auditAction, nil, err)
-	return err
+	return s.act(q, auditAction, nil, func() error {
+		if err := do(); err != nil {
+			return conflict(err)
+		}
+		return nil
+	})
 }
 
 // waitState polls until the printer reaches want.
@@ -407,25 +365,27 @@ func waitState(ctx context.Context, pr interface{ Status() marlin.Status }, want
 
 // connection connects or disconnects the printer.
 func (s actions) connection(q *request, action string) error {
-	var err error
+	var do func() error
 	switch action {
 	case "connect":
-		err = q.p.Printer.Connect()
+		do = q.p.Printer.Connect
 	case "disconnect":
-		err = q.p.Printer.Disconnect()
+		do = q.p.Printer.Disconnect
 	case "fake_ack":
 		return nil
 	default:
 		return errorf(http.StatusBadRequest, "unknown connection command %q", clip(action, 20))
 	}
-	if err != nil {
-		err = conflict(err)
-	}
-	s.record(q, "connection", map[string]string{"command": action}, err)
-	return err
+	return s.act(q, "connection", map[string]string{"command": action}, func() error {
+		if err := do(); err != nil {
+			return conflict(err)
+		}
+		return nil
+	})
 }
 
-// emergency sends M112 ahead of everything.
+// emergency sends M112 ahead of everything. It is recorded after, never written ahead: a
+// slow or full disk must not delay or block a stop.
 func (s actions) emergency(q *request) error {
 	err := q.p.Printer.Emergency()
 	s.record(q, audit.ActionEmergency, nil, err)

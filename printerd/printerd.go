@@ -215,6 +215,21 @@ type Config struct {
 	// MaxUpload caps one upload's file in bytes; zero means files.DefaultMaxSize. The request
 	// body may be at most 1 MiB larger (form fields and multipart framing).
 	MaxUpload int64
+	// MaxConnsPerDevice caps the open HTTP connections of one device (one peer; an address
+	// no peer owns counts as one device); zero means DefaultMaxConnsPerDevice. MaxConns caps
+	// them for the whole server; zero means DefaultMaxConns. A connection over a cap is
+	// answered 429 and closed before any HTTP is read.
+	MaxConnsPerDevice, MaxConns int
+	// MaxUploadsPerDevice caps one device's uploads in progress; zero means
+	// DefaultMaxUploadsPerDevice. MaxUploads caps them for the whole server; zero means
+	// DefaultMaxUploads. An upload over a cap is answered 429 before its body is read.
+	MaxUploadsPerDevice, MaxUploads int
+	// MinBodyRate is the slowest a request body may arrive, in bytes per second averaged
+	// from its first byte, checked once BodyIdle has passed; zero means DefaultMinBodyRate.
+	// BodyIdle is the longest a body may send nothing; zero means DefaultBodyIdle. A slower
+	// body ends its request with 408 and its connection.
+	MinBodyRate int64
+	BodyIdle    time.Duration
 	// Metrics, when set, writes extra Prometheus text lines (e.g. revocation_apply_seconds)
 	// at the end of /metrics.
 	Metrics func(w io.Writer)
@@ -245,6 +260,7 @@ type Server struct {
 	appkeys  *appKeys
 	sessions *sessions
 	metrics  *metrics
+	limits   *limits
 
 	ctx    context.Context // canceled by Close: ends push sockets and streams
 	cancel context.CancelFunc
@@ -284,6 +300,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxUpload == 0 {
 		cfg.MaxUpload = files.DefaultMaxSize
 	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{{&cfg.MaxConnsPerDevice, DefaultMaxConnsPerDevice}, {&cfg.MaxConns, DefaultMaxConns},
+		{&cfg.MaxUploadsPerDevice, DefaultMaxUploadsPerDevice}, {&cfg.MaxUploads, DefaultMaxUploads}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MinBodyRate == 0 {
+		cfg.MinBodyRate = DefaultMinBodyRate
+	}
+	if cfg.BodyIdle == 0 {
+		cfg.BodyIdle = DefaultBodyIdle
+	}
+	if cfg.MaxConnsPerDevice < 0 || cfg.MaxConns < 0 || cfg.MaxUploadsPerDevice < 0 || cfg.MaxUploads < 0 || cfg.MinBodyRate < 0 || cfg.BodyIdle < 0 {
+		return nil, errors.New("printerd: config: negative limit")
+	}
 	if cfg.MaxUpload < 0 {
 		return nil, fmt.Errorf("printerd: config: negative MaxUpload %d", cfg.MaxUpload)
 	}
@@ -294,6 +328,10 @@ func New(cfg Config) (*Server, error) {
 		printers: map[string]*printer{},
 		sessions: newSessions(),
 		metrics:  newMetrics(),
+		limits: &limits{
+			conns:   newCounter("connections", cfg.MaxConnsPerDevice, cfg.MaxConns),
+			uploads: newCounter("uploads", cfg.MaxUploadsPerDevice, cfg.MaxUploads),
+		},
 	}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
@@ -392,7 +430,7 @@ func (s *Server) serve(l net.Listener, h http.Handler) error {
 	}
 	s.mu.servers = append(s.mu.servers, srv)
 	s.mu.Unlock()
-	err := srv.Serve(l)
+	err := srv.Serve(limitListener{Listener: l, s: s})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -410,6 +448,7 @@ func (s *Server) Close() error {
 	s.mu.closed = true
 	servers, listeners := s.mu.servers, s.mu.listeners
 	s.mu.Unlock()
+	s.limits.stop()
 	s.cancel()
 	for _, l := range listeners {
 		l.Close()

@@ -156,15 +156,30 @@ func (f *fileReader) Read(p []byte) (int, error) {
 // receiveUpload reads an upload request (OctoPrint's form: file, path, select, print,
 // noOverwrite, foldername) into q's printer's store. defaultPath is the folder when the form
 // names none.
+//
+// It is written ahead: the intent is on disk before the first byte is stored, and the outcome
+// names the file (or the folder an upload form created).
 func (s actions) receiveUpload(q *request, defaultPath string) (uploadResult, error) {
-	res, err := s.receiveUploadLocked(q, defaultPath)
-	if err != nil || !res.folder {
-		args := map[string]string{"file": res.info.Path}
-		if err != nil {
-			args["file"] = ""
-		}
-		s.record(q, audit.ActionUpload, args, err)
+	release, err := s.limits.uploads.acquire(s.deviceKey(q.remote))
+	if err != nil {
+		s.limits.pressure()
+		return uploadResult{}, err
 	}
+	defer release()
+	in, err := s.begin(q, audit.ActionUpload, nil)
+	if err != nil {
+		return uploadResult{}, err
+	}
+	res, err := s.receiveUploadLocked(q, defaultPath)
+	var extra map[string]string
+	switch {
+	case err != nil:
+	case res.folder:
+		extra = map[string]string{"folder": res.info.Path}
+	default:
+		extra = map[string]string{"file": res.info.Path}
+	}
+	s.end(in, err, extra)
 	return res, err
 }
 
@@ -329,11 +344,9 @@ func (s actions) makeFolder(q *request, form uploadForm) (uploadResult, error) {
 	}
 	p := joinPath(form.path, form.foldername)
 	if err := q.p.Files.MkdirAll(p); err != nil {
-		s.record(q, "mkdir", map[string]string{"folder": p}, err)
 		return uploadResult{}, err
 	}
 	info, err := q.p.Files.Stat(p)
-	s.record(q, "mkdir", map[string]string{"folder": p}, err)
 	if err != nil {
 		return uploadResult{}, err
 	}

@@ -19,9 +19,10 @@ the first record that was edited, removed, inserted or reordered. On success it 
 of records and the head of the chain (sequence and hash): keep the head elsewhere to detect a
 log cut short later.
 
-Enrollments and revocations are recorded before they are applied (an intent, then its outcome):
-verify also lists every intent without an outcome, an action a crash interrupted, which may or
-may not have been applied.`,
+Every action is recorded before it is applied (an intent, then its outcome): enrollments,
+revocations, and every printer and file action; only emergency stops are sent first and recorded
+after. verify also lists every intent without an outcome, an action a crash interrupted, which
+may or may not have been applied.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
 			return func(ctx context.Context, e *env, args []string) error {

@@ -41,3 +41,16 @@ func (g *Gateway) end(in *audit.Intent, err error, p enroll.Peer) {
 		g.logf("gateway: audit outcome: %v (the intent is on record)", aerr)
 	}
 }
+
+// noAudit stands in for an audit log that could not be opened at start: every append fails,
+// so printerd refuses every action that must be written ahead (507) and logs the
+// emergency stops it sends anyway, instead of acting unrecorded.
+type noAudit struct{ path string }
+
+func (n noAudit) Append(context.Context, audit.Record) error {
+	return fmt.Errorf("the audit log %s could not be opened at start (see the gateway's log)", n.path)
+}
+
+func (n noAudit) Tail(int) ([]audit.Record, error) {
+	return nil, fmt.Errorf("the audit log %s could not be opened at start", n.path)
+}

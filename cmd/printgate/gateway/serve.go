@@ -106,6 +106,8 @@ func (g *Gateway) startWeb() (*webServers, error) {
 		cfg.Audit = g.audit
 		path := audit.Path(g.cfg.StateDir)
 		cfg.VerifyAudit = func() (audit.Head, error) { return audit.VerifyFile(path) }
+	} else {
+		cfg.Audit = noAudit{audit.Path(g.cfg.StateDir)} // actions refused (507), stops still sent
 	}
 	srv, err := printerd.New(cfg)
 	if err != nil {
