@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,9 @@ import (
 // /download; printgate: GET /downloads/files/local/NAME). Then PRINTGATE_BENCH_DEVICES
 // (default 8) devices, each its own WireGuard client in its own namespace, upload
 // MB/devices MB each at once to one printgate. It reports medians, ratios, gateway CPU
-// seconds (user+sys) per 100 MB and peak RSS.
+// seconds (user+sys) per 100 MB and peak RSS. With PRINTGATE_BENCH_PROFILE=DIR each single
+// printgate upload is CPU-profiled on its own into DIR/upload-N.prof (merge them with
+// go tool pprof -top DIR/*.prof).
 //
 //	PRINTGATE_BENCH=1 go test -v -count=1 -run RealPath -timeout 40m ./bench/throughput/
 func TestRealPath(t *testing.T) {
@@ -95,14 +98,22 @@ func TestRealPath(t *testing.T) {
 		for _, name := range []string{"baseline", "printgate"} {
 			store := filepath.Join(dir, fmt.Sprintf("store-%d", i))
 			argv, senv := []string{baselineBin}, []string{"BASELINE_FILE=" + payload}
+			profiling := false
 			if name == "printgate" {
 				argv, senv = ours(store, ""), env
+				if dir := os.Getenv("PRINTGATE_BENCH_PROFILE"); dir != "" {
+					argv = append(argv, "-cpuprofile", filepath.Join(dir, fmt.Sprintf("upload-%d.prof", i+1)))
+					profiling = true
+				}
 			}
 			srv := n.startServer(t, name, argv, senv, serverKey, clientKey)
 			r := realResult{name: name}
 			cpu0 := cpuTime(t, srv.pid)
 			r.upMBps = n.upload(t, n.cliNS, up[name], payload, "bench.gcode", srv)
 			r.cpu = cpuTime(t, srv.pid) - cpu0
+			if profiling {
+				syscall.Kill(srv.pid, syscall.SIGUSR1) // the profile ends with the upload
+			}
 			r.peakRSS = statusKiB(t, srv.pid, "VmHWM")
 			r.downMBps = n.download(t, down[name], fileSize(t, payload), srv)
 			srv.stop()
