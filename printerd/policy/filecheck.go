@@ -162,11 +162,17 @@ func (fc *FileCheck) tooLong() error {
 	return &Refusal{Rule: RuleMaxFileLine, Line: fc.n, Reason: fmt.Sprintf("line is longer than %d bytes", MaxFileLineBytes)}
 }
 
+// tick looks at the context every 4096 lines (small enough to inline: it runs once a line).
 func (fc *FileCheck) tick() error {
-	if fc.n%4096 == 0 {
-		if err := fc.ctx.Err(); err != nil {
-			return fmt.Errorf("check file: line %d: %w", fc.n, err)
-		}
+	if fc.n%4096 != 0 {
+		return nil
+	}
+	return fc.ctxErr()
+}
+
+func (fc *FileCheck) ctxErr() error {
+	if err := fc.ctx.Err(); err != nil {
+		return fmt.Errorf("check file: line %d: %w", fc.n, err)
 	}
 	return nil
 }
