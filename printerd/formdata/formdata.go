@@ -295,14 +295,6 @@ func (pr partReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// partErr is the part's error when src ended or failed inside it.
-func (mr *Reader) partErr() error {
-	if mr.err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return mr.err
-}
-
 // direct reads from src into b behind the few buffered bytes and returns how many bytes at
 // the start of b are the part's (maybe none yet); the rest goes back into the read-ahead
 // buffer, and the part's end, if found, into p.err.
@@ -310,18 +302,19 @@ func (pr partReader) direct(b []byte) int {
 	p, mr := pr.p, pr.p.mr
 	k := copy(b, mr.buf[mr.r:mr.w])
 	mr.r, mr.w = 0, 0
-	for i := 0; mr.err == nil && i < 100; i++ {
+	for i := 0; mr.err == nil; i++ {
+		if i == 100 {
+			mr.err = io.ErrNoProgress // src returned nothing a hundred times
+			break
+		}
 		n, err := mr.src.Read(b[k:min(len(b), len(mr.buf))])
 		k += n
 		if err != nil {
 			mr.err = err
 		}
-		if n > 0 || err != nil {
+		if n > 0 {
 			break
 		}
-	}
-	if mr.err == nil && k == 0 {
-		mr.err = io.ErrNoProgress // src returned nothing a hundred times
 	}
 	n, err := mr.scan(b[:k], p.total == 0)
 	mr.w = copy(mr.buf, b[n:k])

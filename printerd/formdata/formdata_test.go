@@ -219,3 +219,33 @@ func TestLimits(t *testing.T) {
 		t.Errorf("NextPart of an endless line = %v, want an error", err)
 	}
 }
+
+// stallReader returns its data, then nothing and no error, forever.
+type stallReader struct{ data []byte }
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n := copy(p, s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+// A body that stops returning bytes without an error fails with io.ErrNoProgress (as bufio
+// and mime/multipart do) instead of spinning, whether the part is read in small or large
+// pieces and whatever of a delimiter is buffered.
+func TestNoProgress(t *testing.T) {
+	for _, body := range []string{"--b\r\n", "--b\r\n\r\nsome", "--b\r\n\r\nsome\r\n--", "--b\r\n\r\nsome\r\n--b"} {
+		for _, size := range []int{1, 4096, 128 << 10} {
+			r, _ := NewReader(&stallReader{data: []byte(body)}, "b")
+			var err error
+			for err == nil { // parts, each to its end, until something fails
+				var p *Part
+				if p, err = r.NextPart(); err == nil {
+					_, err = readAll(p, [][]byte{make([]byte, size)})
+				}
+			}
+			if !errors.Is(err, io.ErrNoProgress) {
+				t.Errorf("body %q read by %d: %v, want io.ErrNoProgress", body, size, err)
+			}
+		}
+	}
+}
