@@ -93,6 +93,7 @@ type Store struct {
 	logf    func(string, ...any)
 	errorf  func(string, ...any)
 	closed  atomic.Bool
+	putting atomic.Int64 // uploads in flight, for spaceWatch
 
 	// meta caches hash and estimate per path, valid while size and mtime match.
 	meta struct {
@@ -266,6 +267,8 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if check == nil {
 		check = func(_ context.Context, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	}
+	s.putting.Add(1)
+	defer s.putting.Add(-1)
 	space := &spaceWatch{s: s}
 	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) }, space.room)
 	if err != nil {

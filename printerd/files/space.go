@@ -59,10 +59,11 @@ func (s *Store) headroom(n int64) (int64, error) {
 const roomEvery = 8 << 20
 
 // spaceWatch is Store.room for the chunks of one upload, without a statfs per chunk (issue
-// 14: 1,600 of them per 200 MB): after a look that found h bytes of headroom, the next
-// min(h/2, roomEvery) bytes are written without looking again. The other half of the
-// headroom is left to whatever else writes meanwhile; close to the reserve, every chunk is
-// looked at. A full disk is still caught by the write itself.
+// 14: 1,600 of them per 200 MB): after a look that found h bytes of headroom while n uploads
+// are in flight, the next min(h/2n, roomEvery) bytes are written without looking again. So
+// the uploads together spend at most about half the headroom unseen, and the other half is
+// left to whatever else writes meanwhile; close to the reserve, every chunk is looked at. A
+// full disk is still caught by the write itself.
 type spaceWatch struct {
 	s      *Store
 	budget int64 // bytes that may be written before the next look
@@ -77,6 +78,6 @@ func (w *spaceWatch) room(n int64) error {
 	if err != nil {
 		return err
 	}
-	w.budget = min(h/2, roomEvery)
+	w.budget = min(h/(2*max(1, w.s.putting.Load())), roomEvery)
 	return nil
 }

@@ -82,6 +82,24 @@ func TestReserveLooks(t *testing.T) {
 	}
 }
 
+// With several uploads in flight each spends a share of the headroom unseen: together no
+// more than half of it.
+func TestReserveShared(t *testing.T) {
+	const reserve, headroom = 64 << 20, 64 * chunkSize
+	s, _, _ := newStore(t, Config{Reserve: reserve, FreeSpace: func() (int64, error) { return reserve + headroom, nil }})
+	for _, n := range []int64{1, 4} {
+		s.putting.Store(n)
+		w := &spaceWatch{s: s}
+		if err := w.room(chunkSize); err != nil {
+			t.Fatal(err)
+		}
+		if want := (headroom - chunkSize) / (2 * n); w.budget != want {
+			t.Errorf("with %d uploads in flight: %d bytes before the next look, want %d", n, w.budget, want)
+		}
+	}
+	s.putting.Store(0)
+}
+
 type shrinkReader struct {
 	r interface{ Read([]byte) (int, error) }
 	n *atomic.Int64
