@@ -176,7 +176,7 @@ func (s actions) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 	}
 	body := &watchReader{r: http.MaxBytesReader(q.w, q.r.Body, s.cfg.MaxUpload+1<<20)}
 	// formdata reads the file part from the connection straight into the store's chunks
-	// (issue 14: mime/multipart's copies and scans were a sixth of the path's CPU).
+	// (issue 14: mime/multipart's copies and scans were a sixth of the CPU beyond the tunnel).
 	mr, err := formdata.NewReader(body, params["boundary"])
 	if err != nil {
 		return uploadResult{}, errorf(http.StatusBadRequest, "%v", err)
