@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,7 +31,12 @@ import (
 // /download; printgate: GET /downloads/files/local/NAME). Then PRINTGATE_BENCH_DEVICES
 // (default 8) devices, each its own WireGuard client in its own namespace, upload
 // MB/devices MB each at once to one printgate. It reports medians, ratios, gateway CPU
-// seconds (user+sys) per 100 MB and peak RSS.
+// seconds (user+sys) per 100 MB and peak RSS. With PRINTGATE_BENCH_PROFILE=DIR each single
+// printgate upload is CPU-profiled on its own into DIR/upload-N.prof (merge them with
+// go tool pprof -top DIR/*.prof). With PRINTGATE_BENCH_BEFORE=DIR (another checkout of this
+// module, e.g. from git archive) each run also uploads to DIR's sink, right after printgate's,
+// and the report adds "before" and the per-run ratios of printgate to it: an A/B of two trees
+// in one session on a machine whose load drifts.
 //
 //	PRINTGATE_BENCH=1 go test -v -count=1 -run RealPath -timeout 40m ./bench/throughput/
 func TestRealPath(t *testing.T) {
@@ -60,6 +66,16 @@ func TestRealPath(t *testing.T) {
 	baselineBin := buildBaseline(t, dir)
 	oursBin := filepath.Join(dir, "sink")
 	goBuild(t, oursBin, "./sink")
+	names := []string{"baseline", "printgate"}
+	beforeBin := filepath.Join(dir, "sink-before")
+	if tree := os.Getenv("PRINTGATE_BENCH_BEFORE"); tree != "" {
+		cmd := exec.Command("go", "build", "-o", beforeBin, "./bench/throughput/sink")
+		cmd.Dir = tree
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build the sink of %s: %v\n%s", tree, err, b)
+		}
+		names = append(names, "before")
+	}
 	payload := filepath.Join(dir, "bench.gcode")
 	writeGcode(t, payload, mb*1_000_000)
 	small := filepath.Join(dir, "small.gcode")
@@ -80,8 +96,9 @@ func TestRealPath(t *testing.T) {
 		return append(argv, strings.Fields(os.Getenv("PRINTGATE_BENCH_ARGS"))...)
 	}
 	env := strings.Fields(os.Getenv("PRINTGATE_BENCH_ENV"))
-	up := map[string]string{"baseline": "/upload", "printgate": "/api/files/local"}
-	down := map[string]string{"baseline": "/download", "printgate": "/downloads/files/local/bench.gcode"}
+	up := map[string]string{"baseline": "/upload", "printgate": "/api/files/local", "before": "/api/files/local"}
+	down := map[string]string{"baseline": "/download", "printgate": "/downloads/files/local/bench.gcode",
+		"before": "/downloads/files/local/bench.gcode"}
 
 	var peers []string
 	for _, d := range devs {
@@ -92,17 +109,33 @@ func TestRealPath(t *testing.T) {
 	// drifts.
 	var results, multi []realResult
 	for i := range runs {
-		for _, name := range []string{"baseline", "printgate"} {
+		order := names
+		if len(names) == 3 && i%2 == 1 {
+			order = []string{"baseline", "before", "printgate"} // neither tree always goes first
+		}
+		for _, name := range order {
 			store := filepath.Join(dir, fmt.Sprintf("store-%d", i))
 			argv, senv := []string{baselineBin}, []string{"BASELINE_FILE=" + payload}
-			if name == "printgate" {
+			profiling := false
+			switch name {
+			case "before":
 				argv, senv = ours(store, ""), env
+				argv[0] = beforeBin
+			case "printgate":
+				argv, senv = ours(store, ""), env
+				if dir := os.Getenv("PRINTGATE_BENCH_PROFILE"); dir != "" {
+					argv = append(argv, "-cpuprofile", filepath.Join(dir, fmt.Sprintf("upload-%d.prof", i+1)))
+					profiling = true
+				}
 			}
 			srv := n.startServer(t, name, argv, senv, serverKey, clientKey)
 			r := realResult{name: name}
 			cpu0 := cpuTime(t, srv.pid)
 			r.upMBps = n.upload(t, n.cliNS, up[name], payload, "bench.gcode", srv)
 			r.cpu = cpuTime(t, srv.pid) - cpu0
+			if profiling {
+				syscall.Kill(srv.pid, syscall.SIGUSR1) // the profile ends with the upload
+			}
 			r.peakRSS = statusKiB(t, srv.pid, "VmHWM")
 			r.downMBps = n.download(t, down[name], fileSize(t, payload), srv)
 			srv.stop()
@@ -173,9 +206,18 @@ func reportReal(t *testing.T, results, multi []realResult, mb, devices, smallByt
 	rss := func(r realResult) float64 { return mib(r.peakRSS) }
 	cpu := func(r realResult) float64 { return r.cpu.Seconds() * 100 / float64(mb) }
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nreal path, medians over %d alternating runs, %d MB G-code file (multipart upload, then download):\n", len(results)/2, mb)
+	runs := 0
+	for _, r := range results {
+		if r.name == "baseline" {
+			runs++
+		}
+	}
+	fmt.Fprintf(&b, "\nreal path, medians over %d alternating runs, %d MB G-code file (multipart upload, then download):\n", runs, mb)
 	fmt.Fprintf(&b, "%-10s %10s %12s %14s %12s\n", "server", "upload", "download", "cpu s/100MB", "peak RSS")
-	for _, name := range []string{"baseline", "printgate"} {
+	for _, name := range []string{"baseline", "printgate", "before"} {
+		if name == "before" && len(results) == 2*runs {
+			continue
+		}
 		fmt.Fprintf(&b, "%-10s %7.1f MB/s %7.1f MB/s %14.2f %8.1f MiB\n", name,
 			med(results, name, up), med(results, name, down), med(results, name, cpu), med(results, name, rss))
 	}
@@ -188,12 +230,15 @@ func reportReal(t *testing.T, results, multi []realResult, mb, devices, smallByt
 		}
 		return median(v)
 	}
-	var base, ours []realResult
+	var base, ours, before []realResult
 	for _, r := range results {
-		if r.name == "baseline" {
+		switch r.name {
+		case "baseline":
 			base = append(base, r)
-		} else {
+		case "printgate":
 			ours = append(ours, r)
+		case "before":
+			before = append(before, r)
 		}
 	}
 	fmt.Fprintf(&b, "real-path upload   printgate/baseline %.2f× of medians, %.2f× median of per-run ratios  (goal ≥ 1.0×, stretch 1.3×)\n",
@@ -201,6 +246,12 @@ func reportReal(t *testing.T, results, multi []realResult, mb, devices, smallByt
 	fmt.Fprintf(&b, "download           printgate/baseline %.2f× of medians, %.2f× median of per-run ratios  (goal ≥ 1.0×)\n",
 		med(results, "printgate", down)/med(results, "baseline", down), perRun(ours, base, down))
 	fmt.Fprintf(&b, "gateway CPU        %.2f s per 100 MB uploaded (goal ≤ 1 s)\n", med(results, "printgate", cpu))
+	if len(before) > 0 {
+		fmt.Fprintf(&b, "before/baseline    upload %.2f× of medians, %.2f× per run\n",
+			med(results, "before", up)/med(results, "baseline", up), perRun(before, base, up))
+		fmt.Fprintf(&b, "printgate/before   upload %.2f× per run, CPU per 100 MB %.2f× per run, download %.2f× per run\n",
+			perRun(ours, before, up), perRun(ours, before, cpu), perRun(ours, before, down))
+	}
 	fmt.Fprintf(&b, "gateway peak RSS   %.1f MiB (goal ≤ 48 MiB)\n", med(results, "printgate", rss))
 	if len(multi) == 0 {
 		t.Log(b.String())
@@ -378,7 +429,7 @@ func (n *benchNet) startServer(t *testing.T, name string, argv, env []string, se
 		time.Sleep(time.Millisecond)
 	}
 	target := "http://" + tunGateway + "/"
-	if name == "printgate" {
+	if name != "baseline" {
 		target += "api/version"
 	}
 	if o, err := n.curl(context.Background(), "-o", "/dev/null", "--max-time", "20", target); err != nil {

@@ -60,8 +60,9 @@ type Config struct {
 	// Logf logs verbose detail; nil discards.
 	Logf func(format string, args ...any)
 	// Reserve is the free space, in bytes, an upload must leave on the filesystem: an upload
-	// that would leave less is refused with ErrNoSpace, looked at before it starts and at every
-	// chunk written. Zero means DefaultReserve, NoReserve none.
+	// that would leave less is refused with ErrNoSpace, looked at before it starts and while it
+	// is written: before every chunk near the reserve, at least every 8 MiB far from it (see
+	// spaceWatch). Zero means DefaultReserve, NoReserve none.
 	Reserve int64
 	// FreeSpace returns the bytes still free for the uploads directory; nil: statfs(2) of Dir.
 	// Tests inject a small disk here.
@@ -92,6 +93,7 @@ type Store struct {
 	logf    func(string, ...any)
 	errorf  func(string, ...any)
 	closed  atomic.Bool
+	putting atomic.Int64 // uploads in flight, for spaceWatch
 
 	// meta caches hash and estimate per path, valid while size and mtime match.
 	meta struct {
@@ -265,7 +267,10 @@ func (s *Store) Put(ctx context.Context, folder, name string, r io.Reader) (File
 	if check == nil {
 		check = func(_ context.Context, r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 	}
-	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) }, s.room)
+	s.putting.Add(1)
+	defer s.putting.Add(-1)
+	space := &spaceWatch{s: s}
+	pp, err := runPipe(body, f, func(r io.Reader) error { return check(ctx, r) }, space.room)
 	if err != nil {
 		return FileInfo{}, s.putError(p, body, noSpace(err))
 	}

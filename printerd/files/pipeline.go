@@ -68,7 +68,8 @@ type pipe struct {
 // runPipe passes body through check and into f, and returns the pipe with its hash and
 // estimate, and the check's verdict or the store stage's write error. body's own error, if
 // any, is in p.readErr (and reached check as a read error). room is asked before every chunk
-// is written; its error stops the upload as a write error does.
+// is written (Put's spaceWatch decides when to look at the disk); its error stops the upload
+// as a write error does.
 func runPipe(body io.Reader, f *os.File, check func(r io.Reader) error, room func(n int64) error) (*pipe, error) {
 	p := &pipe{
 		free:    make(chan *[]byte, chunksPerPut),

@@ -53,6 +53,53 @@ func TestReserveKeptFree(t *testing.T) {
 	}
 }
 
+// Far from the reserve an upload looks at the free space every 8 MiB, not at every chunk;
+// close to it, at every chunk; and the headroom it finds is never all spent unseen.
+func TestReserveLooks(t *testing.T) {
+	const reserve = 64 << 20
+	var free, written, looks atomic.Int64 // free space shrinks as the upload is read
+	s, _, _ := newStore(t, Config{Reserve: reserve, FreeSpace: func() (int64, error) {
+		looks.Add(1)
+		return free.Load() - written.Load(), nil
+	}})
+	body := bigFile(24 << 20) // 192 chunks
+	for _, tc := range []struct {
+		free        int64
+		least, most int64
+	}{
+		{free: 1 << 40, least: 1 + 3, most: 1 + 4},                            // before, then every 8 MiB
+		{free: reserve + int64(len(body)) + 4*chunkSize, least: 8, most: 100}, // the headroom halves
+	} {
+		free.Store(tc.free)
+		written.Store(0)
+		looks.Store(0)
+		if _, err := s.Put(context.Background(), "", "a.gcode", &shrinkReader{r: strings.NewReader(body), n: &written}); err != nil {
+			t.Fatalf("Put with %d bytes free: %v", tc.free, err)
+		}
+		if n := looks.Load(); n > tc.most || n < tc.least {
+			t.Errorf("Put of %d bytes with %d free looked %d times, want %d..%d", len(body), tc.free, n, tc.least, tc.most)
+		}
+	}
+}
+
+// With several uploads in flight each spends a share of the headroom unseen: together no
+// more than half of it.
+func TestReserveShared(t *testing.T) {
+	const reserve, headroom = 64 << 20, 64 * chunkSize
+	s, _, _ := newStore(t, Config{Reserve: reserve, FreeSpace: func() (int64, error) { return reserve + headroom, nil }})
+	for _, n := range []int64{1, 4} {
+		s.putting.Store(n)
+		w := &spaceWatch{s: s}
+		if err := w.room(chunkSize); err != nil {
+			t.Fatal(err)
+		}
+		if want := (headroom - chunkSize) / (2 * n); w.budget != want {
+			t.Errorf("with %d uploads in flight: %d bytes before the next look, want %d", n, w.budget, want)
+		}
+	}
+	s.putting.Store(0)
+}
+
 type shrinkReader struct {
 	r interface{ Read([]byte) (int, error) }
 	n *atomic.Int64

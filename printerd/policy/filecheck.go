@@ -162,11 +162,17 @@ func (fc *FileCheck) tooLong() error {
 	return &Refusal{Rule: RuleMaxFileLine, Line: fc.n, Reason: fmt.Sprintf("line is longer than %d bytes", MaxFileLineBytes)}
 }
 
+// tick looks at the context every 4096 lines (small enough to inline: it runs once a line).
 func (fc *FileCheck) tick() error {
-	if fc.n%4096 == 0 {
-		if err := fc.ctx.Err(); err != nil {
-			return fmt.Errorf("check file: line %d: %w", fc.n, err)
-		}
+	if fc.n%4096 != 0 {
+		return nil
+	}
+	return fc.ctxErr()
+}
+
+func (fc *FileCheck) ctxErr() error {
+	if err := fc.ctx.Err(); err != nil {
+		return fmt.Errorf("check file: line %d: %w", fc.n, err)
 	}
 	return nil
 }
@@ -383,6 +389,33 @@ func (fc *FileCheck) fast(b []byte) bool {
 		}
 		var m uint64
 		digits, frac, dot := 0, 0, false
+		if k+8 <= cap(cmd) {
+			// Eight bytes at once, where the buffer holds them (past the line is fine: those
+			// bytes never count): digits, maybe a '.' and digits, all inside the window and
+			// the line, or else the loop below decides byte by byte.
+			x := binary.LittleEndian.Uint64(cmd[k : k+8])
+			a := x ^ (lo8 * '0')                                     // a digit's byte becomes 0..9
+			nd := ((a & (lo8 * 0x7f)) + lo8*0x76 | a) & (lo8 * 0x80) // top bit of every non-digit
+			n1 := bits.TrailingZeros64(nd) >> 3                      // digits before the first non-digit
+			n, n2, y := n1, 0, x
+			if n1 < 8 && byte(x>>(8*n1)) == '.' {
+				n = 8 // a '.' last in the window: the fraction goes on past it
+				if n1 < 7 {
+					n2 = min(bits.TrailingZeros64(nd>>(8*(n1+1)))>>3, 7-n1)
+					y = x&(1<<(8*n1)-1) | x>>(8*(n1+1))<<(8*n1) // the digits without the '.'
+					n = n1 + 1 + n2
+				}
+			}
+			if n < 8 && n <= len(cmd)-k {
+				digits, frac, dot = n1+n2, n2, n > n1
+				m = swarDigits(y, digits)
+				k += n
+				if k < len(cmd) && cmd[k] != ' ' && cmd[k] != '\t' && class[cmd[k]]&cLetter == 0 {
+					return false // a second '.', a sign, '*', ...
+				}
+				goto value
+			}
+		}
 		for ; k < len(cmd); k++ {
 			d := cmd[k]
 			if d >= '0' && d <= '9' {
@@ -402,6 +435,7 @@ func (fc *FileCheck) fast(b []byte) bool {
 			}
 			return false
 		}
+	value:
 		if digits > 12 || digits == 0 && (dot || neg || k > i+1) {
 			return false
 		}
@@ -420,6 +454,20 @@ func (fc *FileCheck) fast(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// lo8 has a one in every byte.
+const lo8 = 0x0101010101010101
+
+// swarDigits is the value of the first n (0..7) bytes of x, digits in memory order: the
+// digits move to the top bytes (the rest shifts out; no borrow from a lower byte reaches
+// them, since the digits lie below), then pairs, fours and eights of digits are joined with
+// one multiplication each.
+func swarDigits(x uint64, n int) uint64 {
+	v := (x - lo8*'0') << (8 * (8 - n))
+	v = (v*10 + v>>8) & 0x00ff00ff00ff00ff
+	v = (v*100 + v>>16) & 0x0000ffff0000ffff
+	return (v*10000 + v>>32) & 0xffffffff
 }
 
 // clean reports whether b holds no control character other than tab, and no DEL: eight

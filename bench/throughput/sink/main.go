@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,7 +36,7 @@ func main() {
 		port    = flag.Int("port", 51820, "UDP listen port")
 		rcvBuf  = flag.Int("rcvbuf", 0, "TCP receive buffer bound (0: netstack default)")
 		sndBuf  = flag.Int("sndbuf", 0, "TCP send buffer bound (0: netstack default)")
-		cpuProf = flag.String("cpuprofile", "", "write a CPU profile to this file until exit")
+		cpuProf = flag.String("cpuprofile", "", "write a CPU profile to this file until exit or SIGUSR1")
 		store   = flag.String("store", "", "serve the real path with the file store in this folder")
 		more    = flag.String("peers", "", "more peers: KEY@IP,KEY@IP,...")
 	)
@@ -46,7 +47,14 @@ func main() {
 			log.Fatal(err)
 		}
 		pprof.StartCPUProfile(f)
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+		var once sync.Once
+		stop := func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+		defer stop()
+		// SIGUSR1 ends the profile early: the harness sends it after an upload, so that the
+		// profile holds the upload alone.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() { <-usr1; stop() }()
 	}
 	if err := run(start, *privKey, *peerKey, *addr, *peerIP, *port, *rcvBuf, *sndBuf, *store, *more); err != nil {
 		log.Print(err)
