@@ -1,10 +1,12 @@
 package printerd
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -12,7 +14,6 @@ import (
 
 	"github.com/printgate/printgate/printerd/audit"
 	"github.com/printgate/printgate/printerd/files"
-	"github.com/printgate/printgate/printerd/formdata"
 	"github.com/printgate/printgate/printerd/marlin"
 )
 
@@ -22,6 +23,9 @@ import (
 // every part that follows the file has been read and the closing boundary seen. So an
 // unterminated body, a second file, a smuggled internal field or an oversized body fails the
 // store's Put and nothing is listed.
+
+// uploadReadBuffer is how much of an upload body is read from the connection at once.
+const uploadReadBuffer = 64 << 10
 
 // maxFieldBytes caps one non-file form field.
 const maxFieldBytes = 64 << 10
@@ -120,7 +124,7 @@ func (w *watchReader) Read(p []byte) (int, error) {
 // fileReader is the file part as the store reads it. At the part's end it reads the rest of
 // the form; only a clean end of the whole body is io.EOF.
 type fileReader struct {
-	part *formdata.Part
+	part *multipart.Part
 	rest func() error
 	err  error // the first failure, kept for the status
 	done bool
@@ -190,12 +194,11 @@ func (s actions) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 		return uploadResult{}, errorf(http.StatusBadRequest, "expected a multipart/form-data body")
 	}
 	body := &watchReader{r: http.MaxBytesReader(q.w, q.r.Body, s.cfg.MaxUpload+1<<20)}
-	// formdata reads the file part from the connection straight into the store's chunks
-	// (issue 14: mime/multipart's copies and scans were a sixth of the CPU beyond the tunnel).
-	mr, err := formdata.NewReader(body, params["boundary"])
-	if err != nil {
-		return uploadResult{}, errorf(http.StatusBadRequest, "%v", err)
-	}
+	// multipart reads through a 4 KiB buffer; the larger one in front takes the body from the
+	// connection in fewer, bigger reads (issue 14: per-read cost on the tunnel). A multipart
+	// reader of our own would save a further copy (0.08 s of CPU per 100 MB measured); the
+	// standard library's is kept.
+	mr := multipart.NewReader(bufio.NewReaderSize(body, uploadReadBuffer), params["boundary"])
 	form := uploadForm{path: defaultPath}
 	var res uploadResult
 	fail := func(err error) (uploadResult, error) {
@@ -212,7 +215,7 @@ func (s actions) receiveUploadLocked(q *request, defaultPath string) (uploadResu
 		return uploadResult{}, errorf(http.StatusBadRequest, "malformed multipart body: %v", clip(err.Error(), 120))
 	}
 	// nextPart reads fields until the file part or the end; it returns the file part or nil.
-	nextPart := func() (*formdata.Part, error) {
+	nextPart := func() (*multipart.Part, error) {
 		for {
 			part, err := mr.NextPart()
 			if err == io.EOF {
