@@ -34,6 +34,22 @@ var (
 	ErrNoQuorum = errors.New("no quorum")
 )
 
+// quorumError is a write or confirmed read that could not complete within the bound.
+type quorumError struct {
+	op    string
+	bound time.Duration
+	cause error
+}
+
+func (e *quorumError) Error() string {
+	return fmt.Sprintf("%s: no quorum: not committed within %v, a majority of the mesh's gateways is not reachable (%v)", e.op, e.bound, e.cause)
+}
+
+func (e *quorumError) Is(target error) bool { return target == ErrNoQuorum }
+
+// errNoLeader is the cause of a quorum error when no leader was known.
+var errNoLeader = errors.New("no leader")
+
 // codes names each error on the wire.
 var codes = map[string]error{
 	"invalid": ErrInvalid, "exists": ErrExists, "revoked": ErrRevoked, "notfound": ErrNotFound,

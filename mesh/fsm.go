@@ -26,6 +26,8 @@ type FSM struct {
 		sync.Mutex
 		ch chan struct{}
 	}
+	// onPublish, when set (by the Node, before raft starts), runs after every publish.
+	onPublish func()
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -47,6 +49,9 @@ func (f *FSM) publish(r *Roster) {
 	close(f.changed.ch)
 	f.changed.ch = make(chan struct{})
 	f.changed.Unlock()
+	if f.onPublish != nil {
+		f.onPublish()
+	}
 }
 
 // next returns a channel closed at the next publish.
