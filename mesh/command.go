@@ -93,6 +93,7 @@ type Command struct {
 	Enroll        *EnrollCmd        `json:"enroll,omitempty"`
 	Revoke        *RevokeCmd        `json:"revoke,omitempty"`
 	SetRole       *SetRoleCmd       `json:"set_role,omitempty"`
+	SetAPIKey     *SetAPIKeyCmd     `json:"set_api_key,omitempty"`
 	AddGateway    *AddGatewayCmd    `json:"add_gateway,omitempty"`
 	RemoveGateway *RemoveGatewayCmd `json:"remove_gateway,omitempty"`
 	AddPrinter    *AddPrinterCmd    `json:"add_printer,omitempty"`
@@ -121,6 +122,7 @@ type EnrollCmd struct {
 	Role       Role   `json:"role"`
 	PublicKey  Key    `json:"public_key"`
 	APIKeyHash []byte `json:"api_key_hash,omitempty"`
+	APIKeyRole Role   `json:"api_key_role,omitempty"`
 	Home       string `json:"home"`
 }
 
@@ -135,6 +137,14 @@ type RevokeCmd struct {
 type SetRoleCmd struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+}
+
+// SetAPIKeyCmd replaces an active device's API key hash (a rotation at its home gateway) and
+// its narrowing role (empty: the device's role); the old key stops working everywhere.
+type SetAPIKeyCmd struct {
+	Name       string `json:"name"`
+	APIKeyHash []byte `json:"api_key_hash"`
+	APIKeyRole Role   `json:"api_key_role,omitempty"`
 }
 
 // AddGatewayCmd adds a gateway; Apply allocates its addresses. Adding the same name with the
@@ -184,6 +194,8 @@ func (c *Command) op() string {
 		return "revoke " + c.Revoke.Name
 	case c.SetRole != nil:
 		return "set role of " + c.SetRole.Name
+	case c.SetAPIKey != nil:
+		return "set api key of " + c.SetAPIKey.Name
 	case c.AddGateway != nil:
 		return "add gateway " + c.AddGateway.Name
 	case c.RemoveGateway != nil:

@@ -63,6 +63,19 @@ func TestOfflineMeshOfOne(t *testing.T) {
 	if d, ok := n.Roster().Device("phone"); !ok || d.State != Revoked {
 		t.Errorf("phone after reopening = %v, %v", d, ok)
 	}
+
+	// An API key rotation: the hash and a narrowing role, never a widening one.
+	hash := make([]byte, 32)
+	hash[0] = 7
+	if _, err := n.SetAPIKey(ctx, "laptop", hash, Admin); !errors.Is(err, ErrInvalid) {
+		t.Errorf("SetAPIKey widening a viewer to admin = %v, want ErrInvalid", err)
+	}
+	if _, err := n.SetAPIKey(ctx, "phone", hash, ""); !errors.Is(err, ErrRevoked) {
+		t.Errorf("SetAPIKey on a revoked device = %v, want ErrRevoked", err)
+	}
+	if d, err := n.SetAPIKey(ctx, "laptop", hash, Viewer); err != nil || d.APIKeyHash[0] != 7 || d.APIKeyRole != Viewer {
+		t.Errorf("SetAPIKey = %+v, %v", d, err)
+	}
 }
 
 // TestOfflineMeshOfSeveral: a member of a larger mesh opened offline refuses writes with

@@ -305,6 +305,15 @@ func (n *Node) SetRole(ctx context.Context, name string, role Role) (Device, err
 	return *res.Device, nil
 }
 
+// SetAPIKey replaces an active device's API key hash and narrowing role (empty: its role).
+func (n *Node) SetAPIKey(ctx context.Context, name string, hash []byte, role Role) (Device, error) {
+	res, err := n.Apply(ctx, Command{SetAPIKey: &SetAPIKeyCmd{Name: name, APIKeyHash: hash, APIKeyRole: role}})
+	if err != nil {
+		return Device{}, err
+	}
+	return *res.Device, nil
+}
+
 // AddGateway adds a gateway to the roster (raft membership is AddVoter's).
 func (n *Node) AddGateway(ctx context.Context, g AddGatewayCmd) (Gateway, error) {
 	res, err := n.Apply(ctx, Command{AddGateway: &g})
