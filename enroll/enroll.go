@@ -157,9 +157,11 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 	}
 	removeStaleTemps(dir)
 
-	key, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+	key := opts.PrivateKey
+	if key == (wgtypes.Key{}) {
+		if key, err = wgtypes.GeneratePrivateKey(); err != nil {
+			return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+		}
 	}
 	g.PrivateKey = key
 	if err := writeState(dir, g); err != nil {

@@ -177,6 +177,9 @@ type InitOptions struct {
 	// Addr4 and Addr6 are tunnel addresses the mesh allocated to a joining gateway, inside
 	// Prefix4 and Prefix6 at one offset; zero: the first host addresses.
 	Addr4, Addr6 netip.Addr
+	// PrivateKey is the gateway key when it was made before the state directory (a joining
+	// gateway registers its public half first); zero: Init makes one.
+	PrivateKey wgtypes.Key
 }
 
 // Request asks for one enrollment.
