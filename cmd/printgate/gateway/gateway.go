@@ -127,6 +127,8 @@ type Gateway struct {
 	}
 	// roster is the roster as last applied, published by every apply (publishLocked).
 	roster atomic.Pointer[rosterView]
+	// relay is what the relay predicate reads (relay.go), rebuilt by every apply.
+	relay atomic.Pointer[relayTable]
 
 	stats struct {
 		sync.Mutex
@@ -371,6 +373,9 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		}
 	}
 	g.reg.applied = next
+	if r != nil {
+		g.relay.Store(buildRelayTable(r, g.gw.Name, next))
+	}
 	g.publishLocked()
 	if len(gone) > 0 {
 		closed = g.closeConns(gone)

@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
 )
 
@@ -68,6 +69,7 @@ func (b *dropBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 type meshGW struct {
 	name, dir, endpoint string
 	bind                *dropBind
+	printers            []PrinterSpec
 	*Gateway
 	// revoked records when this gateway's mesh loop closed each device's connections.
 	revoked sync.Map // name → time.Time
@@ -84,7 +86,7 @@ func (m *testMesh) start(gw *meshGW) {
 	t := m.t
 	t.Helper()
 	g, err := Start(context.Background(), Config{StateDir: gw.dir, StatsInterval: 200 * time.Millisecond, Logf: t.Logf,
-		bind: gw.bind, onMeshRevoked: func(names []string, _ int) {
+		Printers: gw.printers, bind: gw.bind, onMeshRevoked: func(names []string, _ int) {
 			for _, n := range names {
 				gw.revoked.LoadOrStore(n, time.Now())
 			}
@@ -115,13 +117,15 @@ func retry(t *testing.T, what string, f func() error) {
 	}
 }
 
-func newTestMesh(t *testing.T, n int) *testMesh {
+// newTestMesh starts n gateways named gw-a, gw-b, ...; printers[name] are that gateway's.
+func newTestMesh(t *testing.T, n int, printers map[string][]PrinterSpec) *testMesh {
 	m := &testMesh{t: t}
 	ctx := context.Background()
 	for i := range n {
 		port := freeUDPPort(t)
 		gw := &meshGW{name: fmt.Sprintf("gw-%c", 'a'+i), dir: filepath.Join(t.TempDir(), "state"),
 			endpoint: fmt.Sprintf("127.0.0.1:%d", port), bind: newDropBind()}
+		gw.printers = printers[gw.name]
 		opts := enroll.InitOptions{Endpoint: gw.endpoint, ListenPort: port, Prefix6: testPrefix6, Name: gw.name}
 		if i > 0 {
 			key, err := wgtypes.GeneratePrivateKey()
@@ -141,10 +145,24 @@ func newTestMesh(t *testing.T, n int) *testMesh {
 			if err := WriteJoinFile(gw.dir, JoinFile{Name: gw.name, Gateways: first.node.Roster().Gateways()}); err != nil {
 				t.Fatal(err)
 			}
+			// Made a voter while it starts (its printers need the mesh to commit), as the
+			// join flow does before the new gateway's daemon runs.
+			voter := make(chan error, 1)
+			go func() {
+				deadline := time.Now().Add(90 * time.Second)
+				for {
+					err := first.node.AddVoter(ctx, gw.name, netip.AddrPortFrom(added.IPv4, MeshPort).String())
+					if err == nil || !unsettled(err) || time.Now().After(deadline) {
+						voter <- err
+						return
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
 			m.start(gw)
-			retry(t, "add voter "+gw.name, func() error {
-				return first.node.AddVoter(ctx, gw.name, netip.AddrPortFrom(added.IPv4, MeshPort).String())
-			})
+			if err := <-voter; err != nil {
+				t.Fatalf("add voter %s: %v", gw.name, err)
+			}
 		} else {
 			if _, err := enroll.Init(gw.dir, opts); err != nil {
 				t.Fatal(err)
@@ -202,7 +220,7 @@ func TestMeshOfThree(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three gateways with raft: not in -short")
 	}
-	m := newTestMesh(t, 3)
+	m := newTestMesh(t, 3, map[string][]PrinterSpec{"gw-b": {{Name: "b-mk4", Port: SimPort}}})
 	a, b, c := m.gws[0], m.gws[1], m.gws[2]
 	for _, gw := range m.gws {
 		if gws := gw.node.Roster().Gateways(); len(gws) != 3 {
@@ -238,6 +256,30 @@ func TestMeshOfThree(t *testing.T) {
 	waitFor(t, "the same peers everywhere", func() bool {
 		return peersJSON(a) == peersJSON(b) && peersJSON(b) == peersJSON(c)
 	})
+
+	// One QR for the whole mesh: the phone, homed on A with A its only peer, reaches B's
+	// gateway address and B's printer through A's relay, identified by B from its replica.
+	phone := newClient(t, en.Config)
+	phc := phone.httpClient(false)
+	pr, ok := a.node.Roster().Printer("b-mk4")
+	if !ok || pr.Gateway != "gw-b" {
+		t.Fatalf("printer b-mk4 in A's replica = %+v, %v", pr, ok)
+	}
+	for _, url := range []string{"http://" + b.Addrs()[0].String() + "/api/v1/whoami", "http://" + pr.IPv4.String() + "/api/currentuser"} {
+		var body string
+		var err error
+		waitFor(t, "GET "+url+" through A's relay", func() bool {
+			body, err = get(phc, url)
+			return err == nil
+		})
+		if !strings.Contains(body, "phone") {
+			t.Errorf("GET %s through A = %q, want phone identified", url, body)
+		}
+	}
+	if st := a.Status(); !slices.ContainsFunc(st.Printers, func(p control.PrinterInfo) bool { return p.Name == "b-mk4" && p.Gateway == "gw-b" }) {
+		t.Errorf("A's status printers %+v, want b-mk4 on gw-b", st.Printers)
+	}
+	phone.close()
 
 	// Revocation everywhere: a device homed on A, with an open connection to A, revoked on C.
 	const trials = 20
