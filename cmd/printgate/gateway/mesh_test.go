@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/mesh"
 )
@@ -230,5 +232,47 @@ func TestOfflineAfterMesh(t *testing.T) {
 	}
 	if !g.view().onDev[e.Peer.PublicKey] {
 		t.Error("laptop, enrolled offline, is not on the device after restart")
+	}
+}
+
+// TestJoinPeerHook: a one-time join peer stays on the device across re-applies until it is
+// removed or expires, and only its address passes isJoinAddr.
+func TestJoinPeerHook(t *testing.T) {
+	g := startGateway(t, newState(t))
+	onDevice := func(k wgtypes.Key) bool {
+		st, err := g.dev.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.PublicKey == k {
+				return true
+			}
+		}
+		return false
+	}
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, addr := priv.PublicKey(), netip.MustParseAddr("10.77.0.60")
+	if err := g.addJoinPeer(k, addr, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	g.tick() // a re-apply
+	if !onDevice(k) || !g.isJoinAddr(addr) || g.isJoinAddr(netip.MustParseAddr("10.77.0.61")) {
+		t.Errorf("join peer: on device %v, isJoinAddr %v", onDevice(k), g.isJoinAddr(addr))
+	}
+	if err := g.removeJoinPeer(k); err != nil {
+		t.Fatal(err)
+	}
+	if onDevice(k) || g.isJoinAddr(addr) {
+		t.Error("join peer still there after removeJoinPeer")
+	}
+	if err := g.addJoinPeer(k, addr, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if onDevice(k) || g.isJoinAddr(addr) {
+		t.Error("an expired join peer is on the device")
 	}
 }
