@@ -122,6 +122,9 @@ type Gateway struct {
 	// inflight are the names of enrollments between their mesh commit and their local
 	// record (revokeStale leaves them alone); guarded by reg's mutex.
 	inflight map[string]bool
+	// unclear are enrollments that failed for want of quorum and may still commit
+	// (meshwrite.go); guarded by reg's mutex.
+	unclear map[string]unclearEnroll
 	// endpoints caches other gateways' resolved endpoints (resolveEndpoint).
 	endpoints struct {
 		sync.Mutex

@@ -261,10 +261,17 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 	for _, p := range g.reg.r.DevicePeers() { // the live ones: pending within their TTL, active
 		live[p.Name] = p.PublicKey
 	}
+	now := g.now()
+	for name, u := range g.unclear {
+		if !now.Before(u.until) {
+			u.sec.Forget()
+			delete(g.unclear, name)
+		}
+	}
 	var stale []string
 	for _, name := range r.HomedAt(g.gw.Name) {
 		d, _ := r.Device(name)
-		if g.inflight[name] {
+		if g.inflight[name] || g.unclear[name].sec != nil {
 			continue
 		}
 		if k, ok := live[name]; !ok || k != wgtypes.Key(d.PublicKey) {
