@@ -456,10 +456,12 @@ func (g *Gateway) tick() {
 }
 
 // tickMesh is the stats round's mesh part, outside the registry's lock: devices homed here
-// that expired (or never finished enrolling) are revoked in the mesh.
+// that expired (or never finished enrolling) are revoked in the mesh, and a changed endpoint
+// of this gateway is announced to the mesh.
 func (g *Gateway) tickMesh(ctx context.Context) {
 	if g.node != nil {
 		g.revokeStale(ctx)
+		g.announceEndpoint(ctx)
 	}
 }
 

@@ -306,3 +306,19 @@ func TestStaleHomedDeviceRevoked(t *testing.T) {
 		return ok && d.State == mesh.Revoked
 	})
 }
+
+// TestAnnounceEndpoint: a gateway started with a new endpoint tells the mesh.
+func TestAnnounceEndpoint(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	g.Close()
+	g, err := Start(context.Background(), Config{StateDir: dir, Endpoint: "gw.example.org:4444", StatsInterval: 50 * time.Millisecond, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, "the new endpoint in the mesh", func() bool {
+		self, ok := g.node.Roster().Gateway(g.Name())
+		return ok && self.Endpoint == "gw.example.org:4444"
+	})
+}

@@ -315,3 +315,20 @@ func sortViews(v []enroll.PeerView) {
 		return a.Created.Compare(b.Created)
 	})
 }
+
+// announceEndpoint tells the mesh this gateway's endpoint when the replica has another one
+// (`run --endpoint`, a re-detected LAN address): the other gateways dial it from then on.
+// Without quorum it is tried again at the next stats round.
+func (g *Gateway) announceEndpoint(ctx context.Context) {
+	self, ok := g.node.Roster().Gateway(g.gw.Name)
+	if !ok || self.Endpoint == g.gw.Endpoint || self.PublicKey != mesh.Key(g.gw.PublicKey()) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, meshRevokeTimeout)
+	defer cancel()
+	if _, err := g.node.AddGateway(ctx, mesh.AddGatewayCmd{Name: g.gw.Name, PublicKey: self.PublicKey, Endpoint: g.gw.Endpoint}); err != nil {
+		g.verbosef("gateway: mesh: announce endpoint %s: %v", g.gw.Endpoint, err)
+		return
+	}
+	g.logf("gateway: mesh: this gateway's endpoint is now %s for the other gateways", g.gw.Endpoint)
+}
