@@ -58,9 +58,6 @@ const DefaultCommitTimeout = 5 * time.Second
 // electionWait bounds how long Bootstrap waits for the new mesh of one to elect itself.
 const electionWait = 30 * time.Second
 
-// barrierEnqueue bounds how long a revocation's follow-up barrier may wait to be queued.
-const barrierEnqueue = 10 * time.Millisecond
-
 // retryInterval paces retries of a write while there is no leader, and of revocations
 // waiting for quorum.
 const retryInterval = 100 * time.Millisecond
@@ -556,12 +553,6 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 		res, ok := f.Response().(applyResult)
 		if !ok {
 			return fwdResponse{}, fmt.Errorf("%s: unexpected apply response %T", c.op(), f.Response())
-		}
-		if c.Revoke != nil && res.err == nil {
-			// Followers learn a commit with the next append; a barrier is one now, so every
-			// gateway applies the revocation a round trip after its commit instead of at the
-			// next heartbeat. Not waited for: it only carries the commit index.
-			n.raft.Barrier(barrierEnqueue)
 		}
 		return fwdResponse{Result: res.Result, Index: f.Index()}, res.err
 	case opReadIndex:
