@@ -322,3 +322,23 @@ func TestAnnounceEndpoint(t *testing.T) {
 		return ok && self.Endpoint == "gw.example.org:4444"
 	})
 }
+
+// TestRestartWithoutReplicaFile: a mesh of one whose replica file is gone (a crash right after
+// its bootstrap) starts again from raft's own state, devices kept.
+func TestRestartWithoutReplicaFile(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	e, err := g.Enroll(enroll.Request{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if err := os.Remove(filepath.Join(dir, MeshDir, mesh.FileReplica)); err != nil {
+		t.Fatal(err)
+	}
+	g = startGateway(t, dir)
+	waitFor(t, "phone back from raft's log", func() bool {
+		d, ok := g.node.Roster().Device("phone")
+		return ok && d.IPv4 == e.Peer.IPv4 && d.State == mesh.Active
+	})
+}
