@@ -29,6 +29,10 @@ const (
 	OpRevoke = "revoke"
 	OpPeers  = "peers"
 	OpStatus = "status"
+	// OpMeshStatus answers the mesh's membership (MeshStatus); OpMeshRemove removes the
+	// gateway Name from the mesh.
+	OpMeshStatus = "mesh_status"
+	OpMeshRemove = "mesh_remove"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -59,6 +63,42 @@ type Response struct {
 	Revoked    *RevokeResult     `json:"revoked,omitempty"`
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
+	Mesh       *MeshStatus       `json:"mesh,omitempty"`
+}
+
+// MeshStatus is the mesh as one gateway sees it: `printgate mesh status --json`.
+type MeshStatus struct {
+	// Running is true when a daemon answered; without one the gateways come from its replica
+	// file and nothing is reachable.
+	Running bool `json:"running"`
+	// Name is the gateway that answered.
+	Name string `json:"name"`
+	// Leader names the raft leader; empty when none is known.
+	Leader string `json:"leader"`
+	// Quorum is true when writes (enrollments) can commit from this gateway.
+	Quorum   bool          `json:"quorum"`
+	Gateways []MeshGateway `json:"gateways"`
+	// PendingRevocations are revocations applied on this gateway, not yet committed.
+	PendingRevocations []string `json:"pending_revocations"`
+}
+
+// MeshGateway is one gateway in MeshStatus.
+type MeshGateway struct {
+	Name string `json:"name"`
+	// Address and Address6 are its tunnel addresses.
+	Address  string `json:"address"`
+	Address6 string `json:"address6,omitempty"`
+	// Endpoint is the HOST:PORT devices and gateways dial.
+	Endpoint  string `json:"endpoint"`
+	PublicKey string `json:"public_key"`
+	Leader    bool   `json:"leader"`
+	// Reachable is true when it answered a ping just now (always for the gateway asked).
+	Reachable bool `json:"reachable"`
+	// Voter is true once it is a voting member of raft (a joining gateway is not yet).
+	Voter bool `json:"voter"`
+	// Devices counts the active devices homed there; Printers its printers.
+	Devices  int `json:"devices"`
+	Printers int `json:"printers"`
 }
 
 // EnrollRequest validates an enroll call's options into an enroll.Request.
@@ -112,12 +152,17 @@ type RevokeResult struct {
 	AppliedSeconds float64 `json:"applied_seconds"`
 	// ClosedConns is how many open TCP connections of the peer were aborted.
 	ClosedConns int `json:"closed_conns"`
+	// MeshPending is true when the revocation is applied on this gateway but not yet
+	// committed in the mesh (no quorum): the rest of the mesh follows when it can.
+	MeshPending bool `json:"mesh_pending,omitempty"`
 }
 
 // Status is a gateway as `printgate status --json` shows it.
 type Status struct {
 	// Running is true when a daemon answered.
-	Running    bool   `json:"running"`
+	Running bool `json:"running"`
+	// Name is the gateway's name in its mesh; empty before its first run.
+	Name       string `json:"name,omitempty"`
 	PublicKey  string `json:"public_key"`
 	ListenPort int    `json:"listen_port"`
 	Endpoint   string `json:"endpoint,omitempty"`
@@ -143,5 +188,7 @@ type PrinterInfo struct {
 	URL   string `json:"url"`
 	Port  string `json:"port,omitempty"` // serial device, "sim" for a simulator
 	State string `json:"state"`
-	Error string `json:"error,omitempty"`
+	// Gateway is the mesh gateway the printer is on (this one's own printers included).
+	Gateway string `json:"gateway,omitempty"`
+	Error   string `json:"error,omitempty"`
 }

@@ -61,6 +61,7 @@ type command struct {
 func commands() []*command {
 	return []*command{
 		initCmd(), runCmd(), enrollCmd(), peersCmd(), revokeCmd(), statusCmd(),
+		meshCmd(),
 		simCmd(), demoCmd(), auditCmd(), recoverCmd(), connectCmd(), versionCmd(), helpCmd(),
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/mesh"
 	"github.com/printgate/printgate/tunnel"
 )
 
@@ -40,8 +41,11 @@ func (g *Gateway) Status() control.Status {
 	st.ListenPort = g.dev.ListenPort()
 	st.Interface = g.cfg.Interface
 	for _, p := range g.prs {
-		st.Printers = append(st.Printers, p.info())
+		pi := p.info()
+		pi.Gateway = g.gw.Name
+		st.Printers = append(st.Printers, pi)
 	}
+	st.Printers = append(st.Printers, remotePrinters(g.node.Roster(), g.gw.Name)...)
 	for _, p := range g.Peers() {
 		st.Peers[string(p.State)]++
 	}
@@ -49,20 +53,46 @@ func (g *Gateway) Status() control.Status {
 }
 
 // OfflineStatus is the status of a state directory with no daemon running: the gateway's
-// configuration, the printers the roster has addresses for (state "stopped") and the roster.
+// configuration, the printers (state "stopped"; with a mesh, every printer of the mesh from
+// this gateway's replica, other gateways' as "remote") and the devices by state.
 func OfflineStatus(reg *enroll.Registry) control.Status {
-	st := baseStatus(reg.Gateway())
-	for _, pa := range reg.PrinterAddrs() {
-		st.Printers = append(st.Printers, control.PrinterInfo{
-			Name: pa.Name, Address: addrString(pa.IPv4), Address6: addrString(pa.IPv6),
-			URL: "http://" + addrString(pa.IPv4) + "/", State: "stopped",
-		})
+	gw := reg.Gateway()
+	st := baseStatus(gw)
+	r := offlineRoster(reg)
+	if r == nil {
+		for _, pa := range reg.PrinterAddrs() {
+			st.Printers = append(st.Printers, control.PrinterInfo{
+				Name: pa.Name, Address: addrString(pa.IPv4), Address6: addrString(pa.IPv6),
+				URL: "http://" + addrString(pa.IPv4) + "/", State: "stopped",
+			})
+		}
+	} else {
+		for _, p := range r.Printers() {
+			if p.Gateway == gw.Name {
+				st.Printers = append(st.Printers, control.PrinterInfo{Name: p.Name, Address: addrString(p.IPv4), Address6: addrString(p.IPv6),
+					URL: "http://" + addrString(p.IPv4) + "/", State: "stopped", Gateway: p.Gateway})
+			}
+		}
+		st.Printers = append(st.Printers, remotePrinters(r, gw.Name)...)
 	}
-	now := time.Now()
-	for _, p := range reg.Peers() {
-		st.Peers[string(p.StateAt(now))]++
+	for _, p := range OfflinePeers(reg) {
+		st.Peers[string(p.State)]++
 	}
 	return st
+}
+
+// remotePrinters are the printers of the other gateways of the mesh, as status lists them
+// (state "remote": their own gateway knows more).
+func remotePrinters(r *mesh.Roster, self string) []control.PrinterInfo {
+	var out []control.PrinterInfo
+	for _, p := range r.Printers() {
+		if p.Gateway == self {
+			continue
+		}
+		out = append(out, control.PrinterInfo{Name: p.Name, Address: addrString(p.IPv4), Address6: addrString(p.IPv6),
+			URL: "http://" + addrString(p.IPv4) + "/", State: "remote", Gateway: p.Gateway})
+	}
+	return out
 }
 
 func baseStatus(gw enroll.Gateway) control.Status {
@@ -75,13 +105,14 @@ func baseStatus(gw enroll.Gateway) control.Status {
 		Printers:   []control.PrinterInfo{},
 		Peers:      map[string]int{},
 	}
+	st.Name = gw.Name
 	if gw.Prefix4.IsValid() {
-		a := firstHost(gw.Prefix4)
+		a := gw.Addr4()
 		st.Addresses = append(st.Addresses, a.String())
 		st.URL = "http://" + a.String() + "/"
 	}
 	if gw.Prefix6.IsValid() {
-		st.Addresses = append(st.Addresses, firstHost(gw.Prefix6).String())
+		st.Addresses = append(st.Addresses, gw.Addr6().String())
 	}
 	return st
 }
@@ -100,12 +131,25 @@ func prefixString(p netip.Prefix) string {
 	return p.String()
 }
 
-// OfflinePeers lists a state directory's peers with no daemon running (no live stats).
+// OfflinePeers lists a state directory's peers with no daemon running (no live stats): with
+// a mesh, every device of the mesh as this gateway's replica has it.
 func OfflinePeers(reg *enroll.Registry) []enroll.PeerView {
 	now := time.Now()
 	out := []enroll.PeerView{}
+	r := offlineRoster(reg)
+	name := reg.Gateway().Name
 	for _, p := range reg.Peers() {
+		if r != nil {
+			p.Home = name
+			if (p.State == enroll.Active || p.State == enroll.Pending) && !meshActive(r, p) {
+				p.State = enroll.Revoked // revoked in the mesh; the gateway tombstones it at start
+			}
+		}
 		out = append(out, p.View(now))
+	}
+	if r != nil {
+		out = append(out, remoteViews(r, name, now)...)
+		sortViews(out)
 	}
 	return out
 }
