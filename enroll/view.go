@@ -41,6 +41,9 @@ type PeerView struct {
 	// Clone is true when the peer's key was seen alternating between endpoints (the same
 	// config on two devices).
 	Clone bool `json:"clone"`
+	// Gateway is the device's home gateway in a mesh (the one peer of its config); empty
+	// outside a mesh.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // View is p as shown at time now: its state at now (a pending peer past its expiry is
