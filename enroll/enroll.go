@@ -157,11 +157,14 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 	}
 	removeStaleTemps(dir)
 
-	key, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+	g.PrivateKey = opts.PrivateKey
+	if g.PrivateKey == (wgtypes.Key{}) {
+		key, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+		}
+		g.PrivateKey = key
 	}
-	g.PrivateKey = key
 	if err := writeState(dir, g); err != nil {
 		// Leave no half-made state behind: these files did not exist and we hold the lock.
 		for _, name := range []string{FileRoster, FileGateway, FileGatewayKey} {

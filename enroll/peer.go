@@ -172,6 +172,9 @@ type InitOptions struct {
 	// Addr4 and Addr6 are tunnel addresses the mesh allocated to a joining gateway, inside
 	// Prefix4 and Prefix6 at one offset; zero: the first host addresses.
 	Addr4, Addr6 netip.Addr
+	// PrivateKey is the gateway key made beforehand (a joining gateway registers its public
+	// half in the mesh before its state exists); zero: Init makes one.
+	PrivateKey wgtypes.Key
 }
 
 // Request asks for one enrollment.
