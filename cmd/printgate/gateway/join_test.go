@@ -40,8 +40,11 @@ func TestJoinMeshExpiredTokenSendsNothing(t *testing.T) {
 	tok := testJoinToken(t, time.Now().Add(time.Minute), "127.0.0.1:1")
 	resolved := false
 	_, err := JoinMesh(context.Background(), JoinConfig{Token: tok, Name: "gw2", PublicKey: testGatewayKey(t), Endpoint: "127.0.0.1:51821",
-		Now:     func() time.Time { return time.Now().Add(2 * time.Minute) },
-		Resolve: func(context.Context, string) (netip.AddrPort, error) { resolved = true; return netip.AddrPort{}, errors.New("no") }})
+		Now: func() time.Time { return time.Now().Add(2 * time.Minute) },
+		Resolve: func(context.Context, string) (netip.AddrPort, error) {
+			resolved = true
+			return netip.AddrPort{}, errors.New("no")
+		}})
 	if !errors.Is(err, mesh.ErrTokenExpired) || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("JoinMesh with an expired token = %v, want ErrTokenExpired saying when", err)
 	}
