@@ -90,3 +90,39 @@ func TestInitJoinUnreachableWritesNothing(t *testing.T) {
 		t.Errorf("a failed join left %s behind", state)
 	}
 }
+
+// TestFirstBootJoin: the appliance's first boot (`run --init --boot-dir`) with join= in
+// printgate.txt takes the join path, not init: an expired token fails there, saying so, and
+// no state is made; a damaged one is refused with the settings file's line.
+func TestFirstBootJoin(t *testing.T) {
+	tests := []struct {
+		name     string
+		settings string
+		want     []string
+	}{
+		{"expired", "endpoint=127.0.0.1:51821\njoin=" + joinToken(t, time.Now().Add(-time.Minute), "127.0.0.1:1") + "\n",
+			[]string{"first boot: joining the mesh (join= in printgate.txt)", "expired at"}},
+		{"damaged", "endpoint=127.0.0.1:51821\njoin=pgjoin1.AAAA\n", []string{"printgate.txt", "line 2", "join token"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			boot := t.TempDir()
+			if err := os.WriteFile(filepath.Join(boot, "printgate.txt"), []byte(tt.settings), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(t.TempDir(), "state")
+			_, errOut, code := runCLI(t, "run", "--state", state, "--init", "--boot-dir", boot)
+			if code != exitError {
+				t.Errorf("first boot exit %d, want %d (stderr %q)", code, exitError, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("first boot stderr %q does not say %q", errOut, w)
+				}
+			}
+			if _, err := os.Stat(state); err == nil {
+				t.Errorf("a failed first-boot join left %s behind", state)
+			}
+		})
+	}
+}
