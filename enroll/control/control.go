@@ -11,6 +11,7 @@ package control
 
 import (
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -29,6 +30,8 @@ const (
 	OpRevoke = "revoke"
 	OpPeers  = "peers"
 	OpStatus = "status"
+	// OpMeshInvite makes a join token for a new gateway (TTL: its life; empty: 15 minutes).
+	OpMeshInvite = "mesh-invite"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -59,6 +62,18 @@ type Response struct {
 	Revoked    *RevokeResult     `json:"revoked,omitempty"`
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
+	Invite     *InviteResult     `json:"invite,omitempty"`
+}
+
+// InviteResult is a join token as it travels, once, to the caller of mesh-invite.
+type InviteResult struct {
+	// Token is the join token's text: a secret until used or expired.
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	// Address is the one-time tunnel address the joining machine uses.
+	Address netip.Addr `json:"address"`
+	// Endpoint is the inviter's HOST:PORT the joining machine dials.
+	Endpoint string `json:"endpoint"`
 }
 
 // EnrollRequest validates an enroll call's options into an enroll.Request.
