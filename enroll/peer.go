@@ -81,6 +81,11 @@ type Peer struct {
 	Clone          bool
 	CloneEndpoints []netip.AddrPort
 	CloneAt        time.Time
+
+	// Home is the device's home gateway in a mesh, set by the daemon on the peers it shows
+	// (View's Gateway); the registry never stores it (a registry's peers are all homed at its
+	// own gateway).
+	Home string
 }
 
 // Live reports whether p belongs on the device at time now: active, or pending and not

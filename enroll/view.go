@@ -55,7 +55,7 @@ func (p Peer) View(now time.Time) PeerView {
 		Address: addrText(p.IPv4), Address6: addrText(p.IPv6),
 		PublicKey: p.PublicKey.String(), OwnKey: p.OwnKey,
 		HasAPIKey: len(p.APIKeyHash) > 0, APIKeyRole: p.APIKeyRole,
-		Created: p.Created, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone,
+		Created: p.Created, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone, Gateway: p.Home,
 	}
 	if !now.IsZero() {
 		v.State = p.StateAt(now)

@@ -127,12 +127,17 @@ type RevokeResult struct {
 	AppliedSeconds float64 `json:"applied_seconds"`
 	// ClosedConns is how many open TCP connections of the peer were aborted.
 	ClosedConns int `json:"closed_conns"`
+	// MeshPending is true when the revocation is applied on this gateway but not yet
+	// committed in the mesh (no quorum): the rest of the mesh follows when it can.
+	MeshPending bool `json:"mesh_pending,omitempty"`
 }
 
 // Status is a gateway as `printgate status --json` shows it.
 type Status struct {
 	// Running is true when a daemon answered.
-	Running    bool   `json:"running"`
+	Running bool `json:"running"`
+	// Name is the gateway's name in its mesh; empty before its first run.
+	Name       string `json:"name,omitempty"`
 	PublicKey  string `json:"public_key"`
 	ListenPort int    `json:"listen_port"`
 	Endpoint   string `json:"endpoint,omitempty"`
@@ -158,5 +163,7 @@ type PrinterInfo struct {
 	URL   string `json:"url"`
 	Port  string `json:"port,omitempty"` // serial device, "sim" for a simulator
 	State string `json:"state"`
-	Error string `json:"error,omitempty"`
+	// Gateway is the mesh gateway the printer is on (this one's own printers included).
+	Gateway string `json:"gateway,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
