@@ -98,6 +98,7 @@ type Gateway struct {
 	prs      []*printer
 	node     *mesh.Node // the mesh member, open from Start's step 4 to Close
 	join     *JoinFile  // STATE/mesh/join.json, nil when there is none
+	invites  invites    // pending join invitations and the join port (invite.go)
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop
@@ -300,6 +301,7 @@ func (g *Gateway) teardown() error {
 	if g.ctlLn != nil {
 		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
+	g.closeInvites()
 	if g.node != nil {
 		if err := g.node.Close(); err != nil {
 			errs = append(errs, err)
