@@ -32,6 +32,8 @@ const (
 	OpStatus = "status"
 	// OpMeshInvite makes a join token for a new gateway (TTL: its life; empty: 15 minutes).
 	OpMeshInvite = "mesh-invite"
+	// OpMeshStatus reports the mesh's gateways, leader, reachability and quorum.
+	OpMeshStatus = "mesh-status"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -63,6 +65,44 @@ type Response struct {
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
 	Invite     *InviteResult     `json:"invite,omitempty"`
+	Mesh       *MeshStatus       `json:"mesh,omitempty"`
+}
+
+// MeshStatus is the mesh as one gateway sees it (`printgate mesh status --json`).
+type MeshStatus struct {
+	// Name is the answering gateway's name; State its raft state (leader, follower,
+	// candidate, shutdown).
+	Name  string `json:"name"`
+	State string `json:"state"`
+	// Leader is the leader's name; empty when none is known.
+	Leader string `json:"leader"`
+	// Quorum is true when writes (enrollments, invitations) can commit now.
+	Quorum  bool   `json:"quorum"`
+	Prefix4 string `json:"prefix4"`
+	Prefix6 string `json:"prefix6,omitempty"`
+	// Gateways are the roster's gateways and raft's members, sorted by name.
+	Gateways []MeshGateway `json:"gateways"`
+	// PendingRevocations are revocations applied here that the mesh has not committed yet.
+	PendingRevocations []string `json:"pending_revocations"`
+}
+
+// MeshGateway is one gateway in MeshStatus.
+type MeshGateway struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Address6  string `json:"address6,omitempty"`
+	Endpoint  string `json:"endpoint"`
+	PublicKey string `json:"public_key"`
+	// Self marks the answering gateway.
+	Self bool `json:"self,omitempty"`
+	// Voter is true for a voting raft member; a gateway in the roster but not (yet) in raft's
+	// configuration is not.
+	Voter  bool `json:"voter"`
+	Leader bool `json:"leader"`
+	// Reachable is true when it answered a ping inside the tunnel just now.
+	Reachable bool `json:"reachable"`
+	// Index is the last roster change its replica applied, when it answered.
+	Index uint64 `json:"index"`
 }
 
 // InviteResult is a join token as it travels, once, to the caller of mesh-invite.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
 )
 
@@ -151,6 +152,43 @@ func TestMeshInviteAndJoin(t *testing.T) {
 	}
 
 	runDaemonCLI(t, b)
+	// mesh status on either gateway shows both, reachable, one leader, quorum.
+	for _, dir := range []string{a, b} {
+		var ms control.MeshStatus
+		deadline := time.Now().Add(meshWait)
+		for {
+			out, errOut, code := runCLI(t, "mesh", "status", "--state", dir, "--json")
+			if code != 0 {
+				t.Fatalf("mesh status: exit %d: %s", code, errOut)
+			}
+			if err := json.Unmarshal([]byte(out), &ms); err != nil {
+				t.Fatalf("mesh status --json: %v\n%s", err, out)
+			}
+			reachable, leaders := 0, 0
+			for _, g := range ms.Gateways {
+				if g.Reachable && g.Voter {
+					reachable++
+				}
+				if g.Leader {
+					leaders++
+				}
+			}
+			if ms.Quorum && len(ms.Gateways) == 2 && reachable == 2 && leaders == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("mesh status on %s never showed two reachable voters, a leader and quorum:\n%s", dir, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	out, _, _ = runCLI(t, "mesh", "status", "--state", b)
+	for _, want := range []string{"2 gateways", "quorum yes", "gw1", "gw2 (this)", "10.77.0.2", fmt.Sprintf("127.0.0.1:%d", pa)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mesh status on gw2 lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("mesh status on gw2:\n%s", out)
 	retryCLI(t, "enroll", "--state", b, "tablet", "--qr", "none")
 	var peers []enroll.PeerView
 	deadline := time.Now().Add(meshWait)

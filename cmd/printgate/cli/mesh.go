@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/printgate/printgate/enroll/control"
@@ -18,21 +20,29 @@ type meshSub struct {
 
 // meshFlags are the flags every mesh subcommand shares (each uses those it needs).
 type meshFlags struct {
-	state *string
-	ttl   *time.Duration
+	state  *string
+	ttl    *time.Duration
+	asJSON *bool
 }
 
 // meshSubs are the mesh subcommands in the order the help lists them.
 func meshSubs() []meshSub {
-	return []meshSub{{"invite", meshInvite}}
+	return []meshSub{{"status", meshStatus}, {"invite", meshInvite}}
 }
 
 func meshCmd() *command {
 	return &command{
 		name:     "mesh",
-		synopsis: "invite --state DIR [--ttl DURATION]",
-		short:    "the mesh of gateways: invite a new gateway",
-		long: `mesh invite asks the running gateway for a join token: a one-time secret that lets one new
+		synopsis: "status --state DIR [--json] | invite --state DIR [--ttl DURATION]",
+		short:    "the mesh of gateways: its members and quorum; invite a new gateway",
+		long: `mesh status shows the mesh as the running gateway on DIR sees it: every gateway with its
+tunnel address and endpoint, whether it answered a ping inside the tunnel just now, which one
+leads, and whether the mesh has quorum (writes such as enrollments commit only with it).
+--json prints an object with the keys name, state, leader, quorum, prefix4, prefix6,
+gateways (a list of objects with name, address, address6, endpoint, public_key, self, voter,
+leader, reachable, index) and pending_revocations.
+
+mesh invite asks the running gateway for a join token: a one-time secret that lets one new
 machine join this gateway's mesh with ` + "`printgate init --state DIR --join TOKEN --endpoint HOST:PORT`" + `.
 The token is printed alone on the last line of standard output; it is valid once, for --ttl
 (default 15m, at most 168h). It holds a one-time WireGuard key the gateway keeps as a pending
@@ -41,8 +51,9 @@ token needs the mesh's quorum: without it the request is refused with a message 
 Treat the token as a secret until it is used: whoever holds it can add a gateway.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			f := &meshFlags{
-				state: fs.String("state", "", "state `DIR` of a gateway of the mesh"),
-				ttl:   fs.Duration("ttl", 15*time.Minute, "invite: how long the join token is valid"),
+				state:  fs.String("state", "", "state `DIR` of a gateway of the mesh"),
+				ttl:    fs.Duration("ttl", 15*time.Minute, "invite: how long the join token is valid"),
+				asJSON: fs.Bool("json", false, "status: print JSON"),
 			}
 			return func(ctx context.Context, e *env, args []string) error {
 				var names []string
@@ -87,5 +98,60 @@ func meshInvite(ctx context.Context, e *env, f *meshFlags, args []string) error 
 	fmt.Fprintf(e.stderr, "on the new machine: printgate init --state DIR --join TOKEN --endpoint HOST:PORT [--name NAME]\n")
 	fmt.Fprintf(e.stderr, "(or join=TOKEN in printgate.txt on an appliance's boot partition). Keep it secret until used.\n")
 	fmt.Fprintln(e.stdout, res.Token)
+	return nil
+}
+
+// meshStatus shows the running gateway's view of the mesh.
+func meshStatus(ctx context.Context, e *env, f *meshFlags, args []string) error {
+	if err := needState("mesh", *f.state); err != nil {
+		return err
+	}
+	if err := exactArgs("mesh", args, 0, ""); err != nil {
+		return err
+	}
+	ms, err := control.Unix(*f.state).MeshStatus(ctx)
+	if errors.Is(err, control.ErrNoDaemon) {
+		if stateMissing(*f.state) {
+			return fmt.Errorf("mesh status: no gateway state in %s (check the path)", *f.state)
+		}
+		return fmt.Errorf("mesh status: no gateway is running on %s (printgate run --state %s)", *f.state, *f.state)
+	}
+	if err != nil {
+		return fmt.Errorf("mesh status: %w", err)
+	}
+	if *f.asJSON {
+		return writeJSON(e.stdout, ms)
+	}
+	leader, quorum := ms.Leader, "yes"
+	if leader == "" {
+		leader = "none"
+	}
+	if !ms.Quorum {
+		quorum = "NO (writes are refused until a majority of the gateways is reachable)"
+	}
+	fmt.Fprintf(e.stdout, "mesh %s %s: %d gateways, leader %s, quorum %s\n", ms.Prefix4, ms.Prefix6, len(ms.Gateways), leader, quorum)
+	tw := tabwriter.NewWriter(e.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tADDRESS\tENDPOINT\tREACHABLE\tROLE")
+	for _, g := range ms.Gateways {
+		reach, role := "no", "follower"
+		if g.Reachable {
+			reach = "yes"
+		}
+		switch {
+		case g.Leader:
+			role = "leader"
+		case !g.Voter:
+			role = "not a voter yet"
+		}
+		name := g.Name
+		if g.Self {
+			name += " (this)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", name, g.Address, g.Endpoint, reach, role)
+	}
+	tw.Flush()
+	if len(ms.PendingRevocations) > 0 {
+		fmt.Fprintf(e.stdout, "revoked here, not yet committed in the mesh: %s\n", strings.Join(ms.PendingRevocations, ", "))
+	}
 	return nil
 }

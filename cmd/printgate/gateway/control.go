@@ -45,6 +45,9 @@ func (g *Gateway) handle(ctx context.Context, req control.Request) control.Respo
 	case control.OpStatus:
 		st := g.Status()
 		return control.Response{Status: &st}
+	case control.OpMeshStatus:
+		ms := g.MeshStatus(ctx)
+		return control.Response{Mesh: &ms}
 	case control.OpMeshInvite:
 		var ttl time.Duration
 		if req.TTL != "" {
