@@ -85,8 +85,9 @@ func retryCLI(t *testing.T, args ...string) string {
 
 // TestMeshInviteAndJoin is the join path as a user types it, in one process over loopback:
 // `mesh invite` on a running gateway, `init --join` on a new state directory, `run` there;
-// the two form a mesh (a device enrolled on the new gateway is listed on the first); a second
-// use of the token is refused.
+// the two form a mesh (`mesh status` on each shows both; a device enrolled on the new gateway
+// is listed on the first); a second use of the token is refused; a third gateway joins
+// through the second.
 func TestMeshInviteAndJoin(t *testing.T) {
 	base := t.TempDir()
 	a, b := filepath.Join(base, "a"), filepath.Join(base, "b")
@@ -154,33 +155,7 @@ func TestMeshInviteAndJoin(t *testing.T) {
 	runDaemonCLI(t, b)
 	// mesh status on either gateway shows both, reachable, one leader, quorum.
 	for _, dir := range []string{a, b} {
-		var ms control.MeshStatus
-		deadline := time.Now().Add(meshWait)
-		for {
-			out, errOut, code := runCLI(t, "mesh", "status", "--state", dir, "--json")
-			if code != 0 {
-				t.Fatalf("mesh status: exit %d: %s", code, errOut)
-			}
-			if err := json.Unmarshal([]byte(out), &ms); err != nil {
-				t.Fatalf("mesh status --json: %v\n%s", err, out)
-			}
-			reachable, leaders := 0, 0
-			for _, g := range ms.Gateways {
-				if g.Reachable && g.Voter {
-					reachable++
-				}
-				if g.Leader {
-					leaders++
-				}
-			}
-			if ms.Quorum && len(ms.Gateways) == 2 && reachable == 2 && leaders == 1 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("mesh status on %s never showed two reachable voters, a leader and quorum:\n%s", dir, out)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		waitMeshStatus(t, dir, 2)
 	}
 	out, _, _ = runCLI(t, "mesh", "status", "--state", b)
 	for _, want := range []string{"2 gateways", "quorum yes", "gw1", "gw2 (this)", "10.77.0.2", fmt.Sprintf("127.0.0.1:%d", pa)} {
@@ -190,6 +165,19 @@ func TestMeshInviteAndJoin(t *testing.T) {
 	}
 	t.Logf("mesh status on gw2:\n%s", out)
 	retryCLI(t, "enroll", "--state", b, "tablet", "--qr", "none")
+
+	// A third gateway joins through the second, a follower: the invitation and the join are
+	// forwarded to the leader.
+	pc := freePort(t)
+	token3 := lastLine(retryCLI(t, "mesh", "invite", "--state", b))
+	if out, errOut, code := runCLI(t, "init", "--state", c, "--join", token3, "--endpoint", fmt.Sprintf("127.0.0.1:%d", pc),
+		"--listen-port", strconv.Itoa(pc), "--name", "gw3"); code != 0 {
+		t.Fatalf("init --join through gw2: exit %d\n%s%s", code, out, errOut)
+	}
+	runDaemonCLI(t, c)
+	for _, dir := range []string{a, b, c} {
+		waitMeshStatus(t, dir, 3)
+	}
 	var peers []enroll.PeerView
 	deadline := time.Now().Add(meshWait)
 	for {
@@ -205,6 +193,39 @@ func TestMeshInviteAndJoin(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("gw1 never listed the tablet enrolled on gw2: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitMeshStatus waits until `mesh status --json` on dir shows n gateways, every one a
+// reachable voter, one leader, and quorum.
+func waitMeshStatus(t *testing.T, dir string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(meshWait)
+	for {
+		out, errOut, code := runCLI(t, "mesh", "status", "--state", dir, "--json")
+		if code != 0 {
+			t.Fatalf("mesh status: exit %d: %s", code, errOut)
+		}
+		var ms control.MeshStatus
+		if err := json.Unmarshal([]byte(out), &ms); err != nil {
+			t.Fatalf("mesh status --json: %v\n%s", err, out)
+		}
+		reachable, leaders := 0, 0
+		for _, g := range ms.Gateways {
+			if g.Reachable && g.Voter {
+				reachable++
+			}
+			if g.Leader {
+				leaders++
+			}
+		}
+		if ms.Quorum && len(ms.Gateways) == n && reachable == n && leaders == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mesh status on %s never showed %d reachable voters, a leader and quorum:\n%s", dir, n, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
