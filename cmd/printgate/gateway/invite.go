@@ -32,8 +32,10 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 // DefaultInviteTTL is how long a join token lives when the caller gives no TTL.
@@ -75,13 +77,34 @@ type invite struct {
 }
 
 // Invite makes a join token valid for ttl (zero: DefaultInviteTTL): recorded in the mesh
-// (which needs quorum), its one-time peer on the device until used or expired.
+// (which needs quorum; without it the error wraps enroll.ErrUnavailable), its one-time peer
+// on the device until used or expired. The audit log records it as done by the local
+// operator (the control socket), the intent first; the token itself is never recorded.
 func (g *Gateway) Invite(ctx context.Context, ttl time.Duration) (mesh.Token, error) {
+	in, err := g.begin(audit.ActionMeshInvite, map[string]string{"ttl": ttl.String()})
+	if err != nil {
+		return mesh.Token{}, err
+	}
+	tok, err := g.invite(ctx, ttl)
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var extra map[string]string
+	if err == nil {
+		extra = map[string]string{"one_time_address": tok.Address.String(), "expires": tok.Expires.UTC().Format(time.RFC3339)}
+	}
+	if aerr := in.End(actx, err, extra); aerr != nil {
+		g.logf("gateway: audit outcome: %v (the intent is on record)", aerr)
+	}
+	return tok, err
+}
+
+// invite is Invite without the audit record (printerd records its callers' own).
+func (g *Gateway) invite(ctx context.Context, ttl time.Duration) (mesh.Token, error) {
 	if ttl == 0 {
 		ttl = DefaultInviteTTL
 	}
 	if ttl < time.Minute || ttl > MaxInviteTTL {
-		return mesh.Token{}, fmt.Errorf("mesh invite: ttl %v: want 1m to %v", ttl, MaxInviteTTL)
+		return mesh.Token{}, fmt.Errorf("mesh invite: ttl %v: want 1m to %v: %w", ttl, MaxInviteTTL, enroll.ErrInvalid)
 	}
 	if g.node == nil {
 		return mesh.Token{}, fmt.Errorf("mesh invite: %w", net.ErrClosed)
@@ -106,7 +129,7 @@ func (g *Gateway) Invite(ctx context.Context, ttl time.Duration) (mesh.Token, er
 	}
 	if _, err := g.node.AddJoinToken(ctx, mesh.AddTokenCmd{PublicKey: tok.PublicKey(), Inviter: g.gw.Name, Expires: tok.Expires}); err != nil {
 		g.dropInvite(inv)
-		return mesh.Token{}, fmt.Errorf("mesh invite: %w", err)
+		return mesh.Token{}, fmt.Errorf("mesh invite: %w", meshError(err))
 	}
 	if err := g.addJoinPeer(pub, addr, tok.Expires); err != nil {
 		g.dropInvite(inv)
@@ -286,4 +309,16 @@ func (g *Gateway) closeInvites() {
 // inviteResult is the control socket's answer to mesh-invite.
 func inviteResult(tok mesh.Token) control.InviteResult {
 	return control.InviteResult{Token: tok.Encode(), Expires: tok.Expires, Address: tok.Address, Endpoint: tok.InviterEndpoint}
+}
+
+// meshInviter is the gateway's Invite as printerd's admin API calls it (printerd records
+// the audit entry with the calling device).
+type meshInviter struct{ g *Gateway }
+
+func (m meshInviter) Invite(ctx context.Context, ttl time.Duration) (string, time.Time, error) {
+	tok, err := m.g.invite(ctx, ttl)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return tok.Encode(), tok.Expires, nil
 }

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +109,14 @@ func TestInviteJoinRun(t *testing.T) {
 	if off := int(tok.Address.As4()[3]) - int(a.gw.Prefix4.Addr().As4()[3]); off < firstInviteOffset || off > lastInviteOffset {
 		t.Errorf("one-time address %v is not at offset 51 to 99", tok.Address)
 	}
+	recs, err := a.audit.Tail(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := json.Marshal(recs)
+	if !strings.Contains(string(rb), `"mesh.invite"`) || strings.Contains(string(rb), mesh.TokenPrefix) {
+		t.Errorf("audit log: %s; want a mesh.invite record without the token", rb)
+	}
 	one := wgtypes.Key(tok.PublicKey())
 	if !onDevice(t, a, one) {
 		t.Fatal("the one-time peer is not on the inviter's device")
@@ -119,7 +129,7 @@ func TestInviteJoinRun(t *testing.T) {
 
 	// A second use of the token is refused as such while the used peer lingers.
 	k3, _ := wgtypes.GeneratePrivateKey()
-	_, err := JoinMesh(context.Background(), JoinConfig{Token: tok, Name: "gw3", PublicKey: k3.PublicKey(), Endpoint: "127.0.0.1:9", Timeout: meshWait})
+	_, err = JoinMesh(context.Background(), JoinConfig{Token: tok, Name: "gw3", PublicKey: k3.PublicKey(), Endpoint: "127.0.0.1:9", Timeout: meshWait})
 	if !errors.Is(err, mesh.ErrTokenUsed) {
 		t.Errorf("second use of the token = %v, want ErrTokenUsed", err)
 	}
