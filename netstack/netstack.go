@@ -2,12 +2,13 @@
 // only package in printgate that imports gVisor, and it offers a net-shaped API.
 //
 // A Stack has one NIC. Its link end is a bounded packet queue that wireguard-go reads and writes
-// through TUN(); the stack itself owns only the tunnel addresses it was given. Nothing here opens
-// a host socket.
+// through TUN(); the stack itself owns only the tunnel addresses it was given. With SetRelay, a
+// gateway of a mesh hands packets for other gateways' addresses back to WireGuard in front of
+// the stack (relay.go). Nothing here opens a host socket.
 //
 // Life cycle (call order):
 //
-//	New ──▶ AddAddr / ListenTCP / DialTCP / CloseConns ... ──▶ [WireGuard device Close] ──▶ Close
+//	New ──▶ AddAddr / ListenTCP / DialTCP / CloseConns / SetRelay ... ──▶ [WireGuard device Close] ──▶ Close
 //
 // Close the WireGuard device (which closes TUN) before Close: the device's goroutines read and
 // write the TUN until the device is down (wireguard-go #134).
@@ -72,6 +73,10 @@ type Config struct {
 	QueueSize int
 	// BatchSize is the most packets per TUN Read; zero means DefaultBatchSize.
 	BatchSize int
+	// RelayQueueSize is the relay queue length in packets (see SetRelay); zero means
+	// DefaultQueueSize. Its max(MTU, 1500)-byte slots are allocated when the relay is first
+	// turned on: 0.7 MiB at the defaults.
+	RelayQueueSize int
 	// Logf logs verbose detail; nil discards. The stack has no error log: every error is
 	// returned to its caller.
 	Logf func(format string, args ...any)
@@ -118,8 +123,12 @@ func New(cfg Config) (*Stack, error) {
 	if batch == 0 {
 		batch = DefaultBatchSize
 	}
-	if queue < 1 || batch < 1 || batch > 1024 {
-		return nil, fmt.Errorf("netstack: queue size %d or batch size %d out of range", queue, batch)
+	relayQueue := cfg.RelayQueueSize
+	if relayQueue == 0 {
+		relayQueue = DefaultQueueSize
+	}
+	if queue < 1 || batch < 1 || batch > 1024 || relayQueue < 1 {
+		return nil, fmt.Errorf("netstack: queue size %d, batch size %d or relay queue size %d out of range", queue, batch, relayQueue)
 	}
 	logf := cfg.Logf
 	if logf == nil {
@@ -147,13 +156,14 @@ func New(cfg Config) (*Stack, error) {
 		{Destination: header.IPv4EmptySubnet, NIC: nicID},
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
+	s.tun = newTUN(s.ep, mtu, batch)
+	s.tun.ringSlots = relayQueue
 	for _, a := range cfg.Addrs {
 		if err := s.AddAddr(a); err != nil {
 			st.Destroy()
 			return nil, err
 		}
 	}
-	s.tun = newTUN(s.ep, mtu, batch)
 	return s, nil
 }
 
@@ -222,6 +232,7 @@ func (s *Stack) AddAddr(a netip.Addr) error {
 		return fmt.Errorf("netstack: add address %v: %v", a, err)
 	}
 	s.mu.addrs[a] = true
+	s.tun.setLocal(s.mu.addrs)
 	s.logf("netstack: address %v added", a)
 	return nil
 }

@@ -122,15 +122,3 @@ func (c *Client) MeshInvite(ctx context.Context, ttl string) (*InviteResult, err
 	}
 	return resp.Invite, nil
 }
-
-// MeshStatus returns the mesh as the gateway sees it.
-func (c *Client) MeshStatus(ctx context.Context) (*MeshStatus, error) {
-	resp, err := c.Call(ctx, Request{Op: OpMeshStatus})
-	if err != nil {
-		return nil, err
-	}
-	if resp.Mesh == nil {
-		return nil, fmt.Errorf("control %s: empty reply", OpMeshStatus)
-	}
-	return resp.Mesh, nil
-}

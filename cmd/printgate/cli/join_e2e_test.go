@@ -158,7 +158,7 @@ func TestMeshInviteAndJoin(t *testing.T) {
 		waitMeshStatus(t, dir, 2)
 	}
 	out, _, _ = runCLI(t, "mesh", "status", "--state", b)
-	for _, want := range []string{"2 gateways", "quorum yes", "gw1", "gw2 (this)", "10.77.0.2", fmt.Sprintf("127.0.0.1:%d", pa)} {
+	for _, want := range []string{"mesh of 2", "quorum yes", "gw1", "gw2 (this)", "10.77.0.2", fmt.Sprintf("127.0.0.1:%d", pa)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("mesh status on gw2 lacks %q:\n%s", want, out)
 		}

@@ -46,8 +46,8 @@ func (g *Gateway) handle(ctx context.Context, req control.Request) control.Respo
 		st := g.Status()
 		return control.Response{Status: &st}
 	case control.OpMeshStatus:
-		ms := g.MeshStatus(ctx)
-		return control.Response{Mesh: &ms}
+		st := g.MeshStatus(ctx)
+		return control.Response{Mesh: &st}
 	case control.OpMeshInvite:
 		var ttl time.Duration
 		if req.TTL != "" {
@@ -63,6 +63,12 @@ func (g *Gateway) handle(ctx context.Context, req control.Request) control.Respo
 		}
 		res := inviteResult(tok)
 		return control.Response{Invite: &res}
+	case control.OpMeshRemove:
+		if err := g.RemoveGateway(ctx, req.Name); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		st := g.MeshStatus(ctx)
+		return control.Response{Mesh: &st}
 	default:
 		return control.Response{Error: fmt.Sprintf("control: unknown operation %q", req.Op)}
 	}

@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
@@ -79,6 +80,11 @@ type Config struct {
 
 	// onDeviceUp, when set (tests), runs once the WireGuard UDP port is bound.
 	onDeviceUp func()
+	// bind, when set (tests), is the WireGuard device's UDP transport (partitions).
+	bind conn.Bind
+	// onMeshRevoked, when set (tests), runs after the mesh loop closed the connections of
+	// devices the replica shows newly revoked.
+	onMeshRevoked func(names []string, closed int)
 }
 
 // Gateway is a running daemon. Its methods are safe for concurrent use.
@@ -122,6 +128,8 @@ type Gateway struct {
 	}
 	// roster is the roster as last applied, published by every apply (publishLocked).
 	roster atomic.Pointer[rosterView]
+	// relay is what the relay predicate reads (relay.go), rebuilt by every apply.
+	relay atomic.Pointer[relayTable]
 
 	stats struct {
 		sync.Mutex
@@ -197,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		PrivateKey:    g.gw.PrivateKey,
 		ListenPort:    g.gw.ListenPort,
 		TUN:           g.stack.TUN(),
+		Bind:          cfg.bind,
 		InterfaceName: cfg.Interface,
 		Logf:          g.verbosef,
 		Errorf:        g.logf,
@@ -366,6 +375,9 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		}
 	}
 	g.reg.applied = next
+	if r != nil {
+		g.relay.Store(buildRelayTable(r, g.gw.Name, next))
+	}
 	g.publishLocked()
 	if len(gone) > 0 {
 		closed = g.closeConns(gone)
