@@ -226,6 +226,21 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Without quorum an invitation is refused, saying so; nothing of it stays pending.
+	if _, err := a.Invite(context.Background(), 0); !errors.Is(err, enroll.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
+		t.Errorf("invite without quorum = %v, want ErrUnavailable saying quorum", err)
+	}
+	a.invites.Lock()
+	pending := 0
+	for _, inv := range a.invites.byAddr {
+		if !inv.used {
+			pending++
+		}
+	}
+	a.invites.Unlock()
+	if pending != 1 {
+		t.Errorf("%d unused invitations pending after a refused one, want 1 (the token made before)", pending)
+	}
 
 	refused := make(chan struct{})
 	var once sync.Once
