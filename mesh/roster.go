@@ -20,6 +20,7 @@
 //	tombstone.go  revocations applied before they commit, kept on disk
 //	replica.go    the last committed roster on disk, served after a restart without quorum
 //	token.go      the join token
+//	join.go       the join protocol: a new gateway admitted with a token
 //
 // The state directory holds raft.db (raft's log and stable store), snapshots/,
 // revocations.json and replica.json. meshtest/ has a loopback network with partitions for

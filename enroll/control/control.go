@@ -11,6 +11,7 @@ package control
 
 import (
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -33,6 +34,8 @@ const (
 	// gateway Name from the mesh.
 	OpMeshStatus = "mesh_status"
 	OpMeshRemove = "mesh_remove"
+	// OpMeshInvite makes a join token for a new gateway (TTL: its life; empty: 15 minutes).
+	OpMeshInvite = "mesh_invite"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -64,6 +67,18 @@ type Response struct {
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
 	Mesh       *MeshStatus       `json:"mesh,omitempty"`
+	Invite     *InviteResult     `json:"invite,omitempty"`
+}
+
+// InviteResult is a join token as it travels, once, to the caller of mesh_invite.
+type InviteResult struct {
+	// Token is the join token's text: a secret until used or expired.
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	// Address is the one-time tunnel address the joining machine uses.
+	Address netip.Addr `json:"address"`
+	// Endpoint is the inviter's HOST:PORT the joining machine dials.
+	Endpoint string `json:"endpoint"`
 }
 
 // MeshStatus is the mesh as one gateway sees it: `printgate mesh status --json`.

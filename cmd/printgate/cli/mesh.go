@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
@@ -20,6 +21,7 @@ import (
 type meshOpts struct {
 	state  string
 	asJSON bool
+	ttl    time.Duration
 }
 
 // meshSub is one `printgate mesh` subcommand.
@@ -33,7 +35,7 @@ func meshSubs() []meshSub {
 	return []meshSub{
 		meshStatusSub(),
 		meshRemoveSub(),
-		// invite: `printgate mesh invite` (the join flow) goes here.
+		meshInviteSub(),
 	}
 }
 
@@ -47,19 +49,27 @@ func meshCmd() *command {
 	return &command{
 		name:     "mesh",
 		synopsis: "SUBCOMMAND --state DIR [flags] [arguments]",
-		short:    "the mesh of gateways: status, remove a gateway",
+		short:    "the mesh of gateways: status, invite a new gateway, remove one",
 		long: `Several gateways share one roster (devices, keys, addresses, printers) on raft, inside the
 tunnel: a device enrolled on any gateway reaches every printer of the mesh. A single gateway is
 a mesh of one. Subcommands:
 
 ` + b.String() + `
-Writes (enroll, mesh remove) need a majority of the mesh's gateways running and reachable: a
-gateway without it refuses them with a message containing "quorum" (exit status 1). Reads
-and revocations always work. See docs/mesh.md.`,
+mesh invite asks the running gateway for a join token: valid once, for --ttl (default 15m, at
+most 168h), printed alone on the last line of standard output (advice goes to standard error).
+The new machine joins with ` + "`printgate init --state DIR --join TOKEN --endpoint HOST:PORT`" + ` (or
+join=TOKEN in an appliance's printgate.txt). The token holds a one-time WireGuard key the
+gateway keeps as a pending peer until the token is used or expires; a restart of the gateway
+withdraws it. Treat it as a secret until used: whoever holds it can add a gateway.
+
+Writes (enroll, mesh invite, mesh remove) need a majority of the mesh's gateways running and
+reachable: a gateway without it refuses them with a message containing "quorum" (exit status
+1). Reads and revocations always work. See docs/mesh.md.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			o := &meshOpts{}
 			fs.StringVar(&o.state, "state", "", "state `DIR`")
 			fs.BoolVar(&o.asJSON, "json", false, "print JSON (mesh status)")
+			fs.DurationVar(&o.ttl, "ttl", gateway.DefaultInviteTTL, "how long the join token is valid (mesh invite)")
 			return func(ctx context.Context, e *env, args []string) error {
 				if len(args) == 0 {
 					return usagef("mesh", "want a subcommand: %s", strings.Join(meshSubNames(), ", "))
@@ -171,5 +181,38 @@ func printMeshStatus(w io.Writer, st *control.MeshStatus) {
 	tw.Flush()
 	if len(st.PendingRevocations) > 0 {
 		fmt.Fprintf(w, "revoked here, not yet committed in the mesh: %s\n", strings.Join(st.PendingRevocations, ", "))
+	}
+}
+
+func meshInviteSub() meshSub {
+	return meshSub{
+		name:     "invite",
+		synopsis: "--state DIR [--ttl DURATION]",
+		short:    "a one-time join token for a new gateway, alone on the last line (admin)",
+		run: func(ctx context.Context, e *env, o *meshOpts, args []string) error {
+			if err := exactArgs("mesh", args, 0, ""); err != nil {
+				return err
+			}
+			if o.ttl < time.Minute || o.ttl > gateway.MaxInviteTTL {
+				return usagef("mesh", "--ttl %v: want 1m to %v", o.ttl, gateway.MaxInviteTTL)
+			}
+			resp, err := callDaemon(ctx, e, o.state, control.Request{Op: control.OpMeshInvite, TTL: o.ttl.String()}, func(*enroll.Registry) error {
+				return fmt.Errorf("mesh invite: no gateway is running on %s: start it (printgate run --state %s); the token's one-time peer lives on its WireGuard device", o.state, o.state)
+			})
+			if err != nil {
+				return err
+			}
+			res := resp.Invite
+			if res == nil {
+				return fmt.Errorf("mesh invite: the gateway answered no token")
+			}
+			// Advice on stderr; the token alone on standard output, so scripts take its last line.
+			fmt.Fprintf(e.stderr, "join token for one new gateway, valid until %s (%v), through %s.\n",
+				res.Expires.Local().Format(time.DateTime), time.Until(res.Expires).Round(time.Second), res.Endpoint)
+			fmt.Fprintf(e.stderr, "on the new machine: printgate init --state DIR --join TOKEN --endpoint HOST:PORT [--name NAME]\n")
+			fmt.Fprintf(e.stderr, "(or join=TOKEN in printgate.txt on an appliance's boot partition). Keep it secret until used.\n")
+			fmt.Fprintln(e.stdout, res.Token)
+			return nil
+		},
 	}
 }

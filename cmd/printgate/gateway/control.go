@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
@@ -47,6 +48,21 @@ func (g *Gateway) handle(ctx context.Context, req control.Request) control.Respo
 	case control.OpMeshStatus:
 		st := g.MeshStatus(ctx)
 		return control.Response{Mesh: &st}
+	case control.OpMeshInvite:
+		var ttl time.Duration
+		if req.TTL != "" {
+			d, err := time.ParseDuration(req.TTL)
+			if err != nil {
+				return control.Response{Error: fmt.Sprintf("mesh invite: ttl %q: %v", req.TTL, err)}
+			}
+			ttl = d
+		}
+		tok, err := g.Invite(ctx, ttl)
+		if err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		res := inviteResult(tok)
+		return control.Response{Invite: &res}
 	case control.OpMeshRemove:
 		if err := g.RemoveGateway(ctx, req.Name); err != nil {
 			return control.Response{Error: err.Error()}

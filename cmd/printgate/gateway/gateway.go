@@ -107,6 +107,7 @@ type Gateway struct {
 	// meshNode is node for the mesh listener's filter, which runs before Open returns.
 	meshNode atomic.Pointer[mesh.Node]
 	join     *JoinFile // STATE/mesh/join.json, nil when there is none
+	invites  invites   // pending join invitations and the join port (invite.go)
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop
@@ -315,6 +316,7 @@ func (g *Gateway) teardown() error {
 	if g.ctlLn != nil {
 		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
+	g.closeInvites()
 	if g.node != nil {
 		if err := g.node.Close(); err != nil {
 			errs = append(errs, err)
