@@ -391,7 +391,7 @@ func (s native) nMeshInvite(q *request) error {
 		return err
 	}
 	token, expires, err := s.cfg.Mesh.Invite(q.r.Context(), ttl)
-	s.end(in, err)
+	s.end(in, err, nil)
 	switch {
 	case errors.Is(err, enroll.ErrInvalid):
 		return errorf(http.StatusBadRequest, "%v", err)
