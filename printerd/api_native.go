@@ -33,7 +33,13 @@ func (s native) nPrinters(q *request) error {
 		p := s.printers[n]
 		out = append(out, p.nativeStatus(p.Printer.Status()))
 	}
-	writeJSON(q.w, http.StatusOK, map[string]any{"printers": out})
+	// "mesh": the printers of the mesh's other gateways (name, gateway, addresses), reached
+	// at their own addresses through this gateway.
+	elsewhere := []MeshPrinter{}
+	if s.cfg.Mesh != nil {
+		elsewhere = append(elsewhere, s.cfg.Mesh.Printers()...)
+	}
+	writeJSON(q.w, http.StatusOK, map[string]any{"printers": out, "mesh": elsewhere})
 	return nil
 }
 

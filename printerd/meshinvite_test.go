@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,12 @@ import (
 
 // fakeMesh hands out join tokens, or refuses with err.
 type fakeMesh struct {
-	err  error
-	ttls []time.Duration
+	err      error
+	ttls     []time.Duration
+	printers []MeshPrinter
 }
+
+func (m *fakeMesh) Printers() []MeshPrinter { return m.printers }
 
 func (m *fakeMesh) Invite(_ context.Context, ttl time.Duration) (string, time.Time, error) {
 	m.ttls = append(m.ttls, ttl)
@@ -72,5 +76,45 @@ func TestMeshInviteAPI(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Mesh = &fakeMesh{} })
 	if w := h.do(req{method: "POST", target: "/api/v1/mesh/invite", from: operatorAddr, to: gwAddr, body: `{}`}); w.Code != http.StatusForbidden {
 		t.Errorf("invite as operator = %d, want 403", w.Code)
+	}
+}
+
+// The native printer list names the printers of the mesh's other gateways under "mesh" (for
+// the web UI and `printgate connect`), and never mixes them into "printers".
+func TestPrinterListNamesMeshPrinters(t *testing.T) {
+	elsewhere := []MeshPrinter{{Name: "prusa-b", Gateway: "room2", Address: "10.77.0.12", Address6: "fd00::c"}}
+	for _, tt := range []struct {
+		name string
+		mesh Mesh
+		want []MeshPrinter
+	}{
+		{"mesh", &fakeMesh{printers: elsewhere}, elsewhere},
+		{"alone", &fakeMesh{}, []MeshPrinter{}},
+		{"no mesh", nil, []MeshPrinter{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) { c.Mesh = tt.mesh })
+			w := h.do(req{method: "GET", target: "/api/v1/printers", from: viewerAddr, to: gwAddr})
+			if w.Code != http.StatusOK {
+				t.Fatalf("GET /api/v1/printers = %d %s", w.Code, w.Body)
+			}
+			var body struct {
+				Printers []struct {
+					Name string `json:"name"`
+				} `json:"printers"`
+				Mesh []MeshPrinter `json:"mesh"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+				t.Fatal(err)
+			}
+			if body.Mesh == nil || !reflect.DeepEqual(body.Mesh, tt.want) {
+				t.Errorf("mesh = %+v, want %+v", body.Mesh, tt.want)
+			}
+			for _, p := range body.Printers {
+				if p.Name == "prusa-b" {
+					t.Errorf("a printer of another gateway listed as this gateway's: %s", w.Body)
+				}
+			}
+		})
 	}
 }

@@ -143,10 +143,25 @@ type Devices interface {
 
 // Mesh is the gateway's mesh as the admin API reaches it.
 type Mesh interface {
+	// Printers are the printers of the mesh's other gateways, as this gateway's replica
+	// lists them: the native printer list names them so that a client (the web UI,
+	// `printgate connect`) finds every printer of the mesh from its home gateway.
+	Printers() []MeshPrinter
 	// Invite makes a join token for a new gateway valid for ttl (zero: the gateway's default)
 	// and returns its text and expiry. An error wrapping enroll.ErrUnavailable means the mesh
 	// has no quorum; enroll.ErrInvalid a bad ttl.
 	Invite(ctx context.Context, ttl time.Duration) (token string, expires time.Time, err error)
+}
+
+// MeshPrinter is a printer on another gateway of the mesh: reached through this gateway (the
+// relay), served and authorized by its own gateway.
+type MeshPrinter struct {
+	Name     string `json:"name"`
+	Gateway  string `json:"gateway"`
+	Address  string `json:"address,omitempty"`
+	Address6 string `json:"address6,omitempty"`
+	// GatewayAddress is the printer's gateway's tunnel address: its web UI.
+	GatewayAddress string `json:"gateway_address,omitempty"`
 }
 
 // Audit is the audit log; *audit.Log satisfies it.

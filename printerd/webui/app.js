@@ -16,6 +16,7 @@ function el(tag, text, attrs) {
 const state = {
   me: null,            // {name, role}
   printers: new Map(), // name → nativeStatus
+  mesh: [],            // printers of the mesh's other gateways: {name, gateway, address, gateway_address}
   history: new Map(),  // name → [{t, tool, toolT, bed, bedT}]
   current: null,       // printer shown
   ws: null,
@@ -158,7 +159,17 @@ function renderOverview() {
     }
     list.append(a);
   }
-  if (state.printers.size === 0) list.append(el('p', 'No printers configured.'));
+  if (state.printers.size === 0 && state.mesh.length === 0) list.append(el('p', 'No printers configured.'));
+  // Printers of the mesh's other gateways: served (and authorized) by their own gateway's UI,
+  // reached through this one.
+  for (const p of state.mesh) {
+    const href = p.gateway_address ? 'http://' + p.gateway_address + '/#/printer/' + encodeURIComponent(p.name) : 'http://' + p.address + '/';
+    const a = el('a', null, { href: href, class: 'card printer-card', 'data-printer': p.name, 'data-gateway': p.gateway });
+    const h = el('h2');
+    h.append(el('span', p.name), el('span', 'on ' + p.gateway, { class: 'state', 'data-state': 'remote' }));
+    a.append(h, el('p', 'Open on gateway ' + p.gateway + ' (' + (p.gateway_address || p.address) + ')', { class: 'temps' }));
+    list.append(a);
+  }
 }
 
 async function openPrinter(name) {
@@ -593,6 +604,7 @@ async function start() {
     $('whoami').dataset.role = state.me.role;
     const r = await api('GET', '/api/v1/printers');
     for (const p of r.printers) state.printers.set(p.name, p);
+    state.mesh = r.mesh || [];
   } catch (e) {
     showMessage(e.message);
   }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"net/netip"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -136,5 +138,28 @@ func TestGatewayAddr(t *testing.T) {
 	}
 	if _, err := gatewayAddr([]netip.Prefix{netip.MustParsePrefix("10.77.0.1/32")}, nil); err == nil {
 		t.Errorf("gatewayAddr(host route only) = nil error, want one")
+	}
+}
+
+// The printer list names the home gateway's printers and, under "mesh", those of the mesh's
+// other gateways: connect resolves both, the home gateway's first when a name repeats.
+func TestParsePrintersMesh(t *testing.T) {
+	body := `{"printers":[{"name":"MK4","address":"10.77.0.11","address6":"fd00::b"}],
+		"mesh":[{"name":"prusa-b","gateway":"room2","address":"10.77.0.12"},
+		        {"name":"mk4","gateway":"room3","address":"10.77.0.13"},
+		        {"name":"","address":"10.77.0.14"},{"name":"noaddr","address":"x"}]}`
+	got, err := parsePrinters(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]netip.Addr{
+		"mk4":     {netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("fd00::b")},
+		"prusa-b": {netip.MustParseAddr("10.77.0.12")},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("parsePrinters = %v, want %v", got, want)
+	}
+	if _, err := parsePrinters(strings.NewReader(`{"mesh":`)); err == nil {
+		t.Error("a cut-off list parsed")
 	}
 }

@@ -102,29 +102,34 @@ func (r *resolver) fetch(ctx context.Context) (map[string][]netip.Addr, error) {
 	return parsePrinters(io.LimitReader(resp.Body, maxPrintersBody))
 }
 
-// parsePrinters reads the native status answer: {"printers": [{"name", "address", "address6"}]}.
+// parsePrinters reads the native status answer: {"printers": [{"name", "address",
+// "address6"}], "mesh": [the same, for the printers of the mesh's other gateways]}. A name
+// listed twice keeps its first addresses (the home gateway's own printers come first).
 // Addresses outside the tunnel's routes are dropped by Dial later, not here.
 func parsePrinters(r io.Reader) (map[string][]netip.Addr, error) {
+	type entry struct {
+		Name     string `json:"name"`
+		Address  string `json:"address"`
+		Address6 string `json:"address6"`
+	}
 	var body struct {
-		Printers []struct {
-			Name     string `json:"name"`
-			Address  string `json:"address"`
-			Address6 string `json:"address6"`
-		} `json:"printers"`
+		Printers []entry `json:"printers"`
+		Mesh     []entry `json:"mesh"`
 	}
 	if err := json.NewDecoder(r).Decode(&body); err != nil {
 		return nil, fmt.Errorf("printer list: %w", err)
 	}
-	out := make(map[string][]netip.Addr, len(body.Printers))
-	for _, p := range body.Printers {
+	out := make(map[string][]netip.Addr, len(body.Printers)+len(body.Mesh))
+	for _, p := range append(body.Printers, body.Mesh...) {
 		var addrs []netip.Addr
 		for _, s := range []string{p.Address, p.Address6} {
 			if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
 				addrs = append(addrs, a.Unmap())
 			}
 		}
-		if p.Name != "" && len(addrs) > 0 {
-			out[strings.ToLower(p.Name)] = addrs
+		key := strings.ToLower(p.Name)
+		if _, dup := out[key]; p.Name != "" && len(addrs) > 0 && !dup {
+			out[key] = addrs
 		}
 	}
 	return out, nil

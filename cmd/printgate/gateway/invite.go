@@ -35,6 +35,7 @@ import (
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/printerd"
 	"github.com/printgate/printgate/printerd/audit"
 )
 
@@ -315,10 +316,27 @@ func inviteResult(tok mesh.Token) control.InviteResult {
 // the audit entry with the calling device).
 type meshInviter struct{ g *Gateway }
 
+var _ printerd.Mesh = meshInviter{}
+
 func (m meshInviter) Invite(ctx context.Context, ttl time.Duration) (string, time.Time, error) {
 	tok, err := m.g.invite(ctx, ttl)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	return tok.Encode(), tok.Expires, nil
+}
+
+// Printers lists the printers of the mesh's other gateways from this gateway's replica, for
+// printerd's native printer list.
+func (m meshInviter) Printers() []printerd.MeshPrinter {
+	r := m.g.node.Roster()
+	var out []printerd.MeshPrinter
+	for _, p := range remotePrinters(r, m.g.gw.Name) {
+		mp := printerd.MeshPrinter{Name: p.Name, Gateway: p.Gateway, Address: p.Address, Address6: p.Address6}
+		if gw, ok := r.Gateway(p.Gateway); ok {
+			mp.GatewayAddress = addrString(gw.IPv4)
+		}
+		out = append(out, mp)
+	}
+	return out
 }

@@ -284,6 +284,16 @@ func TestMeshOfThree(t *testing.T) {
 	if st := a.Status(); !slices.ContainsFunc(st.Printers, func(p control.PrinterInfo) bool { return p.Name == "b-mk4" && p.Gateway == "gw-b" }) {
 		t.Errorf("A's status printers %+v, want b-mk4 on gw-b", st.Printers)
 	}
+	// The native printer list at A (the web UI's and `printgate connect`'s) names B's printer
+	// under "mesh", with B's address for its web UI.
+	list, lerr := get(phc, "http://"+a.Addrs()[0].String()+"/api/v1/printers")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	wantMesh := fmt.Sprintf(`{"name":"b-mk4","gateway":"gw-b","address":%q`, pr.IPv4.String())
+	if !strings.Contains(list, wantMesh) || !strings.Contains(list, fmt.Sprintf(`"gateway_address":%q`, b.Addrs()[0].String())) {
+		t.Errorf("A's /api/v1/printers = %s, want %s… with B's gateway address under mesh", list, wantMesh)
+	}
 	phone.close()
 
 	// Revocation everywhere: a device homed on A, with an open connection to A, revoked on C.
