@@ -22,6 +22,7 @@ const (
 	opApply        = "apply"
 	opReadIndex    = "read_index"
 	opAddVoter     = "add_voter"
+	opAddNonvoter  = "add_nonvoter"
 	opRemoveServer = "remove_server"
 	opPing         = "ping"
 )

@@ -8,7 +8,8 @@ package mesh
 //	joiner → inviter  one JoinRequest, JSON, one line: the token's one-time public key,
 //	                  the new gateway's name, its own public key and its endpoint
 //	inviter           ConsumeJoinToken (once, before expiry) → AddGateway (allocates its
-//	                  addresses) → AddVoter (raft membership, at the address it will listen on)
+//	                  addresses) → AddNonvoter (raft membership, at the address it will listen
+//	                  on; the new node promotes itself to voter once it runs: promote.go)
 //	inviter → joiner  one joinReply, JSON, one line: the JoinAnswer (prefixes, the new
 //	                  gateway's addresses, the gateway list) or the refusal (code and text)
 //
@@ -127,23 +128,21 @@ type RaftAddrFunc func(g Gateway) string
 
 // Admit lets the gateway req names into the mesh with the join token req.Token:
 // ConsumeJoinToken (a second use, or a use past the expiry, is refused with ErrTokenUsed or
-// ErrTokenExpired), AddGateway, AddVoter at raftAddr(gateway). A retried join by the same
+// ErrTokenExpired), AddGateway, AddNonvoter at raftAddr(gateway). A retried join by the same
 // name and key gets the same answer.
 //
-// Raft cannot commit the membership change of a mesh of one growing to two until the new
-// node runs, so there AddVoter returns without quorum; the change is in this node's
-// configuration and completes when the new gateway starts. Admit then succeeds.
+// The new gateway counts toward no quorum until it runs and has caught up (it then asks to
+// be a voter), so admitting it never stalls the mesh, even if the new machine never starts.
 func (n *Node) Admit(ctx context.Context, req JoinRequest, raftAddr RaftAddrFunc) (JoinAnswer, error) {
 	if err := req.Check(); err != nil {
 		return JoinAnswer{}, err
 	}
 	if a, ok := n.admitted(req); ok {
-		// A retry after the join completed: answer from the replica, so it works while the
-		// mesh waits for the new gateway to run.
+		// A retry after the join completed: answer from the replica, so it works even while
+		// the mesh has no quorum.
 		return a, nil
 	}
-	// Refuse from the replica what the mesh would refuse, without waiting for quorum (a
-	// mesh of one that just grew to two has none until the new gateway runs): a used token
+	// Refuse from the replica what the mesh would refuse, without waiting for quorum: a used token
 	// stays used, an expired one expired. And refuse what AddGateway would refuse before the
 	// token is burned; AddGateway checks again on the committed roster.
 	r := n.known()
@@ -171,11 +170,12 @@ func (n *Node) Admit(ctx context.Context, req JoinRequest, raftAddr RaftAddrFunc
 		return JoinAnswer{}, fmt.Errorf("join %s: %w", req.Name, err)
 	}
 	addr := raftAddr(gw)
-	if err := n.AddVoter(ctx, gw.Name, addr); err != nil {
+	// A non-voter until it runs and catches up (promote.go): the quorum stays as it was.
+	if err := n.AddNonvoter(ctx, gw.Name, addr); err != nil {
 		if !errors.Is(err, ErrNoQuorum) || !n.hasServer(gw.Name, addr) {
 			return JoinAnswer{}, fmt.Errorf("join %s: raft membership: %w", req.Name, err)
 		}
-		n.logf("mesh: gateway %s joined; the mesh waits for it to run to commit its membership (%v)", gw.Name, err)
+		n.logf("mesh: gateway %s joined; its membership commits when the mesh has quorum again (%v)", gw.Name, err)
 	}
 	a, ok := n.admitted(req)
 	if !ok {

@@ -106,8 +106,8 @@ func TestJoinMeshOfOneGrowsToTwo(t *testing.T) {
 	j := c.newJoiner("gw2")
 	tok := c.invite(gw1, time.Now().Add(15*time.Minute))
 
-	// The new gateway is not running yet: the mesh's packets to it are dropped, so raft
-	// cannot commit the membership of two. The join completes anyway.
+	// The new gateway is not running yet: the mesh's packets to it are dropped. It joined as
+	// a non-voter, so the mesh of one keeps its quorum.
 	c.net.Partition(j.tn.addr)
 	a, err := c.joinSettled(gw1.Node, tok, j.request(tok), raftAddrs(j))
 	if err != nil {
@@ -123,8 +123,22 @@ func TestJoinMeshOfOneGrowsToTwo(t *testing.T) {
 		t.Errorf("gateways %+v, want gw1 and gw2", a.Gateways)
 	}
 
-	// Meanwhile the mesh of two has no quorum; a second use of the token is refused as such
-	// from the replica all the same.
+	// Meanwhile the mesh still commits on its own (the new member counts toward no quorum
+	// before it runs): an enrollment on gw1 goes through at once, no retry.
+	k := newKey(t)
+	if d, err := gw1.Enroll(context.Background(), EnrollCmd{Name: "early", Role: Viewer, PublicKey: k, Home: "gw1"}); err != nil || d.Name != "early" {
+		t.Fatalf("enroll on gw1 while gw2 has not run = %+v, %v; want it committed", d, err)
+	}
+	if st := gw1.Status(); len(st.Servers) != 2 || !st.Quorum {
+		t.Errorf("gw1's status %+v, want two members and quorum", st)
+	} else {
+		for _, sv := range st.Servers {
+			if sv.ID == "gw2" && sv.Voter {
+				t.Error("gw2 is a voter before it ran")
+			}
+		}
+	}
+	// A second use of the token is refused as such.
 	early := c.newJoiner("gw9")
 	if _, err, _ := join(gw1.Node, tok, early.request(tok), raftAddrs(early)); !errors.Is(err, ErrTokenUsed) {
 		t.Errorf("second use while the mesh waits for gw2 = %v, want ErrTokenUsed", err)
@@ -137,9 +151,15 @@ func TestJoinMeshOfOneGrowsToTwo(t *testing.T) {
 	if len(r.Gateways()) != 2 {
 		t.Fatalf("roster has %d gateways, want 2", len(r.Gateways()))
 	}
-	c.waitFor("two voters that agree on a leader", func() bool {
+	c.waitFor("two voters (gw2 promoted itself once caught up) that agree on a leader", func() bool {
 		s1, s2 := gw1.Status(), j.tn.Status()
-		return len(s1.Servers) == 2 && s1.Leader != "" && s1.Leader == s2.Leader && s2.Quorum
+		voters := 0
+		for _, sv := range s1.Servers {
+			if sv.Voter {
+				voters++
+			}
+		}
+		return voters == 2 && s1.Leader != "" && s1.Leader == s2.Leader && s2.Quorum
 	})
 	d := c.enroll(j.tn, "phone")
 	if d.Home != "gw2" {

@@ -197,10 +197,11 @@ func open(cfg Config) (*Node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("open mesh node %s: %w", cfg.ID, err)
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.serveForward()
 	go n.retryRevocations()
 	go n.keepReplica()
+	go n.promoteSelf()
 	n.logf("mesh: node %s up at %s", n.id, n.advertise)
 	return n, nil
 }
@@ -562,6 +563,8 @@ func (n *Node) leaderDo(ctx context.Context, req fwdRequest) (fwdResponse, error
 		return fwdResponse{Index: n.fsm.Roster().Index()}, nil
 	case opAddVoter:
 		return fwdResponse{}, wait(ctx, n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, remaining))
+	case opAddNonvoter:
+		return fwdResponse{}, wait(ctx, n.raft.AddNonvoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, remaining))
 	case opRemoveServer:
 		return fwdResponse{}, wait(ctx, n.raft.RemoveServer(raft.ServerID(req.ID), 0, remaining))
 	}

@@ -94,10 +94,9 @@ func joinInit(ctx context.Context, e *env, o joinOptions) error {
 	fmt.Fprintf(e.stdout, "  endpoint     %s\n", g.Endpoint)
 	fmt.Fprintf(e.stdout, "  gateways     %s\n", strings.Join(names, ", "))
 	fmt.Fprintf(e.stdout, "next: printgate run --state %s\n", o.state)
+	fmt.Fprintf(e.stderr, "note: this gateway becomes a voting member once it runs and has caught up with the mesh; start it now.\n")
 	if len(a.Gateways) == 2 {
-		fmt.Fprintf(e.stderr, "note: a mesh of two needs both gateways for quorum: until this one runs, the mesh refuses enrollments and invitations. Start it now.\n")
-	} else {
-		fmt.Fprintf(e.stderr, "note: the mesh counts this gateway as a member from now on; start it now.\n")
+		fmt.Fprintf(e.stderr, "note: a mesh of two needs both gateways for enrollments once this one votes: two gateways are not highly available (docs/mesh.md).\n")
 	}
 	return nil
 }
