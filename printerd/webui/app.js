@@ -163,7 +163,7 @@ function renderOverview() {
   // Printers of the mesh's other gateways: served (and authorized) by their own gateway's UI,
   // reached through this one.
   for (const p of state.mesh) {
-    const href = p.gateway_address ? 'http://' + p.gateway_address + '/#/printer/' + encodeURIComponent(p.name) : 'http://' + p.address + '/';
+    const href = '//' + (p.gateway_address ? p.gateway_address + '/#/printer/' + encodeURIComponent(p.name) : p.address + '/');
     const a = el('a', null, { href: href, class: 'card printer-card', 'data-printer': p.name, 'data-gateway': p.gateway });
     const h = el('h2');
     h.append(el('span', p.name), el('span', 'on ' + p.gateway, { class: 'state', 'data-state': 'remote' }));
