@@ -1,7 +1,13 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,4 +59,275 @@ func TestMeshLab(t *testing.T) {
 	for _, g := range m.gws {
 		g.stop(t)
 	}
+}
+
+// TestMeshEndToEnd is issue 12's acceptance with the real binary (and issue 13's "works with a
+// mesh"): three gateways in their own namespaces on one bridged LAN form a mesh by token, each
+// with its own simulated printer; a phone enrolled on gw1 and brought up by Debian's wg-quick +
+// wireguard-go from the decoded QR reaches every printer through gw1; `printgate connect` as
+// nobody reaches a printer on gw3; a revoke on gw3 stops the phone everywhere within 2 s; a
+// partitioned gw3 refuses enrollments for want of quorum while serving its own device, then
+// catches up; a kill -9 of the leader leaves a mesh that enrolls within 10 s; a restart of
+// every gateway keeps the roster.
+//
+// Run: go test -count=1 -v -run 'TestMeshEndToEnd' ./cmd/printgate/e2e/
+func TestMeshEndToEnd(t *testing.T) {
+	requireRoot(t, "ip", "wg", "wg-quick", "wireguard-go", "zbarimg", "curl", "setpriv")
+	if !gateway.SimAvailable {
+		t.Skip("needs the in-process simulated printer (gateway.SimAvailable)")
+	}
+	if _, _, code := pg(t, "mesh", "status", "--help"); code != 0 {
+		t.Skip("`printgate mesh` has not landed (the daemon's mesh wiring: helper mcore; mesh invite / init --join: helper join)")
+	}
+	if out, errOut, _ := pg(t, "init", "--help"); !strings.Contains(out+errOut, "--join") {
+		t.Skip("`printgate init --join` has not landed (helper join)")
+	}
+	top := t
+	m := newMeshLab(t, 3)
+	gw1, gw2, gw3 := m.gws[0], m.gws[1], m.gws[2]
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.Fatalf("step %s failed; the steps after it need it", name)
+		}
+	}
+
+	step("Form", func(t *testing.T) {
+		pgOK(t, "init", "--state", gw1.state, "--endpoint", gw1.endpoint(), "--listen-port", strconv.Itoa(listenPort), "--name", gw1.name)
+		gw1.start(top)
+		for _, g := range []*meshGW{gw2, gw3} {
+			out := pgOK(t, "mesh", "invite", "--state", gw1.state)
+			token := lastLine(out)
+			if out, errOut, code := pgIn(t, g.ns, "init", "--state", g.state, "--endpoint", g.endpoint(), "--join", token, "--name", g.name); code != 0 {
+				t.Fatalf("%s: init --join (token from gw1's mesh invite): exit %d\nstdout:\n%s\nstderr:\n%s", g.name, code, out, errOut)
+			}
+			g.start(top)
+			waitFor(t, g.name+" reachable in gw1's mesh status, with quorum", 30*time.Second, func() bool {
+				ms, ok := gw1.membership(t)
+				if !ok || !ms.Quorum {
+					return false
+				}
+				for _, x := range ms.Gateways {
+					if x.Name == g.name && x.Reachable {
+						return true
+					}
+				}
+				return false
+			})
+		}
+		for _, g := range m.gws {
+			waitFor(t, g.name+": mesh status with three reachable gateways, a leader and quorum", 30*time.Second, func() bool {
+				ms, ok := g.membership(t)
+				return ok && ms.Quorum && len(ms.Gateways) == 3 && ms.reachable() == 3 && ms.leader() != ""
+			})
+		}
+		ms, _ := gw2.membership(t)
+		for _, x := range ms.Gateways {
+			g := m.byName(x.Name)
+			if g == nil || x.Endpoint != g.endpoint() || x.Address == "" {
+				t.Errorf("mesh status --json on gw2: gateway %+v; want gw1..gw3 with their LAN endpoints and a tunnel address", x)
+			}
+		}
+		t.Logf("mesh formed; leader %s", ms.leader())
+	})
+
+	step("OneSocketEach", func(t *testing.T) {
+		for _, g := range m.gws {
+			t.Run(g.name, func(t *testing.T) { checkSockets(t, g.d.pid(), listenPort) })
+		}
+	})
+
+	// printers: every printer of the mesh as gw3 lists it, by name.
+	printers := map[string]meshPrinter{}
+	step("EveryPrinterEverywhere", func(t *testing.T) {
+		for _, g := range m.gws {
+			waitFor(t, g.name+"'s status --json listing the three printers", 30*time.Second, func() bool {
+				return len(g.status(t).Printers) == 3
+			})
+		}
+		for _, p := range gw3.status(t).Printers {
+			printers[p.Name] = p
+		}
+		for _, g := range m.gws {
+			if p := printers[g.printer]; p.Gateway != g.name || p.Address == "" {
+				t.Errorf("status --json on gw3: printer %s = %+v, want an address and gateway %s", g.printer, p, g.name)
+			}
+		}
+	})
+
+	var phone *meshDevice
+	step("OneQRReachesEveryPrinter", func(t *testing.T) {
+		png := filepath.Join(t.TempDir(), "phone.png")
+		pgOK(t, "enroll", "--state", gw1.state, "phone", "--role", "admin", "--png", png, "--qr", "none")
+		config := decodeQR(t, png)
+		prefix := gw1.status(t).Prefix4
+		if n := strings.Count(config, "[Peer]"); n != 1 {
+			t.Errorf("the phone's config has %d peers, want one (its home gateway):\n%s", n, config)
+		}
+		if allowed := regexp.MustCompile(`(?m)^AllowedIPs = (.*)$`).FindStringSubmatch(config); allowed == nil || !strings.Contains(allowed[1], prefix) {
+			t.Errorf("the phone's AllowedIPs do not hold the mesh prefix %s:\n%s", prefix, config)
+		}
+		if !strings.Contains(config, "Endpoint = "+gw1.endpoint()) {
+			t.Errorf("the phone's config does not dial gw1 at %s:\n%s", gw1.endpoint(), config)
+		}
+		phone = &meshDevice{name: "phone", ns: m.lanClient(top, "c"), conf: config}
+		phone.wg = newWGClient(top, phone.ns, m.prefix+"p", config)
+		phone.wg.up(t)
+		for _, g := range m.gws {
+			phone.waitReaches(t, "the phone (home gw1) to "+g.printer+" on "+g.name, printers[g.printer].Address, 20*time.Second)
+		}
+		m.waitSameRoster(t, "peers --json with the phone")
+	})
+
+	step("ConnectAsNobody", func(t *testing.T) {
+		pub := publicDir(t, false)
+		conf := filepath.Join(pub, "laptop.conf")
+		out := pgOK(t, "enroll", "--state", gw1.state, "laptop", "--role", "operator", "--conf", conf, "--qr", "none")
+		km := uiAPIKeyRE.FindStringSubmatch(out)
+		if km == nil {
+			t.Fatalf("enroll printed no API key:\n%s", out)
+		}
+		os.Chmod(conf, 0o644)
+		bin := filepath.Join(pub, "printgate")
+		if b, err := os.ReadFile(binPath); err != nil || os.WriteFile(bin, b, 0o755) != nil {
+			t.Fatalf("copy the binary for nobody: %v", err)
+		}
+		ns := m.lanClient(t, "n")
+		p := startConnect(t, ns, bin, publicDir(t, true), "--conf", conf,
+			"--forward", "18080="+gw3.printer, "--socks", "11080", "--status-interval", "0")
+		keepLog(t, "connect.log", p.stderr)
+		if links := ns.sh(t, "ip", "-o", "link"); strings.Count(links, "\n") != 2 {
+			t.Errorf("the laptop's namespace has a link beyond lo and its veth:\n%s", links)
+		}
+		waitFor(t, gw3.printer+" on gw3 through the forward to the laptop's home gw1", 30*time.Second, func() bool {
+			r, err := uiCurl(ns, "--max-time", "5", "-H", "X-Api-Key: "+km[1], "http://127.0.0.1:18080/api/version")
+			return err == nil && r.code == 200
+		})
+		r, err := uiCurl(ns, "--max-time", "5", "--socks5-hostname", "127.0.0.1:11080", "-H", "X-Api-Key: "+km[1], "http://"+gw3.printer+"/api/version")
+		if err != nil || r.code != 200 || !strings.Contains(string(r.body), `"api"`) {
+			t.Errorf("curl --socks5-hostname http://%s/api/version (a printer on gw3) = %v %v, want 200", gw3.printer, r, err)
+		}
+		p.interrupt(t)
+	})
+
+	step("RevokeOnGw3StopsThePhoneEverywhere", func(t *testing.T) {
+		m.revokeEverywhere(t, gw3, phone, printers)
+		m.waitSameRoster(t, "peers --json after the revoke")
+	})
+
+	var tab *meshDevice
+	step("PartitionedGw3", func(t *testing.T) {
+		// A tablet homed on gw3, wired straight to it: the partition does not cut it off.
+		tab = m.enrollDevice(t, top, gw3, "tab", "viewer", m.directClient(top, gw3, "d"), "t")
+		tab.waitReaches(t, "the tablet (home gw3) before the partition", printers[gw3.printer].Address, 20*time.Second)
+		m.partition(t, gw3)
+		start := time.Now()
+		out, errOut, code := pg(t, "enroll", "--state", gw3.state, "late", "--qr", "none")
+		took := time.Since(start)
+		t.Logf("enroll on partitioned gw3: exit %d in %v: %s", code, took.Round(time.Millisecond), strings.TrimSpace(out+errOut))
+		if code == 0 || !strings.Contains(out+errOut, "quorum") {
+			t.Errorf("enroll on partitioned gw3: exit %d\n%s%s\nwant a non-zero exit with a message containing \"quorum\"", code, out, errOut)
+		}
+		if took > 8*time.Second {
+			t.Errorf("enroll on partitioned gw3 took %v to be refused, want about 5 s at most", took)
+		}
+		if err := tab.reaches(printers[gw3.printer].Address); err != nil {
+			t.Errorf("the tablet (home gw3) during the partition: %v", err)
+		}
+		waitFor(t, "gw3's mesh status without quorum", 15*time.Second, func() bool {
+			ms, ok := gw3.membership(t)
+			return ok && !ms.Quorum
+		})
+		// The majority side goes on: an enrollment on gw1 commits while gw3 is away.
+		waitFor(t, "gw1 with a leader other than gw3, and quorum", 15*time.Second, func() bool {
+			ms, ok := gw1.membership(t)
+			return ok && ms.Quorum && ms.leader() != "" && ms.leader() != gw3.name
+		})
+		pgOK(t, "enroll", "--state", gw1.state, "meanwhile", "--qr", "none")
+		m.heal(t, gw3)
+		healed := time.Now()
+		m.waitSameRoster(t, "gw3 caught up after the partition (peers --json with meanwhile)")
+		t.Logf("gw3 caught up %v after the heal", time.Since(healed).Round(time.Millisecond))
+		waitFor(t, "gw3's mesh status with quorum again", 15*time.Second, func() bool {
+			ms, ok := gw3.membership(t)
+			return ok && ms.Quorum
+		})
+	})
+
+	step("KillTheLeader", func(t *testing.T) {
+		ms, _ := gw1.membership(t)
+		leader := m.byName(ms.leader())
+		if leader == nil {
+			t.Fatalf("gw1's mesh status names no leader: %+v", ms)
+		}
+		var survivors []*meshGW
+		for _, g := range m.gws {
+			if g != leader {
+				survivors = append(survivors, g)
+			}
+		}
+		start := time.Now()
+		leader.kill(t)
+		t.Logf("killed the leader %s (kill -9)", leader.name)
+		var newLeader string
+		waitFor(t, "a new leader among the survivors", 10*time.Second, func() bool {
+			ms, ok := survivors[0].membership(t)
+			newLeader = ms.leader()
+			return ok && ms.Quorum && newLeader != "" && newLeader != leader.name
+		})
+		elected := time.Since(start)
+		// Enroll on a survivor until it commits; a refusal (quorum) is retried with a new name.
+		var enrolled time.Duration
+		var last string
+		for i := 0; enrolled == 0; i++ {
+			name := fmt.Sprintf("afterkill%d", i)
+			out, errOut, code := pg(t, "enroll", "--state", survivors[0].state, name, "--qr", "none")
+			if code == 0 {
+				enrolled = time.Since(start)
+				break
+			}
+			last = out + errOut
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("no enrollment on %s within 20 s of killing the leader; last: %s", survivors[0].name, last)
+			}
+		}
+		t.Logf("leader %s killed: new leader %s after %v, an enrollment on %s committed after %v",
+			leader.name, newLeader, elected.Round(time.Millisecond), survivors[0].name, enrolled.Round(time.Millisecond))
+		if enrolled > 10*time.Second {
+			t.Errorf("the first enrollment after killing the leader committed after %v, want within 10 s", enrolled)
+		}
+		if leader != gw3 {
+			if err := tab.reaches(printers[gw3.printer].Address); err != nil {
+				t.Errorf("the tablet (home gw3, a survivor) after the leader's kill: %v", err)
+			}
+		}
+		leader.start(top)
+		restarted := time.Now()
+		m.waitSameRoster(t, leader.name+" caught up after its restart")
+		t.Logf("%s caught up %v after its restart", leader.name, time.Since(restarted).Round(time.Millisecond))
+	})
+
+	step("RestartEveryGateway", func(t *testing.T) {
+		before := gw1.roster(t)
+		keys := map[string]meshStatusView{}
+		for _, g := range m.gws {
+			keys[g.name] = g.status(t)
+			g.stop(t)
+		}
+		for _, g := range m.gws {
+			g.start(top)
+		}
+		for _, g := range m.gws {
+			waitFor(t, g.name+": mesh status with three reachable gateways and quorum after the restart", 30*time.Second, func() bool {
+				ms, ok := g.membership(t)
+				return ok && ms.Quorum && ms.reachable() == 3
+			})
+			if got := g.roster(t); got != before {
+				t.Errorf("%s: peers --json after restarting every gateway:\n%s\nwant (before):\n%s", g.name, got, before)
+			}
+			if st, was := g.status(t), keys[g.name]; !slices.Equal(st.Addresses, was.Addresses) || st.PublicKey != was.PublicKey {
+				t.Errorf("%s: key %s, addresses %v after the restart, want %s, %v", g.name, st.PublicKey, st.Addresses, was.PublicKey, was.Addresses)
+			}
+		}
+		tab.waitReaches(t, "the tablet (home gw3) after restarting every gateway", printers[gw3.printer].Address, 20*time.Second)
+	})
 }

@@ -7,17 +7,22 @@ package e2e
 // also when it fails.
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -211,6 +216,7 @@ type meshPrinter struct {
 // meshStatusView is the part of `status --json` these tests read.
 type meshStatusView struct {
 	Running   bool          `json:"running"`
+	PublicKey string        `json:"public_key"`
 	Addresses []string      `json:"addresses"`
 	Prefix4   string        `json:"prefix4"`
 	Printers  []meshPrinter `json:"printers"`
@@ -398,4 +404,153 @@ func lanProbe(ns netns, ip string) error {
 		return fmt.Errorf("%s:9 accepted a TCP connection", ip)
 	}
 	return err
+}
+
+// byName is the gateway called name; nil when none is.
+func (m *meshLab) byName(name string) *meshGW {
+	for _, g := range m.gws {
+		if g.name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// waitSameRoster polls until every running gateway's `peers --json` shows the same roster.
+func (m *meshLab) waitSameRoster(t *testing.T, what string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var first string
+		same, seen := true, map[string]string{}
+		for _, g := range m.gws {
+			if g.d == nil {
+				continue
+			}
+			r := g.roster(t)
+			seen[g.name] = r
+			if len(seen) == 1 {
+				first = r
+			} else if r != first {
+				same = false
+			}
+		}
+		if same {
+			return
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, g := range m.gws {
+				if r, ok := seen[g.name]; ok {
+					fmt.Fprintf(&b, "--- %s:\n%s\n", g.name, r)
+				}
+			}
+			t.Fatalf("%s: the gateways' peers --json still differ after 20 s (name role state address address6 key):\n%s", what, b.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// revokeEverywhere revokes dev on gw while dev holds an open keep-alive connection to every
+// printer, and measures how long after `printgate revoke` started the device gets no answer
+// from any printer, on its open connections or on new ones. The goal is 200 ms; more than
+// 2 s fails.
+func (m *meshLab) revokeEverywhere(t *testing.T, gw *meshGW, dev *meshDevice, printers map[string]meshPrinter) {
+	t.Helper()
+	type probe struct {
+		name, addr string
+		conn       net.Conn
+		br         *bufio.Reader
+		dead       time.Duration
+	}
+	request := func(c net.Conn, br *bufio.Reader, host string, wait time.Duration) error {
+		c.SetDeadline(time.Now().Add(wait))
+		if _, err := fmt.Fprintf(c, "GET /api/version HTTP/1.1\r\nHost: %s\r\n\r\n", host); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
+	}
+	dial := func(addr string, wait time.Duration) (net.Conn, error) {
+		var c net.Conn
+		err := dev.ns.do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", net.JoinHostPort(addr, "80"), wait)
+			return err
+		})
+		return c, err
+	}
+	var probes []*probe
+	for _, name := range slices.Sorted(maps.Keys(printers)) {
+		p := &probe{name: name, addr: printers[name].Address}
+		c, err := dial(p.addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: connect to printer %s at %s before the revoke: %v", dev.name, name, p.addr, err)
+		}
+		defer c.Close()
+		p.conn, p.br = c, bufio.NewReader(c)
+		if err := request(p.conn, p.br, p.addr, 5*time.Second); err != nil {
+			t.Fatalf("%s: keep-alive request to printer %s before the revoke: %v", dev.name, name, err)
+		}
+		probes = append(probes, p)
+	}
+
+	const wait = 250 * time.Millisecond // a probe with no answer in this time counts as dead
+	start := time.Now()
+	out := pgOK(t, "revoke", "--state", gw.state, dev.name)
+	returned := time.Since(start)
+	var wg sync.WaitGroup
+	for _, p := range probes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			openDead := false
+			for time.Since(start) < 5*time.Second {
+				at := time.Since(start)
+				if !openDead && request(p.conn, p.br, p.addr, wait) != nil {
+					openDead = true
+				}
+				newDead := true
+				if c, err := dial(p.addr, wait); err == nil {
+					br := bufio.NewReader(c)
+					newDead = request(c, br, p.addr, wait) != nil
+					c.Close()
+				}
+				if openDead && newDead {
+					p.dead = at
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	var worst time.Duration
+	var each []string
+	for _, p := range probes {
+		if p.dead == 0 {
+			t.Errorf("%s revoked on %s: printer %s at %s still answers it 5 s later", dev.name, gw.name, p.name, p.addr)
+			continue
+		}
+		worst = max(worst, p.dead)
+		each = append(each, fmt.Sprintf("%s %v", p.name, p.dead.Round(time.Millisecond)))
+	}
+	t.Logf("revoke %s on %s (%s): the command returned after %v; no printer answers after %v (%s; probes time out after %v)",
+		dev.name, gw.name, strings.TrimSpace(out), returned.Round(time.Millisecond), worst.Round(time.Millisecond), strings.Join(each, ", "), wait)
+	if worst > 2*time.Second {
+		t.Errorf("%s revoked on %s: printers answered it until %v after the revoke, want within 2 s (goal 200 ms)", dev.name, gw.name, worst)
+	}
+	for _, p := range probes {
+		if body, err := curlFail(dev.ns, "http://"+p.addr+"/api/version"); err == nil {
+			t.Errorf("%s revoked on %s: a new request to printer %s was answered: %s", dev.name, gw.name, p.name, body)
+		}
+	}
 }
