@@ -40,7 +40,7 @@ func TestMeshLab(t *testing.T) {
 	p3, _ := gw3.status(t).printer(gw3.printer)
 	tab.waitReaches(t, "direct client on gw3", p3.Address, 20*time.Second)
 
-	ping := lanProbe
+	ping := meshLANProbe
 	if err := ping(phone.ns, gw3.ip); err != nil {
 		t.Fatalf("LAN client cannot ping gw3 at %s before the partition: %v", gw3.ip, err)
 	}
@@ -96,8 +96,8 @@ func TestMeshEndToEnd(t *testing.T) {
 		gw1.start(top)
 		for _, g := range []*meshGW{gw2, gw3} {
 			out := pgOK(t, "mesh", "invite", "--state", gw1.state)
-			token := lastLine(out)
-			if out, errOut, code := pgIn(t, g.ns, "init", "--state", g.state, "--endpoint", g.endpoint(), "--join", token, "--name", g.name); code != 0 {
+			token := meshLastLine(out)
+			if out, errOut, code := meshPGIn(t, g.ns, "init", "--state", g.state, "--endpoint", g.endpoint(), "--join", token, "--name", g.name); code != 0 {
 				t.Fatalf("%s: init --join (token from gw1's mesh invite): exit %d\nstdout:\n%s\nstderr:\n%s", g.name, code, out, errOut)
 			}
 			g.start(top)
@@ -158,7 +158,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	step("OneQRReachesEveryPrinter", func(t *testing.T) {
 		png := filepath.Join(t.TempDir(), "phone.png")
 		pgOK(t, "enroll", "--state", gw1.state, "phone", "--role", "admin", "--png", png, "--qr", "none")
-		config := decodeQR(t, png)
+		config := meshDecodeQR(t, png)
 		prefix := gw1.status(t).Prefix4
 		if n := strings.Count(config, "[Peer]"); n != 1 {
 			t.Errorf("the phone's config has %d peers, want one (its home gateway):\n%s", n, config)

@@ -186,9 +186,9 @@ func (g *meshGW) kill(t *testing.T) {
 	g.d = nil
 }
 
-// pgIn runs the printgate binary inside ns (for what dials the network itself, such as
+// meshPGIn runs the printgate binary inside ns (for what dials the network itself, such as
 // init --join) and returns stdout, stderr and the exit code.
-func pgIn(t *testing.T, ns netns, args ...string) (string, string, int) {
+func meshPGIn(t *testing.T, ns netns, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd := ns.cmd(binPath, args...)
@@ -307,14 +307,14 @@ func (g *meshGW) roster(t *testing.T) string {
 	return strings.Join(lines, "\n")
 }
 
-// lastLine is the last non-empty line of s.
-func lastLine(s string) string {
+// meshLastLine is the last non-empty line of s.
+func meshLastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
-// decodeQR reads the WireGuard config from a QR PNG with zbarimg.
-func decodeQR(t *testing.T, png string) string {
+// meshDecodeQR reads the WireGuard config from a QR PNG with zbarimg.
+func meshDecodeQR(t *testing.T, png string) string {
 	t.Helper()
 	// stdout only: zbarimg may complain on stderr (no D-Bus in a container).
 	raw, err := exec.Command("zbarimg", "--raw", "-q", png).Output()
@@ -385,9 +385,9 @@ func (dev *meshDevice) waitReaches(t *testing.T, what, addr string, timeout time
 	}
 }
 
-// lanProbe tells whether ns reaches ip on the LAN: a TCP connection to a closed port gets a
+// meshLANProbe tells whether ns reaches ip on the LAN: a TCP connection to a closed port gets a
 // reset (refused) from a reachable host, nothing from a cut one. (No ping in the image.)
-func lanProbe(ns netns, ip string) error {
+func meshLANProbe(ns netns, ip string) error {
 	var err error
 	ns.do(func() error {
 		var c net.Conn
