@@ -176,6 +176,9 @@ func TestMeshEndToEnd(t *testing.T) {
 			phone.waitReaches(t, "the phone (home gw1) to "+g.printer+" on "+g.name, printers[g.printer].Address, 20*time.Second)
 		}
 		m.waitSameRoster(t, "peers --json with the phone")
+		if r := gw3.roster(t); !regexp.MustCompile(`(?m)^phone admin active .* home=gw1$`).MatchString(r) {
+			t.Errorf("peers --json on gw3 does not show the phone active, homed on gw1:\n%s", r)
+		}
 	})
 
 	step("ConnectAsNobody", func(t *testing.T) {
@@ -212,6 +215,9 @@ func TestMeshEndToEnd(t *testing.T) {
 	step("RevokeOnGw3StopsThePhoneEverywhere", func(t *testing.T) {
 		m.revokeEverywhere(t, gw3, phone, printers)
 		m.waitSameRoster(t, "peers --json after the revoke")
+		if r := gw1.roster(t); !regexp.MustCompile(`(?m)^phone admin revoked `).MatchString(r) {
+			t.Errorf("peers --json on gw1 (the phone's home) does not show it revoked:\n%s", r)
+		}
 	})
 
 	var tab *meshDevice

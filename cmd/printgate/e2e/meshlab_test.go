@@ -301,7 +301,7 @@ func (g *meshGW) roster(t *testing.T) string {
 	}
 	var lines []string
 	for _, p := range peers {
-		lines = append(lines, fmt.Sprintf("%v %v %v %v %v %v", p["name"], p["role"], p["state"], p["address"], p["address6"], p["public_key"]))
+		lines = append(lines, fmt.Sprintf("%v %v %v %v %v %v home=%v", p["name"], p["role"], p["state"], p["address"], p["address6"], p["public_key"], p["gateway"]))
 	}
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
@@ -445,7 +445,7 @@ func (m *meshLab) waitSameRoster(t *testing.T, what string) {
 					fmt.Fprintf(&b, "--- %s:\n%s\n", g.name, r)
 				}
 			}
-			t.Fatalf("%s: the gateways' peers --json still differ after 20 s (name role state address address6 key):\n%s", what, b.String())
+			t.Fatalf("%s: the gateways' peers --json still differ after 20 s (name role state address address6 key home):\n%s", what, b.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
