@@ -127,11 +127,43 @@ func usableDevice(p netip.Prefix, off uint32) bool {
 	return last != 0 && last != 255
 }
 
-// Addr4 is the gateway's IPv4 tunnel address, the first host address of Prefix4.
-func (g Gateway) Addr4() netip.Addr { return offsetAddr4(g.Prefix4, gatewayOffset) }
+// Addr4 is the gateway's IPv4 tunnel address: Address4 when the mesh allocated one, else
+// the first host address of Prefix4.
+func (g Gateway) Addr4() netip.Addr {
+	if g.Address4.IsValid() {
+		return g.Address4
+	}
+	return offsetAddr4(g.Prefix4, gatewayOffset)
+}
 
-// Addr6 is the gateway's IPv6 tunnel address, the first host address of Prefix6.
-func (g Gateway) Addr6() netip.Addr { return offsetAddr6(g.Prefix6, gatewayOffset) }
+// Addr6 is the gateway's IPv6 tunnel address: Address6 when the mesh allocated one, else
+// the first host address of Prefix6.
+func (g Gateway) Addr6() netip.Addr {
+	if g.Address6.IsValid() {
+		return g.Address6
+	}
+	return offsetAddr6(g.Prefix6, gatewayOffset)
+}
+
+// checkGatewayAddrs checks a joined gateway's allocated addresses: both set or neither,
+// inside the prefixes at one offset, below the device range's start or anywhere a mesh may
+// put a gateway (offsets 1 and up, never .0 or .255).
+func checkGatewayAddrs(p4, p6 netip.Prefix, a4, a6 netip.Addr) error {
+	if !a4.IsValid() && !a6.IsValid() {
+		return nil
+	}
+	off, ok := addrOffset4(p4, a4)
+	if !ok || off == 0 || off >= size4(p4)-1 {
+		return fmt.Errorf("gateway address %v: not a host address of %v: %w", a4, p4, ErrInvalid)
+	}
+	if last := a4.As4()[3]; last == 0 || last == 255 {
+		return fmt.Errorf("gateway address %v: ends in .0 or .255: %w", a4, ErrInvalid)
+	}
+	if a6 != offsetAddr6(p6, off) {
+		return fmt.Errorf("gateway address %v does not pair with %v (want %v): %w", a6, a4, offsetAddr6(p6, off), ErrInvalid)
+	}
+	return nil
+}
 
 // PublicKey is the gateway's public key (not secret: every device config carries it).
 func (g Gateway) PublicKey() wgtypes.Key { return g.PrivateKey.PublicKey() }

@@ -38,6 +38,10 @@ type gatewayBody struct {
 	EndpointGuessed bool         `json:"endpoint_guessed,omitempty"`
 	PublicKey       keyText      `json:"public_key"`
 	Created         time.Time    `json:"created"`
+	// Name, Addr4 and Addr6: see Gateway (absent in a state made before the mesh).
+	Name  string     `json:"name,omitempty"`
+	Addr4 netip.Addr `json:"addr4,omitzero"`
+	Addr6 netip.Addr `json:"addr6,omitzero"`
 }
 
 // rosterBody is roster.json's body.

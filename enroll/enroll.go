@@ -92,7 +92,8 @@ var errClosed = fmt.Errorf("registry closed: %w", net.ErrClosed)
 
 // Init creates a new state directory (mode 0700) with a fresh gateway key.
 func Init(dir string, opts InitOptions) (Gateway, error) {
-	g := Gateway{ListenPort: opts.ListenPort, Prefix4: opts.Prefix4, Prefix6: opts.Prefix6}
+	g := Gateway{ListenPort: opts.ListenPort, Prefix4: opts.Prefix4, Prefix6: opts.Prefix6,
+		Name: opts.Name, Address4: opts.Addr4, Address6: opts.Addr6}
 	if g.ListenPort == 0 {
 		g.ListenPort = DefaultListenPort
 	}
@@ -113,6 +114,14 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 		g.Prefix6 = p
 	}
 	if err := checkPrefix6(g.Prefix6); err != nil {
+		return Gateway{}, fmt.Errorf("init: %w", err)
+	}
+	if g.Name != "" {
+		if err := ValidateName(g.Name); err != nil {
+			return Gateway{}, fmt.Errorf("init: gateway name: %w", err)
+		}
+	}
+	if err := checkGatewayAddrs(g.Prefix4, g.Prefix6, g.Address4, g.Address6); err != nil {
 		return Gateway{}, fmt.Errorf("init: %w", err)
 	}
 	if opts.Endpoint != "" {
@@ -148,11 +157,14 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 	}
 	removeStaleTemps(dir)
 
-	key, err := wgtypes.GeneratePrivateKey()
-	if err != nil {
-		return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+	g.PrivateKey = opts.PrivateKey
+	if g.PrivateKey == (wgtypes.Key{}) {
+		key, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
+		}
+		g.PrivateKey = key
 	}
-	g.PrivateKey = key
 	if err := writeState(dir, g); err != nil {
 		// Leave no half-made state behind: these files did not exist and we hold the lock.
 		for _, name := range []string{FileRoster, FileGateway, FileGatewayKey} {
@@ -346,6 +358,14 @@ func (r *Registry) Gateway() Gateway {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.gw
+}
+
+// NextDeviceOffset is the device allocation's high-water mark: no device address at this
+// offset or above was ever handed out (a mesh made from this roster resumes there).
+func (r *Registry) NextDeviceOffset() uint32 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.mu.next
 }
 
 // Generation is the roster generation on disk; it grows by one with every write.

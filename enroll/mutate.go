@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -41,25 +42,102 @@ func (r *Registry) SetEndpoint(endpoint string) (Gateway, error) {
 		}
 		g.Endpoint, g.EndpointGuessed = netip.AddrPortFrom(a, uint16(g.ListenPort)).String(), true
 	}
-	path := filepath.Join(r.dir, FileGateway)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-	}
-	var gb gatewayBody
-	if err := unseal(kindGateway, data, &gb); err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", &CorruptError{Path: path, Reason: err.Error(), Dir: r.dir})
-	}
-	gb.Endpoint, gb.EndpointGuessed = g.Endpoint, g.EndpointGuessed
-	if data, err = seal(kindGateway, gb); err != nil {
-		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
-	}
-	if err := writeFileAtomic(r.dir, FileGateway, data, 0o600); err != nil {
+	if err := r.rewriteGatewayLocked(func(gb *gatewayBody) { gb.Endpoint, gb.EndpointGuessed = g.Endpoint, g.EndpointGuessed }); err != nil {
 		return Gateway{}, fmt.Errorf("set endpoint: %w", err)
 	}
 	r.gw = g
 	r.opts.Logf("enroll: endpoint is now %s", g.Endpoint)
 	return g, nil
+}
+
+// SetName names the gateway in its mesh (see Gateway.Name) and saves it in gateway.json.
+func (r *Registry) SetName(name string) (Gateway, error) {
+	if err := ValidateName(name); err != nil {
+		return Gateway{}, fmt.Errorf("set gateway name: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.closed {
+		return Gateway{}, fmt.Errorf("set gateway name: %w", errClosed)
+	}
+	if err := r.rewriteGatewayLocked(func(gb *gatewayBody) { gb.Name = name }); err != nil {
+		return Gateway{}, fmt.Errorf("set gateway name: %w", err)
+	}
+	r.gw.Name = name
+	r.opts.Logf("enroll: gateway name is now %s", name)
+	return r.gw, nil
+}
+
+// rewriteGatewayLocked rewrites gateway.json with change applied to its body (crash-safe);
+// r.mu held for writing.
+func (r *Registry) rewriteGatewayLocked(change func(*gatewayBody)) error {
+	path := filepath.Join(r.dir, FileGateway)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var gb gatewayBody
+	if err := unseal(kindGateway, data, &gb); err != nil {
+		return &CorruptError{Path: path, Reason: err.Error(), Dir: r.dir}
+	}
+	change(&gb)
+	if data, err = seal(kindGateway, gb); err != nil {
+		return err
+	}
+	return writeFileAtomic(r.dir, FileGateway, data, 0o600)
+}
+
+// SanitizeName makes a gateway name out of a host name: letters, digits, '-', '_' and '.'
+// kept, anything else '-', cut to MaxNameLen, starting with a letter or digit. A host name
+// with nothing usable gives "gateway".
+func SanitizeName(host string) string {
+	var b strings.Builder
+	for i := 0; i < len(host) && b.Len() < MaxNameLen; i++ {
+		c := host[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+			b.WriteByte(c)
+		case b.Len() == 0:
+			// a name starts with a letter or digit
+		case c == '-' || c == '_' || c == '.':
+			b.WriteByte(c)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "gateway"
+	}
+	return b.String()
+}
+
+// NewSecrets makes an enrollment's keys in memory: a key pair unless the device brings its
+// own public key (pub), a preshared key and an API key. Pass them to Enroll in
+// Request.Secrets.
+func NewSecrets(pub *wgtypes.Key) (*Secrets, error) {
+	s := &Secrets{}
+	if pub != nil {
+		if *pub == (wgtypes.Key{}) {
+			return nil, fmt.Errorf("public key is all zeros: %w", ErrInvalid)
+		}
+		s.PublicKey = *pub
+	} else {
+		priv, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			return nil, err
+		}
+		s.PrivateKey = &priv
+		s.PublicKey = priv.PublicKey()
+	}
+	psk, err := wgtypes.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	s.PresharedKey = psk
+	if s.APIKey, s.APIKeyHash, err = newAPIKey(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // newAPIKey returns 32 bytes from crypto/rand as 43 characters of unpadded base64url.
@@ -104,31 +182,19 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	if err := checkTTL(ttl); err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
-	if req.PublicKey != nil && *req.PublicKey == (wgtypes.Key{}) {
-		return nil, fmt.Errorf("enroll %s: public key is all zeros: %w", req.Name, ErrInvalid)
+	if req.PublicKey != nil && req.Secrets != nil {
+		return nil, fmt.Errorf("enroll %s: a public key and prepared secrets both given: %w", req.Name, ErrInvalid)
 	}
-
 	// Secrets are made before the lock and live only in memory.
-	e := &Enrollment{}
-	var pub wgtypes.Key
-	if req.PublicKey != nil {
-		pub = *req.PublicKey
-	} else {
-		priv, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
+	sec := req.Secrets
+	if sec == nil {
+		var err error
+		if sec, err = NewSecrets(req.PublicKey); err != nil {
 			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 		}
-		e.PrivateKey = &priv
-		pub = priv.PublicKey()
 	}
-	psk, err := wgtypes.GenerateKey()
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
-	apiKey, apiHash, err := newAPIKey()
-	if err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-	}
+	e := &Enrollment{PrivateKey: sec.PrivateKey}
+	pub, psk, apiKey, apiHash := sec.PublicKey, sec.PresharedKey, sec.APIKey, sec.APIKeyHash
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -150,7 +216,12 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		return nil, fmt.Errorf("enroll %s: public key already enrolled as %s (%s); a key is never enrolled twice: %w",
 			req.Name, r.mu.peers[i].Name, r.mu.peers[i].State, ErrExists)
 	}
-	off, next, err := r.allocDeviceLocked()
+	var off, next uint32
+	if req.IPv4.IsValid() || req.IPv6.IsValid() {
+		off, next, err = r.presetDeviceLocked(req.IPv4, req.IPv6)
+	} else {
+		off, next, err = r.allocDeviceLocked()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
@@ -166,7 +237,7 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		APIKeyRole:   apiRole,
 		Created:      now,
 		ExpiresAt:    now.Add(ttl),
-		OwnKey:       req.PublicKey != nil,
+		OwnKey:       sec.PrivateKey == nil,
 	}
 	peers = append(peers, p)
 	r.mu.deadline[p.PublicKey] = r.clock.mono() + ttl
@@ -195,6 +266,23 @@ func (r *Registry) allocDeviceLocked() (off, next uint32, err error) {
 		return off, off + 1, nil
 	}
 	return 0, 0, fmt.Errorf("no device address left in %v (addresses are never reused; a new state directory with a wider --prefix is needed): %w", r.gw.Prefix4, errExhausted)
+}
+
+// presetDeviceLocked checks addresses a mesh allocated (a free device offset here, the two
+// addresses of one offset) and returns the offset and the new high-water mark (raised past
+// it, never lowered). r.mu held.
+func (r *Registry) presetDeviceLocked(a4, a6 netip.Addr) (off, next uint32, err error) {
+	off, ok := addrOffset4(r.gw.Prefix4, a4)
+	if !ok || !usableDevice(r.gw.Prefix4, off) {
+		return 0, 0, fmt.Errorf("address %v is not a device address of %v: %w", a4, r.gw.Prefix4, ErrInvalid)
+	}
+	if a6 != offsetAddr6(r.gw.Prefix6, off) {
+		return 0, 0, fmt.Errorf("address %v does not pair with %v: %w", a6, a4, ErrInvalid)
+	}
+	if i, used := r.mu.byAddr[a4]; used {
+		return 0, 0, fmt.Errorf("address %v was handed out here before (to %s): %w", a4, r.mu.peers[i].Name, ErrExists)
+	}
+	return off, max(r.mu.next, off+1), nil
 }
 
 // Revoke revokes a peer by name; its addresses are never handed out again.

@@ -81,6 +81,11 @@ type Peer struct {
 	Clone          bool
 	CloneEndpoints []netip.AddrPort
 	CloneAt        time.Time
+
+	// Home is the device's home gateway in a mesh, set by the daemon on the peers it shows
+	// (View's Gateway); the registry never stores it (a registry's peers are all homed at its
+	// own gateway).
+	Home string
 }
 
 // Live reports whether p belongs on the device at time now: active, or pending and not
@@ -138,6 +143,16 @@ type Gateway struct {
 	// EndpointGuessed is true when Init detected Endpoint from a LAN interface because none
 	// was given: devices outside this LAN cannot reach it (see EndpointWarning).
 	EndpointGuessed bool
+	// Name is the gateway's name in a mesh (its raft ID). Empty in a state directory made
+	// before the mesh: the daemon names it at its first start (SanitizeName of the host name)
+	// and saves it (SetName).
+	Name string
+	// Address4 and Address6 are the gateway's own tunnel addresses when the mesh allocated
+	// them (a gateway that joined). The zero value means the first host address of the
+	// prefix, as a single gateway (and a mesh's first gateway) has it. Read them with Addr4
+	// and Addr6, which apply that default.
+	Address4 netip.Addr
+	Address6 netip.Addr
 }
 
 // String describes g without its private key.
@@ -157,6 +172,14 @@ type InitOptions struct {
 	ListenPort int          // zero: 51820
 	Prefix4    netip.Prefix // zero: DefaultPrefix4
 	Prefix6    netip.Prefix // zero: a random RFC 4193 ULA /64
+	// Name is the gateway's mesh name (see Gateway.Name); empty: named at the first run.
+	Name string
+	// Addr4 and Addr6 are tunnel addresses the mesh allocated to a joining gateway, inside
+	// Prefix4 and Prefix6 at one offset; zero: the first host addresses.
+	Addr4, Addr6 netip.Addr
+	// PrivateKey is the gateway key made beforehand (a joining gateway registers its public
+	// half in the mesh before its state exists); zero: Init makes one.
+	PrivateKey wgtypes.Key
 }
 
 // Request asks for one enrollment.
@@ -169,6 +192,37 @@ type Request struct {
 	TTL time.Duration
 	// APIKeyRole narrows the peer's API key; empty: the peer's role. It may not exceed Role.
 	APIKeyRole Role
+	// Secrets, when set, are the keys made beforehand with NewSecrets (a mesh enrollment
+	// records the public key and the API key's hash in the mesh first); nil: Enroll makes
+	// them. PublicKey must then be nil: Secrets carries the key.
+	Secrets *Secrets
+	// IPv4 and IPv6, when set, are the addresses the mesh allocated: Enroll records the peer
+	// at them instead of allocating (they must be free device addresses here). Zero: Enroll
+	// allocates.
+	IPv4, IPv6 netip.Addr
+}
+
+// Secrets are an enrollment's keys, made in memory before it is recorded (NewSecrets).
+type Secrets struct {
+	// PrivateKey is the device's key, nil when the device brought its own.
+	PrivateKey *wgtypes.Key
+	PublicKey  wgtypes.Key
+	// PresharedKey is mixed into the device's handshakes with its home gateway.
+	PresharedKey wgtypes.Key
+	// APIKey is shown once; APIKeyHash (its SHA-256) is all any roster keeps.
+	APIKey     string
+	APIKeyHash [32]byte
+}
+
+// Forget zeroes the private key once it is no longer needed.
+func (s *Secrets) Forget() {
+	if s != nil && s.PrivateKey != nil {
+		*s.PrivateKey = wgtypes.Key{}
+		s.PrivateKey = nil
+	}
+	if s != nil {
+		s.APIKey = ""
+	}
 }
 
 // Enrollment is the one-time result of Enroll. Its secrets are shown once and never stored.
@@ -218,3 +272,7 @@ var ErrExists = errors.New("already exists")
 
 // ErrNotFound marks a name with no live peer or printer.
 var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable marks a write the roster cannot take now but may later: in a mesh, no
+// quorum (the message says "quorum"). The web API answers it with 503.
+var ErrUnavailable = errors.New("roster unavailable")

@@ -278,6 +278,7 @@ func writeState(dir string, g Gateway) error {
 		ListenPort: g.ListenPort, Prefix4: g.Prefix4, Prefix6: g.Prefix6,
 		Endpoint: g.Endpoint, EndpointGuessed: g.EndpointGuessed,
 		PublicKey: keyText(g.PublicKey()), Created: time.Now().UTC(),
+		Name: g.Name, Addr4: g.Address4, Addr6: g.Address6,
 	})
 	if err != nil {
 		return err
@@ -329,7 +330,8 @@ func loadGateway(dir string) (Gateway, error) {
 		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
 	}
 	g := Gateway{PrivateKey: key, ListenPort: gb.ListenPort, Prefix4: gb.Prefix4, Prefix6: gb.Prefix6,
-		Endpoint: gb.Endpoint, EndpointGuessed: gb.EndpointGuessed}
+		Endpoint: gb.Endpoint, EndpointGuessed: gb.EndpointGuessed,
+		Name: gb.Name, Address4: gb.Addr4, Address6: gb.Addr6}
 	if err := checkGateway(g); err != nil {
 		return Gateway{}, &CorruptError{Path: path, Reason: err.Error(), Dir: dir}
 	}
@@ -352,7 +354,12 @@ func checkGateway(g Gateway) error {
 	if ep, err := ParseEndpoint(g.Endpoint, g.ListenPort); err != nil || ep != g.Endpoint {
 		return fmt.Errorf("endpoint %q is not canonical HOST:PORT", g.Endpoint)
 	}
-	return nil
+	if g.Name != "" {
+		if err := ValidateName(g.Name); err != nil {
+			return fmt.Errorf("gateway name: %w", err)
+		}
+	}
+	return checkGatewayAddrs(g.Prefix4, g.Prefix6, g.Address4, g.Address6)
 }
 
 // loadRoster reads and verifies roster.json; on failure it checks roster.prev.json so the

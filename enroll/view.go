@@ -41,6 +41,9 @@ type PeerView struct {
 	// Clone is true when the peer's key was seen alternating between endpoints (the same
 	// config on two devices).
 	Clone bool `json:"clone"`
+	// Gateway is the device's home gateway in a mesh (the one peer of its config); empty
+	// outside a mesh.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // View is p as shown at time now: its state at now (a pending peer past its expiry is
@@ -52,7 +55,7 @@ func (p Peer) View(now time.Time) PeerView {
 		Address: addrText(p.IPv4), Address6: addrText(p.IPv6),
 		PublicKey: p.PublicKey.String(), OwnKey: p.OwnKey,
 		HasAPIKey: len(p.APIKeyHash) > 0, APIKeyRole: p.APIKeyRole,
-		Created: p.Created, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone,
+		Created: p.Created, RxBytes: p.RxBytes, TxBytes: p.TxBytes, Clone: p.Clone, Gateway: p.Home,
 	}
 	if !now.IsZero() {
 		v.State = p.StateAt(now)

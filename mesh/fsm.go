@@ -26,6 +26,8 @@ type FSM struct {
 		sync.Mutex
 		ch chan struct{}
 	}
+	// onPublish, when set (by the Node, before raft starts), runs after every publish.
+	onPublish func()
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -47,6 +49,9 @@ func (f *FSM) publish(r *Roster) {
 	close(f.changed.ch)
 	f.changed.ch = make(chan struct{})
 	f.changed.Unlock()
+	if f.onPublish != nil {
+		f.onPublish()
+	}
 }
 
 // next returns a channel closed at the next publish.
@@ -94,7 +99,7 @@ func (r *Roster) ownDevices() {
 // untouched and the returned roster is nil.
 func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 	n := 0
-	for _, set := range []bool{c.Init != nil, c.Enroll != nil, c.Revoke != nil, c.SetRole != nil,
+	for _, set := range []bool{c.Init != nil, c.Enroll != nil, c.Revoke != nil, c.SetRole != nil, c.SetAPIKey != nil,
 		c.AddGateway != nil, c.RemoveGateway != nil, c.AddPrinter != nil, c.AddToken != nil, c.ConsumeToken != nil} {
 		if set {
 			n++
@@ -120,6 +125,8 @@ func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 		next, res, err = r.applyRevoke(c)
 	case c.SetRole != nil:
 		next, res, err = r.applySetRole(c)
+	case c.SetAPIKey != nil:
+		next, res, err = r.applySetAPIKey(c)
 	case c.AddGateway != nil:
 		next, res, err = r.applyAddGateway(c.AddGateway, c)
 	case c.RemoveGateway != nil:
@@ -196,8 +203,9 @@ func (n *Roster) importRoster(init *InitCmd, gw Gateway) error {
 			return fmt.Errorf("%s: state %q, want active or revoked: %w", who, d.State, ErrInvalid)
 		case d.PublicKey.IsZero() || d.PublicKey == gw.PublicKey:
 			return fmt.Errorf("%s: no public key of its own: %w", who, ErrInvalid)
-		case len(d.APIKeyHash) != 0 && len(d.APIKeyHash) != 32:
-			return fmt.Errorf("%s: api key hash is %d bytes: %w", who, len(d.APIKeyHash), ErrInvalid)
+		}
+		if err := checkAPIKey(d.APIKeyHash, d.APIKeyRole, d.Role); err != nil {
+			return fmt.Errorf("%s: %w", who, err)
 		}
 		if _, dup := n.devices[d.Name]; dup {
 			return fmt.Errorf("%s twice: %w", who, ErrExists)
@@ -263,14 +271,14 @@ func (r *Roster) applyEnroll(c *Command) (*Roster, Result, error) {
 	if e.PublicKey.IsZero() {
 		return nil, Result{}, fmt.Errorf("no public key: %w", ErrInvalid)
 	}
-	if len(e.APIKeyHash) != 0 && len(e.APIKeyHash) != 32 {
-		return nil, Result{}, fmt.Errorf("api key hash is %d bytes, want a SHA-256 of 32: %w", len(e.APIKeyHash), ErrInvalid)
+	if err := checkAPIKey(e.APIKeyHash, e.APIKeyRole, e.Role); err != nil {
+		return nil, Result{}, err
 	}
 	if _, ok := r.gateways[e.Home]; !ok {
 		return nil, Result{}, fmt.Errorf("home gateway %q is not in the mesh: %w", e.Home, ErrNotFound)
 	}
 	if d, ok := r.devices[e.Name]; ok {
-		if d.State == Active && d.PublicKey == e.PublicKey && d.Role == e.Role && d.Home == e.Home && bytes.Equal(d.APIKeyHash, e.APIKeyHash) {
+		if d.State == Active && d.PublicKey == e.PublicKey && d.Role == e.Role && d.Home == e.Home && bytes.Equal(d.APIKeyHash, e.APIKeyHash) && d.APIKeyRole == e.APIKeyRole {
 			// The same enrollment, retried after an unclear outcome: the same answer.
 			d = d.clone()
 			return r.shallow(), Result{Device: &d}, nil
@@ -299,7 +307,7 @@ func (r *Roster) applyEnroll(c *Command) (*Roster, Result, error) {
 	n.ownDevices()
 	n.nextOffset = mark
 	d := Device{Name: e.Name, Role: e.Role, State: Active, PublicKey: e.PublicKey,
-		APIKeyHash: slices.Clone(e.APIKeyHash), Home: e.Home, Created: c.At}
+		APIKeyHash: slices.Clone(e.APIKeyHash), APIKeyRole: e.APIKeyRole, Home: e.Home, Created: c.At}
 	d.IPv4, d.IPv6 = r.addrs(off)
 	n.putDevice(d)
 	return n, Result{Device: &d}, nil
@@ -349,6 +357,32 @@ func (r *Roster) applySetRole(c *Command) (*Roster, Result, error) {
 	n.ownDevices()
 	d = d.clone()
 	d.Role = c.SetRole.Role
+	if d.APIKeyRole != "" && !d.Role.Includes(d.APIKeyRole) {
+		d.APIKeyRole = d.Role // a key never does more than its device
+	}
+	n.putDevice(d)
+	return n, Result{Device: &d}, nil
+}
+
+func (r *Roster) applySetAPIKey(c *Command) (*Roster, Result, error) {
+	s := c.SetAPIKey
+	d, ok := r.devices[s.Name]
+	if !ok {
+		return nil, Result{}, fmt.Errorf("no device named %s: %w", s.Name, ErrNotFound)
+	}
+	if d.State == Revoked {
+		return nil, Result{}, fmt.Errorf("device %s is revoked: %w", d.Name, ErrRevoked)
+	}
+	if len(s.APIKeyHash) == 0 {
+		return nil, Result{}, fmt.Errorf("no api key hash: %w", ErrInvalid)
+	}
+	if err := checkAPIKey(s.APIKeyHash, s.APIKeyRole, d.Role); err != nil {
+		return nil, Result{}, err
+	}
+	n := r.shallow()
+	n.ownDevices()
+	d = d.clone()
+	d.APIKeyHash, d.APIKeyRole = slices.Clone(s.APIKeyHash), s.APIKeyRole
 	n.putDevice(d)
 	return n, Result{Device: &d}, nil
 }

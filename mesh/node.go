@@ -89,6 +89,12 @@ type Node struct {
 	// boot is the replica file's roster until the FSM applies past it; see replica.go.
 	boot atomic.Pointer[Roster]
 
+	// watch is closed and replaced whenever Roster's answer may have changed: see Changed.
+	watch struct {
+		sync.Mutex
+		ch chan struct{}
+	}
+
 	kick chan struct{} // wakes the revocation retry loop
 	done chan struct{} // closed by Close: the node's goroutines exit
 	wg   sync.WaitGroup
@@ -121,6 +127,8 @@ func open(cfg Config) (*Node, error) {
 	}
 	n := &Node{id: cfg.ID, advertise: cfg.Advertise, bound: cfg.CommitTimeout, logf: cfg.Logf, now: cfg.Now,
 		fsm: NewFSM(), kick: make(chan struct{}, 1), done: make(chan struct{})}
+	n.watch.ch = make(chan struct{})
+	n.fsm.onPublish = n.changed
 	if n.advertise == "" {
 		n.advertise = cfg.Listener.Addr().String()
 	}
@@ -297,6 +305,15 @@ func (n *Node) SetRole(ctx context.Context, name string, role Role) (Device, err
 	return *res.Device, nil
 }
 
+// SetAPIKey replaces an active device's API key hash and narrowing role (empty: its role).
+func (n *Node) SetAPIKey(ctx context.Context, name string, hash []byte, role Role) (Device, error) {
+	res, err := n.Apply(ctx, Command{SetAPIKey: &SetAPIKeyCmd{Name: name, APIKeyHash: hash, APIKeyRole: role}})
+	if err != nil {
+		return Device{}, err
+	}
+	return *res.Device, nil
+}
+
 // AddGateway adds a gateway to the roster (raft membership is AddVoter's).
 func (n *Node) AddGateway(ctx context.Context, g AddGatewayCmd) (Gateway, error) {
 	res, err := n.Apply(ctx, Command{AddGateway: &g})
@@ -408,6 +425,7 @@ func (n *Node) Revoke(ctx context.Context, name string) (committed bool, err err
 		if err := n.tomb.add(revocation{Name: name, PublicKey: res.Device.PublicKey, At: n.now()}); err != nil {
 			return true, fmt.Errorf("revoke %s: %w", name, err)
 		}
+		n.changed()
 		n.wake()
 		return true, nil
 	}
@@ -417,6 +435,7 @@ func (n *Node) Revoke(ctx context.Context, name string) (committed bool, err err
 	if err := n.tomb.add(revocation{Name: name, PublicKey: d.PublicKey, At: n.now()}); err != nil {
 		return false, fmt.Errorf("revoke %s: %w", name, err)
 	}
+	n.changed() // every gateway's daemon closes the device's connections from here
 	_, err = n.Apply(ctx, Command{Revoke: &RevokeCmd{Name: name, PublicKey: d.PublicKey}})
 	switch {
 	case err == nil:
@@ -476,22 +495,6 @@ func (n *Node) retryRevocations() {
 }
 
 func (n *Node) isLeader() bool { return n.raft.State() == raft.Leader }
-
-// quorumError is a write or confirmed read that could not complete within the bound.
-type quorumError struct {
-	op    string
-	bound time.Duration
-	cause error
-}
-
-func (e *quorumError) Error() string {
-	return fmt.Sprintf("%s: no quorum: not committed within %v, a majority of the mesh's gateways is not reachable (%v)", e.op, e.bound, e.cause)
-}
-
-func (e *quorumError) Is(target error) bool { return target == ErrNoQuorum }
-
-// errNoLeader is the cause of a quorum error when no leader was known.
-var errNoLeader = errors.New("no leader")
 
 // do runs req on the leader: here if this node leads, else forwarded. It retries while the
 // leadership is unsettled and ctx allows, then fails with a quorumError.

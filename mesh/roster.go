@@ -20,6 +20,7 @@
 //	tombstone.go  revocations applied before they commit, kept on disk
 //	replica.go    the last committed roster on disk, served after a restart without quorum
 //	token.go      the join token
+//	join.go       the join protocol: a new gateway admitted with a token
 //
 // The state directory holds raft.db (raft's log and stable store), snapshots/,
 // revocations.json and replica.json. meshtest/ has a loopback network with partitions for
@@ -88,6 +89,23 @@ const (
 // Valid reports whether r is one of the three roles.
 func (r Role) Valid() bool { return r == Viewer || r == Operator || r == Admin }
 
+// Includes reports whether r may do everything o may (both valid).
+func (r Role) Includes(o Role) bool {
+	rank := map[Role]int{Viewer: 1, Operator: 2, Admin: 3}
+	return r.Valid() && o.Valid() && rank[r] >= rank[o]
+}
+
+// checkAPIKey validates an API key's hash and narrowing role against a device role.
+func checkAPIKey(hash []byte, keyRole, role Role) error {
+	if len(hash) != 0 && len(hash) != 32 {
+		return fmt.Errorf("api key hash is %d bytes, want a SHA-256 of 32: %w", len(hash), ErrInvalid)
+	}
+	if keyRole != "" && !role.Includes(keyRole) {
+		return fmt.Errorf("api key role %q: want a role the device's role %s includes: %w", keyRole, role, ErrInvalid)
+	}
+	return nil
+}
+
 // State is a device's place in the replicated life cycle: active until revoked, revoked for
 // good. (Pending-until-first-handshake is the home gateway's local business.)
 type State string
@@ -109,6 +127,8 @@ type Device struct {
 	IPv6      netip.Addr `json:"ipv6,omitzero"`
 	// APIKeyHash is the SHA-256 of the device's API key, empty when it has none.
 	APIKeyHash []byte `json:"api_key_hash,omitempty"`
+	// APIKeyRole narrows what a request with the API key may do; empty: Role. Never above Role.
+	APIKeyRole Role `json:"api_key_role,omitempty"`
 	// Home is the gateway the device enrolled at: its config's one peer.
 	Home      string    `json:"home"`
 	Created   time.Time `json:"created"`
@@ -272,6 +292,17 @@ func (r *Roster) Printers() []Printer {
 func (r *Roster) Printer(name string) (Printer, bool) {
 	p, ok := r.printers[name]
 	return p, ok
+}
+
+// PrinterAt returns the printer holding tunnel address a.
+func (r *Roster) PrinterAt(a netip.Addr) (Printer, bool) {
+	a = a.Unmap()
+	for _, p := range r.printers {
+		if p.IPv4 == a || p.IPv6 == a {
+			return p, true
+		}
+	}
+	return Printer{}, false
 }
 
 // Token returns the join token with one-time public key k.

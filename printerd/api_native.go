@@ -270,6 +270,9 @@ func (s native) nEnroll(q *request) error {
 		if errors.Is(err, enroll.ErrInvalid) {
 			return errorf(http.StatusBadRequest, "%v", err)
 		}
+		if errors.Is(err, enroll.ErrUnavailable) { // a mesh without quorum: try again later
+			return errorf(http.StatusServiceUnavailable, "%v", err)
+		}
 		return conflict(err)
 	}
 	defer e.Forget()

@@ -11,6 +11,7 @@ package control
 
 import (
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -29,6 +30,8 @@ const (
 	OpRevoke = "revoke"
 	OpPeers  = "peers"
 	OpStatus = "status"
+	// OpMeshInvite makes a join token for a new gateway (TTL: its life; empty: 15 minutes).
+	OpMeshInvite = "mesh-invite"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -59,6 +62,18 @@ type Response struct {
 	Revoked    *RevokeResult     `json:"revoked,omitempty"`
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
+	Invite     *InviteResult     `json:"invite,omitempty"`
+}
+
+// InviteResult is a join token as it travels, once, to the caller of mesh-invite.
+type InviteResult struct {
+	// Token is the join token's text: a secret until used or expired.
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+	// Address is the one-time tunnel address the joining machine uses.
+	Address netip.Addr `json:"address"`
+	// Endpoint is the inviter's HOST:PORT the joining machine dials.
+	Endpoint string `json:"endpoint"`
 }
 
 // EnrollRequest validates an enroll call's options into an enroll.Request.
@@ -112,12 +127,17 @@ type RevokeResult struct {
 	AppliedSeconds float64 `json:"applied_seconds"`
 	// ClosedConns is how many open TCP connections of the peer were aborted.
 	ClosedConns int `json:"closed_conns"`
+	// MeshPending is true when the revocation is applied on this gateway but not yet
+	// committed in the mesh (no quorum): the rest of the mesh follows when it can.
+	MeshPending bool `json:"mesh_pending,omitempty"`
 }
 
 // Status is a gateway as `printgate status --json` shows it.
 type Status struct {
 	// Running is true when a daemon answered.
-	Running    bool   `json:"running"`
+	Running bool `json:"running"`
+	// Name is the gateway's name in its mesh; empty before its first run.
+	Name       string `json:"name,omitempty"`
 	PublicKey  string `json:"public_key"`
 	ListenPort int    `json:"listen_port"`
 	Endpoint   string `json:"endpoint,omitempty"`
@@ -143,5 +163,7 @@ type PrinterInfo struct {
 	URL   string `json:"url"`
 	Port  string `json:"port,omitempty"` // serial device, "sim" for a simulator
 	State string `json:"state"`
-	Error string `json:"error,omitempty"`
+	// Gateway is the mesh gateway the printer is on (this one's own printers included).
+	Gateway string `json:"gateway,omitempty"`
+	Error   string `json:"error,omitempty"`
 }

@@ -13,6 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/mesh"
 )
 
 // SettingsName is the owner's settings file on the boot partition.
@@ -30,6 +33,9 @@ const maxSettingsSize = 64 << 10
 //	listen-port=N               the WireGuard UDP port on this machine (1024-65535)
 //	prefix=CIDR                 mesh prefix, at most one IPv4 and one IPv6
 //	printer=NAME=PATH[,baud=N]  a printer on a serial port (/dev/...) or NAME=sim
+//	name=NAME                   the gateway's name in its mesh (default: the host name)
+//	join=TOKEN                  join the mesh that issued TOKEN (`printgate mesh invite`)
+//	                            instead of starting a new one; no prefix= with it
 //
 // Unknown keys, repeated single keys and malformed values are errors that name the line.
 type Settings struct {
@@ -41,6 +47,10 @@ type Settings struct {
 	Prefix4, Prefix6 netip.Prefix
 	// Printers in file order; none: no printer configured from the file.
 	Printers []Printer
+	// Name is the gateway's name in its mesh; empty: the host name.
+	Name string
+	// Join is a join token (its text, checked to parse); empty: first boot makes a new mesh.
+	Join string
 }
 
 // Printer is one printer= line.
@@ -76,6 +86,12 @@ func (s Settings) Format() string {
 	}
 	for _, p := range s.Printers {
 		fmt.Fprintf(&b, "printer=%s\n", p)
+	}
+	if s.Name != "" {
+		fmt.Fprintf(&b, "name=%s\n", s.Name)
+	}
+	if s.Join != "" {
+		fmt.Fprintf(&b, "join=%s\n", s.Join)
 	}
 	return b.String()
 }
@@ -147,8 +163,18 @@ func ParseSettings(b []byte) (Settings, error) {
 			err = s.addPrefix(val)
 		case "printer":
 			err = s.addPrinter(val)
+		case "name":
+			if err = once(); err == nil {
+				if err = enroll.ValidateName(val); err == nil {
+					s.Name = val
+				}
+			}
+		case "join":
+			if err = once(); err == nil {
+				s.Join, err = parseJoinToken(val)
+			}
 		default:
-			err = fmt.Errorf("unknown key %q (want endpoint, listen-port, prefix or printer)", key)
+			err = fmt.Errorf("unknown key %q (want endpoint, listen-port, prefix, printer, name or join)", key)
 		}
 		if err != nil {
 			return Settings{}, fmt.Errorf("parse settings: line %d: %w", n, err)
@@ -157,7 +183,19 @@ func ParseSettings(b []byte) (Settings, error) {
 	if err := sc.Err(); err != nil {
 		return Settings{}, fmt.Errorf("parse settings: %w", err)
 	}
+	if s.Join != "" && (s.Prefix4.IsValid() || s.Prefix6.IsValid()) {
+		return Settings{}, fmt.Errorf("parse settings: line %d: join= with prefix=: a joining gateway takes the mesh's prefixes (remove the prefix lines)", seen["join"])
+	}
 	return s, nil
+}
+
+// parseJoinToken checks that v is a join token that parses (a damaged copy is caught here,
+// naming the line); whether it is still valid is the join's business.
+func parseJoinToken(v string) (string, error) {
+	if _, err := mesh.ParseToken(v); err != nil {
+		return "", err
+	}
+	return v, nil
 }
 
 func parseEndpoint(v string) (string, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/enroll/firstboot"
 )
 
 func runCmd() *command {
@@ -137,6 +138,13 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 	if stateMissing(cfg.StateDir) && !initState {
 		return fmt.Errorf("no gateway state in %s: create it with 'printgate init --state %s --endpoint HOST:PORT' (or pass --init to initialize it here), or check the path", cfg.StateDir, cfg.StateDir)
 	}
+	if stateMissing(cfg.StateDir) && boot != nil && boot.join != "" {
+		// The appliance joins an existing mesh instead of making its own (join= in the
+		// settings file); the join's own errors say what to fix.
+		if err := bootJoin(ctx, e, cfg, boot, logf); err != nil {
+			return fmt.Errorf("first boot: joining the mesh (join= in %s): %w", firstboot.SettingsName, err)
+		}
+	}
 	if stateMissing(cfg.StateDir) {
 		opts := enroll.InitOptions{}
 		if boot != nil {
@@ -174,7 +182,7 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 		defer wg.Done()
 		n.Watchdog(wctx, g.Alive)
 	}()
-	if bootDir != "" {
+	if bootDir != "" && !madeByJoin(cfg.StateDir) { // a joined gateway's admins are the mesh's
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -196,4 +204,5 @@ func runDaemon(ctx context.Context, e *env, cfg gateway.Config, bootDir string, 
 type bootSettings struct {
 	init     enroll.InitOptions
 	printers []gateway.PrinterSpec
+	join     string // a join token: first boot joins its mesh
 }

@@ -9,15 +9,19 @@ package gateway
 //  1. enroll.Open: the state directory, locked; a corrupt roster fails here (fail closed)
 //     then the control socket STATE/control.sock (0600) listens, not yet answering: whoever
 //     meets the lock or the UDP port finds the socket and waits there for its answer
-//  2. netstack.New with the gateway's first host addresses and one address per printer
+//  2. netstack.New with the gateway's tunnel addresses (printers' come in step 5)
 //  3. tunnel.New: the gateway key, the listen port (the one host socket), the UAPI socket
-//  4. apply the roster: live peers → []tunnel.Peer → Device.Apply (a diff)
-//  5. printer controllers (heaters off on the first bytes), HTTP on port 80 of each address
+//  4. the mesh node (mesh.go): opened on the netstack, a mesh of one bootstrapped from the
+//     registry on the first start; apply the roster: devices homed here that the mesh has
+//     active, the other gateways, join peers → []tunnel.Peer → Device.Apply (a diff)
+//  5. printers: their addresses from the mesh (AddPrinter when new), added to the stack;
+//     controllers (heaters off on the first bytes), HTTP on port 80 of each address
 //  6. the control socket answers (its accept loop starts)
-//  7. the stats loop: every StatsInterval, device stats → roster → pending expiry → re-apply
+//  7. the stats loop: every StatsInterval, device stats → roster → pending expiry → re-apply;
+//     the mesh loop: every replica change → re-apply, revoked devices' connections closed
 //
 // Close: controllers stop (their heaters-off path), HTTP servers shut down, control socket
-// removed, device closed, stack closed, roster closed.
+// removed, mesh node closed, device closed, stack closed, roster closed.
 
 import (
 	"context"
@@ -25,7 +29,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +37,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/mesh"
 	"github.com/printgate/printgate/netstack"
 	"github.com/printgate/printgate/printerd/audit"
 	"github.com/printgate/printgate/tunnel"
@@ -92,6 +96,8 @@ type Gateway struct {
 	ctlDone  sync.WaitGroup  // ctl.Serve
 	web      *webServers
 	prs      []*printer
+	node     *mesh.Node // the mesh member, open from Start's step 4 to Close
+	join     *JoinFile  // STATE/mesh/join.json, nil when there is none
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop
@@ -103,6 +109,15 @@ type Gateway struct {
 		sync.Mutex
 		r       *enroll.Registry
 		applied map[wgtypes.Key]enroll.DevicePeer // live peers on the device
+		joins   map[wgtypes.Key]joinPeer          // one-time join peers (meshpeers.go)
+	}
+	// inflight are the names of enrollments between their mesh commit and their local
+	// record (revokeStale leaves them alone); guarded by reg's mutex.
+	inflight map[string]bool
+	// endpoints caches other gateways' resolved endpoints (resolveEndpoint).
+	endpoints struct {
+		sync.Mutex
+		m map[string]netip.AddrPort
 	}
 	// roster is the roster as last applied, published by every apply (publishLocked).
 	roster atomic.Pointer[rosterView]
@@ -169,20 +184,10 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
 
-	addrs := g.Addrs()
-	for _, spec := range cfg.Printers {
-		a4, a6, err := g.printerAddrs(spec.Name)
-		if err != nil {
-			return nil, fmt.Errorf("gateway: start: printer %s: %w", spec.Name, err)
-		}
-		p := &printer{spec: spec, addr4: a4, addr6: a6}
-		g.prs = append(g.prs, p)
-		addrs = append(addrs, a4)
-		if a6.IsValid() {
-			addrs = append(addrs, a6)
-		}
+	if err := g.gatewayName(); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
-
+	addrs := g.Addrs()
 	g.stack, err = netstack.New(netstack.Config{Addrs: addrs, Logf: g.verbosef})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
@@ -208,13 +213,18 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		g.audit = al
 	}
 
+	if err := g.openMesh(ctx); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
 	g.reg.Lock()
-	_, _, err = g.applyLocked()
+	_, _, err = g.applyLocked() // the other gateways first: the mesh may need them for printers
 	g.reg.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("gateway: start: %w", err)
 	}
-
+	if err := g.meshPrinters(ctx); err != nil {
+		return nil, fmt.Errorf("gateway: start: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	if err := g.startPrinters(runCtx); err != nil {
@@ -229,25 +239,27 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		defer g.ctlDone.Done()
 		g.ctl.Serve(g.ctlLn)
 	}()
-	g.wg.Add(1)
+	g.wg.Add(2)
 	go g.statsLoop(runCtx)
+	go g.meshLoop(runCtx)
 
 	g.logf("gateway: up in %v: udp port %d, public key %s, tunnel %v, %d printers",
 		time.Since(start).Round(time.Millisecond), g.dev.ListenPort(), g.dev.PublicKey(), g.Addrs(), len(g.prs))
 	return g, nil
 }
 
-// Addrs returns the gateway's own tunnel addresses: the first host address of the IPv4
-// prefix, then of the IPv6 one.
+// Addrs returns the gateway's own tunnel addresses, IPv4 first: the first host addresses of
+// the prefixes, or those the mesh allocated to a gateway that joined.
 func (g *Gateway) Addrs() []netip.Addr {
-	out := []netip.Addr{firstHost(g.gw.Prefix4)}
+	out := []netip.Addr{g.gw.Addr4()}
 	if g.gw.Prefix6.IsValid() {
-		out = append(out, firstHost(g.gw.Prefix6))
+		out = append(out, g.gw.Addr6())
 	}
 	return out
 }
 
-func firstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+// Name is the gateway's name in its mesh.
+func (g *Gateway) Name() string { return g.gw.Name }
 
 // ListenPort returns the WireGuard UDP port.
 func (g *Gateway) ListenPort() int { return g.dev.ListenPort() }
@@ -288,6 +300,11 @@ func (g *Gateway) teardown() error {
 	if g.ctlLn != nil {
 		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
+	if g.node != nil {
+		if err := g.node.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if g.dev != nil {
 		if err := g.dev.Close(); err != nil {
 			errs = append(errs, err)
@@ -321,9 +338,21 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 	live := g.reg.r.DevicePeers()
 	next := make(map[wgtypes.Key]enroll.DevicePeer, len(live))
 	peers := make([]tunnel.Peer, 0, len(live))
+	var r *mesh.Roster
+	if g.node != nil {
+		r = g.node.Roster()
+	}
 	for _, p := range live {
+		if r != nil {
+			if d, ok := r.Device(p.Name); !ok || d.State != mesh.Active || d.PublicKey != mesh.Key(p.PublicKey) {
+				continue // revoked in the mesh (or not there at all): not on this device
+			}
+		}
 		next[p.PublicKey] = p
 		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
+	}
+	if r != nil {
+		peers = append(peers, g.meshPeersLocked(r, g.now())...)
 	}
 	if err := g.dev.Apply(peers); err != nil {
 		g.publishLocked() // the roster changed even if the device did not
@@ -369,6 +398,7 @@ func (g *Gateway) statsLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			g.tick()
+			g.tickMesh(ctx)
 		}
 	}
 }
@@ -408,6 +438,14 @@ func (g *Gateway) tick() {
 	}
 }
 
+// tickMesh is the stats round's mesh part, outside the registry's lock: devices homed here
+// that expired (or never finished enrolling) are revoked in the mesh.
+func (g *Gateway) tickMesh(ctx context.Context) {
+	if g.node != nil {
+		g.revokeStale(ctx)
+	}
+}
+
 // Alive reports whether the stats loop ran recently; the systemd watchdog is fed only then.
 func (g *Gateway) Alive() bool {
 	g.stats.Lock()
@@ -433,81 +471,6 @@ func (g *Gateway) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	return e, err
 }
 
-// enroll is Enroll without the audit record (printerd records its callers' own).
-func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return nil, fmt.Errorf("enroll: %w", net.ErrClosed)
-	}
-	e, err := g.reg.r.Enroll(req)
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := g.applyLocked(); err != nil {
-		// The peer is in the roster; the next stats round applies it again.
-		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
-	}
-	// The roster logged the enrollment (enroll: NAME enrolled as ROLE (ADDRESS), pending until).
-	return e, nil
-}
-
-// Revoke revokes a peer: the roster first (its addresses are tombstoned), then the device,
-// then every open connection of the peer inside the stack. When it returns, nothing of the
-// peer is served.
-//
-// The intent is in the audit log, fsynced, before the roster changes; when it cannot be
-// written the revocation is refused.
-func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
-	in, err := g.begin(audit.ActionRevoke, map[string]string{"name": name})
-	if err != nil {
-		return control.RevokeResult{}, err
-	}
-	res, err := g.revoke(name)
-	g.end(in, err, res.peer)
-	return res.RevokeResult, err
-}
-
-type revokeResult struct {
-	control.RevokeResult
-	peer enroll.Peer
-}
-
-// revoke is Revoke without the audit record (printerd records its callers' own).
-func (g *Gateway) revoke(name string) (revokeResult, error) {
-	start := time.Now()
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	if g.reg.r == nil {
-		return revokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
-	}
-	p, err := g.reg.r.Revoke(name)
-	if err != nil {
-		return revokeResult{}, err
-	}
-	_, n, err := g.applyLocked()
-	if err != nil {
-		// Fail safe: the device must not keep a revoked peer. Remove everything; the next
-		// stats round restores the others.
-		g.logf("gateway: apply after revoking %s: %v; clearing the device", name, err)
-		if cerr := g.dev.Apply(nil); cerr != nil {
-			g.logf("gateway: clear device: %v", cerr)
-		}
-		g.reg.applied = nil
-		g.publishLocked()
-	}
-	// applyLocked closed its connections if it was live; close again for a peer that was
-	// not on the device (an expired pending peer) in case anything of it remains.
-	n += g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
-	took := time.Since(start)
-	g.stats.Lock()
-	g.stats.lastRevoke = took
-	g.stats.Unlock()
-	g.logf("gateway: revoked %s (%v): applied in %v", p.Name, p.IPv4, took)
-	st := g.statsFor(p.PublicKey)
-	return revokeResult{control.RevokeResult{Peer: viewOf(p, st, g.now()), AppliedSeconds: took.Seconds(), ClosedConns: n}, p}, nil
-}
-
 func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
 	g.stats.Lock()
 	defer g.stats.Unlock()
@@ -515,21 +478,6 @@ func (g *Gateway) statsFor(k wgtypes.Key) *tunnel.PeerStats {
 		return &s
 	}
 	return nil
-}
-
-// Peers returns every peer with its live device stats, sorted by name.
-func (g *Gateway) Peers() []enroll.PeerView {
-	v := g.view()
-	now := g.now()
-	out := make([]enroll.PeerView, 0, len(v.peers))
-	for _, p := range v.peers {
-		var st *tunnel.PeerStats
-		if v.onDev[p.PublicKey] {
-			st = g.statsFor(p.PublicKey)
-		}
-		out = append(out, viewOf(p, st, now))
-	}
-	return out
 }
 
 // devicePeerOf is the device view of a roster peer (for closing its connections).
@@ -542,11 +490,6 @@ func devicePeerOf(p enroll.Peer) enroll.DevicePeer {
 		dp.AllowedIPs = append(dp.AllowedIPs, netip.PrefixFrom(p.IPv6, 128))
 	}
 	return dp
-}
-
-// RosterPeers returns the roster's peers as last applied (first boot watches them).
-func (g *Gateway) RosterPeers() []enroll.Peer {
-	return slices.Clone(g.view().peers)
 }
 
 // updateEndpoint applies Config.Endpoint, or re-detects a detected one whose LAN address

@@ -8,6 +8,7 @@ import (
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/mesh"
 	"github.com/printgate/printgate/tunnel"
 )
 
@@ -40,8 +41,11 @@ func (g *Gateway) Status() control.Status {
 	st.ListenPort = g.dev.ListenPort()
 	st.Interface = g.cfg.Interface
 	for _, p := range g.prs {
-		st.Printers = append(st.Printers, p.info())
+		pi := p.info()
+		pi.Gateway = g.gw.Name
+		st.Printers = append(st.Printers, pi)
 	}
+	st.Printers = append(st.Printers, remotePrinters(g.node.Roster(), g.gw.Name)...)
 	for _, p := range g.Peers() {
 		st.Peers[string(p.State)]++
 	}
@@ -65,6 +69,20 @@ func OfflineStatus(reg *enroll.Registry) control.Status {
 	return st
 }
 
+// remotePrinters are the printers of the other gateways of the mesh, as status lists them
+// (state "remote": their own gateway knows more).
+func remotePrinters(r *mesh.Roster, self string) []control.PrinterInfo {
+	var out []control.PrinterInfo
+	for _, p := range r.Printers() {
+		if p.Gateway == self {
+			continue
+		}
+		out = append(out, control.PrinterInfo{Name: p.Name, Address: addrString(p.IPv4), Address6: addrString(p.IPv6),
+			URL: "http://" + addrString(p.IPv4) + "/", State: "remote", Gateway: p.Gateway})
+	}
+	return out
+}
+
 func baseStatus(gw enroll.Gateway) control.Status {
 	st := control.Status{
 		PublicKey:  keyString(gw.PrivateKey.PublicKey()),
@@ -75,13 +93,14 @@ func baseStatus(gw enroll.Gateway) control.Status {
 		Printers:   []control.PrinterInfo{},
 		Peers:      map[string]int{},
 	}
+	st.Name = gw.Name
 	if gw.Prefix4.IsValid() {
-		a := firstHost(gw.Prefix4)
+		a := gw.Addr4()
 		st.Addresses = append(st.Addresses, a.String())
 		st.URL = "http://" + a.String() + "/"
 	}
 	if gw.Prefix6.IsValid() {
-		st.Addresses = append(st.Addresses, firstHost(gw.Prefix6).String())
+		st.Addresses = append(st.Addresses, gw.Addr6().String())
 	}
 	return st
 }

@@ -176,17 +176,6 @@ func (p *printer) info() control.PrinterInfo {
 	return pi
 }
 
-// printerAddrs returns (allocating on first sight) a printer's tunnel addresses.
-func (g *Gateway) printerAddrs(name string) (netip.Addr, netip.Addr, error) {
-	g.reg.Lock()
-	defer g.reg.Unlock()
-	pa, err := g.reg.r.AllocatePrinterAddr(name)
-	if err != nil {
-		return netip.Addr{}, netip.Addr{}, err
-	}
-	return pa.IPv4, pa.IPv6, nil
-}
-
 // startPrinters makes each printer's policy and controller and runs the controllers. Each
 // controller's first bytes on a link turn the heaters off (marlin's connect sequence).
 func (g *Gateway) startPrinters(ctx context.Context) error {

@@ -8,6 +8,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/mesh"
 )
 
 // rosterView is an immutable copy of the roster as last applied to the device. The gateway
@@ -61,15 +62,49 @@ func (g *Gateway) view() *rosterView {
 	return &rosterView{}
 }
 
-// WhoIs returns the live peer on the device that owns a tunnel address: the identity of a
-// request. It takes no lock.
+// WhoIs returns the device of the mesh that owns a tunnel address: the identity of a
+// request. A device homed here must be live on the device and active in the mesh replica; a
+// device homed elsewhere (its packets relayed by its home gateway, whose WireGuard peer here
+// holds its addresses) is identified from the replica alone. It takes no lock: the replica is
+// read as it is now, so a revocation applied here a moment ago is honoured already.
 func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
+	a = a.Unmap().WithZone("")
 	v := g.view()
-	i, ok := v.byAddr[a.Unmap().WithZone("")]
-	if !ok || !v.peers[i].Live(g.now()) {
+	r := g.node.Roster()
+	if i, ok := v.byAddr[a]; ok {
+		p := v.peers[i]
+		if !p.Live(g.now()) || !meshActive(r, p) {
+			return enroll.Peer{}, false
+		}
+		return p, true
+	}
+	d, ok := r.WhoIs(a)
+	if !ok || d.State != mesh.Active || d.Home == g.gw.Name {
 		return enroll.Peer{}, false
 	}
-	return v.peers[i], true
+	return peerOfDevice(d), true
+}
+
+// checkAPIKey returns the role a request from the device named peer gets with API key key:
+// the key's narrowing role, or the device's. The key must be that device's (a key presented
+// from another device is refused). A device homed here is checked against the registry, one
+// homed elsewhere against the hash the mesh holds.
+func (g *Gateway) checkAPIKey(peer, key string) (enroll.Role, bool) {
+	if p, ok := g.apiKeyPeer(key); ok {
+		if p.Name != peer || !meshActive(g.node.Roster(), p) {
+			return "", false
+		}
+		return p.EffectiveAPIRole(), true
+	}
+	d, ok := g.node.Roster().Device(peer)
+	if !ok || d.State != mesh.Active || d.Home == g.gw.Name {
+		return "", false
+	}
+	h := enroll.HashAPIKey(key)
+	if len(d.APIKeyHash) != len(h) || subtle.ConstantTimeCompare(d.APIKeyHash, h[:]) != 1 {
+		return "", false
+	}
+	return peerOfDevice(d).EffectiveAPIRole(), true
 }
 
 // apiKeyPeer returns the live peer on the device whose API key is key. It takes no lock.

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,11 +37,7 @@ func (id identity) WhoIs(a netip.Addr) (printerd.Caller, bool) {
 }
 
 func (id identity) CheckAPIKey(peer, key string) (enroll.Role, bool) {
-	p, ok := id.g.apiKeyPeer(key)
-	if !ok || p.Name != peer {
-		return "", false
-	}
-	return p.EffectiveAPIRole(), true
+	return id.g.checkAPIKey(peer, key)
 }
 
 // devices is the roster for the admin pages: enroll and revoke go through the gateway so the
@@ -56,16 +51,7 @@ func (d devices) Revoke(name string) (enroll.Peer, error) {
 	return res.peer, err
 }
 func (d devices) RotateAPIKey(name string, role enroll.Role) (string, error) {
-	d.g.reg.Lock()
-	defer d.g.reg.Unlock()
-	if d.g.reg.r == nil {
-		return "", errors.New("rotate api key: gateway closed")
-	}
-	key, err := d.g.reg.r.RotateAPIKey(name, role)
-	if err == nil {
-		d.g.publishLocked() // the old key stops working now
-	}
-	return key, err
+	return d.g.rotateAPIKey(name, role)
 }
 
 // startWeb makes the printerd server and serves it on port 80 of every tunnel address.

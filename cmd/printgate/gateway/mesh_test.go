@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/mesh"
+)
+
+// TestUpgradeInPlace: a state directory made and used before the mesh (devices active,
+// pending, revoked, a name enrolled again after its revocation, printers) becomes a mesh of
+// one at its first start, keeping every name, key, address, API key and printer address;
+// a second start finds the mesh and changes nothing.
+func TestUpgradeInPlace(t *testing.T) {
+	dir := newState(t)
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(e *enroll.Enrollment, err error) *enroll.Enrollment {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	phone := must(reg.Enroll(enroll.Request{Name: "phone", Role: enroll.Operator, APIKeyRole: enroll.Viewer}))
+	old := must(reg.Enroll(enroll.Request{Name: "laptop", Role: enroll.Admin}))
+	if _, err := reg.Revoke("laptop"); err != nil {
+		t.Fatal(err)
+	}
+	laptop := must(reg.Enroll(enroll.Request{Name: "laptop", Role: enroll.Admin}))
+	gone := must(reg.Enroll(enroll.Request{Name: "tablet"}))
+	if _, err := reg.Revoke("tablet"); err != nil {
+		t.Fatal(err)
+	}
+	mk4, err := reg.AllocatePrinterAddr("mk4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.AllocatePrinterAddr("spare"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	g, err := Start(context.Background(), Config{StateDir: dir, StatsInterval: 50 * time.Millisecond, Logf: t.Logf,
+		Printers: []PrinterSpec{{Name: "mk4", Port: SimPort}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(g *Gateway) {
+		t.Helper()
+		r := g.node.Roster()
+		if gws := r.Gateways(); len(gws) != 1 || gws[0].Name != g.Name() || gws[0].IPv4 != g.Addrs()[0] || gws[0].PublicKey != mesh.Key(g.PublicKey()) {
+			t.Errorf("gateways %+v, want this one at %v", gws, g.Addrs()[0])
+		}
+		for _, want := range []struct {
+			e     *enroll.Enrollment
+			name  string
+			state mesh.State
+		}{{phone, "phone", mesh.Active}, {laptop, "laptop", mesh.Active}, {old, "laptop.1", mesh.Revoked}, {gone, "tablet", mesh.Revoked}} {
+			d, ok := r.Device(want.name)
+			if !ok || d.State != want.state || d.PublicKey != mesh.Key(want.e.Peer.PublicKey) || d.IPv4 != want.e.Peer.IPv4 ||
+				d.IPv6 != want.e.Peer.IPv6 || string(d.APIKeyHash) != string(want.e.Peer.APIKeyHash) || d.Home != g.Name() {
+				t.Errorf("device %s = %+v, %v; want %s with the registry's key, addresses and API key hash", want.name, d, ok, want.state)
+			}
+		}
+		if d, _ := r.Device("phone"); d.APIKeyRole != mesh.Viewer {
+			t.Errorf("phone's API key role %q, want viewer", d.APIKeyRole)
+		}
+		if p, ok := r.Printer("mk4"); !ok || p.IPv4 != mk4.IPv4 || p.IPv6 != mk4.IPv6 {
+			t.Errorf("printer mk4 = %+v, want %v", p, mk4)
+		}
+		if _, ok := r.Printer("spare"); !ok {
+			t.Error("printer spare not carried")
+		}
+		if role, ok := (identity{g}).CheckAPIKey("phone", phone.APIKey); !ok || role != enroll.Viewer {
+			t.Errorf("phone's API key after the upgrade: %v, %v", role, ok)
+		}
+	}
+	check(g)
+	// The next enrollment comes from the mesh's allocation, above every address the
+	// registry handed out.
+	e, err := g.Enroll(enroll.Request{Name: "watch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Peer.IPv4.Compare(gone.Peer.IPv4) <= 0 {
+		t.Errorf("new enrollment at %v, not above the old high-water mark %v", e.Peer.IPv4, gone.Peer.IPv4)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	g, err = Start(context.Background(), Config{StateDir: dir, StatsInterval: 50 * time.Millisecond, Logf: t.Logf,
+		Printers: []PrinterSpec{{Name: "mk4", Port: SimPort}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	check(g)
+	if st := g.Status(); len(st.Printers) != 1 || st.Printers[0].Address != mk4.IPv4.String() || st.Printers[0].Gateway != g.Name() {
+		t.Errorf("status printers %+v", st.Printers)
+	}
+}
+
+// TestEnrollWithoutQuorum: a gateway whose mesh lost its majority refuses an enrollment with
+// a message that says "quorum" (ErrUnavailable: 503 on the web API), keeps serving what it
+// has, and still revokes.
+func TestEnrollWithoutQuorum(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	if _, err := g.Enroll(enroll.Request{Name: "phone"}); err != nil {
+		t.Fatal(err)
+	}
+	// A second member that never answers: the mesh of two has no majority without it.
+	k := mesh.Key(g.PublicKey())
+	k[0] ^= 1
+	ctx := context.Background()
+	if _, err := g.node.AddGateway(ctx, mesh.AddGatewayCmd{Name: "away", PublicKey: k, Endpoint: "127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	away, _ := g.node.Roster().Gateway("away")
+	if err := g.node.AddVoter(ctx, "away", netip.AddrPortFrom(away.IPv4, MeshPort).String()); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	waitFor(t, "an enrollment refused for want of quorum", func() bool {
+		_, err = g.Enroll(enroll.Request{Name: "late"})
+		return err != nil
+	})
+	if !errors.Is(err, enroll.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
+		t.Errorf("enroll without quorum = %v, want ErrUnavailable saying quorum", err)
+	}
+	ph, _ := g.node.Roster().Device("phone")
+	if p, ok := g.WhoIs(ph.IPv4); !ok || p.Name != "phone" {
+		t.Errorf("WhoIs(phone) without quorum = %v, %v; want phone still served", p, ok)
+	}
+	res, err := g.Revoke("phone")
+	if err != nil || !res.MeshPending {
+		t.Errorf("revoke without quorum = %+v, %v; want applied here, pending in the mesh", res, err)
+	}
+	if _, ok := g.WhoIs(ph.IPv4); ok {
+		t.Error("phone still identified after its revocation")
+	}
+	if _, err := os.Stat(filepath.Join(dir, MeshDir, mesh.FileRevocations)); err != nil {
+		t.Errorf("no pending revocation on disk: %v", err)
+	}
+}

@@ -1,0 +1,284 @@
+package gateway
+
+// What the mesh replica drives on this gateway: the WireGuard peers for the other gateways,
+// one-time join peers, and the reaction to every roster change (revocation everywhere).
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/tunnel"
+)
+
+// joinPeer is a one-time WireGuard peer for a gateway joining with a token: its one-time
+// key, the one /32 it may use, and when it dies. It survives every re-apply until removed or
+// expired.
+type joinPeer struct {
+	key   wgtypes.Key
+	addr  netip.Addr
+	until time.Time
+}
+
+// addJoinPeer puts a one-time join peer on the device until until (or removeJoinPeer): the
+// hook of `mesh invite` (helper join). Re-applies at once.
+func (g *Gateway) addJoinPeer(key wgtypes.Key, addr netip.Addr, until time.Time) error {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return net.ErrClosed
+	}
+	if g.reg.joins == nil {
+		g.reg.joins = map[wgtypes.Key]joinPeer{}
+	}
+	g.reg.joins[key] = joinPeer{key: key, addr: addr, until: until}
+	_, _, err := g.applyLocked()
+	return err
+}
+
+// removeJoinPeer takes a one-time join peer off the device and closes its connections.
+func (g *Gateway) removeJoinPeer(key wgtypes.Key) error {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	jp, ok := g.reg.joins[key]
+	if !ok || g.reg.r == nil {
+		return nil
+	}
+	delete(g.reg.joins, key)
+	_, _, err := g.applyLocked()
+	g.stack.CloseConns(func(a netip.Addr) bool { return a == jp.addr })
+	return err
+}
+
+// meshPeersLocked returns the WireGuard peers the mesh asks for besides devices homed here:
+// every other gateway (AllowedIPs: its addresses, its printers', and those of the active
+// devices homed there) and the one-time join peers still alive. Caller holds g.reg.
+func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time) []tunnel.Peer {
+	var out []tunnel.Peer
+	gws := r.Gateways()
+	if !r.Initialized() && g.join != nil {
+		gws = g.join.Gateways
+	}
+	allowed := map[string][]netip.Prefix{}
+	add := func(gw string, a4, a6 netip.Addr) {
+		if a4.IsValid() {
+			allowed[gw] = append(allowed[gw], netip.PrefixFrom(a4, 32))
+		}
+		if a6.IsValid() {
+			allowed[gw] = append(allowed[gw], netip.PrefixFrom(a6, 128))
+		}
+	}
+	for _, gw := range gws {
+		add(gw.Name, gw.IPv4, gw.IPv6)
+	}
+	for _, p := range r.Printers() {
+		if _, ok := allowed[p.Gateway]; ok {
+			add(p.Gateway, p.IPv4, p.IPv6)
+		}
+	}
+	for _, d := range r.Devices() {
+		if _, ok := allowed[d.Home]; ok && d.State == mesh.Active {
+			add(d.Home, d.IPv4, d.IPv6)
+		}
+	}
+	for _, gw := range gws {
+		if gw.Name == g.gw.Name || gw.PublicKey == mesh.Key(g.gw.PublicKey()) {
+			continue
+		}
+		out = append(out, tunnel.Peer{PublicKey: wgtypes.Key(gw.PublicKey), AllowedIPs: allowed[gw.Name],
+			Endpoint: g.resolveEndpoint(gw.Endpoint), PersistentKeepalive: GatewayKeepalive})
+	}
+	for k, jp := range g.reg.joins {
+		if !now.Before(jp.until) {
+			delete(g.reg.joins, k)
+			continue
+		}
+		out = append(out, tunnel.Peer{PublicKey: jp.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(jp.addr, 32)}})
+	}
+	return out
+}
+
+// resolveEndpoint turns a gateway's HOST:PORT into an address, once per name (a DNS name is
+// looked up with a short bound and remembered; an unresolvable one gives no endpoint, and
+// that gateway's keepalives reach us instead).
+func (g *Gateway) resolveEndpoint(ep string) netip.AddrPort {
+	if ap, err := netip.ParseAddrPort(ep); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	g.endpoints.Lock()
+	defer g.endpoints.Unlock()
+	if ap, ok := g.endpoints.m[ep]; ok {
+		return ap
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	addr, err := net.DefaultResolver.LookupNetIP(ctx, "ip", hostOf(ep))
+	if err != nil || len(addr) == 0 {
+		g.logf("gateway: mesh: gateway endpoint %s: %v", ep, err)
+		return netip.AddrPort{}
+	}
+	ap := netip.AddrPortFrom(addr[0].Unmap(), portOf(ep))
+	if g.endpoints.m == nil {
+		g.endpoints.m = map[string]netip.AddrPort{}
+	}
+	g.endpoints.m[ep] = ap
+	return ap
+}
+
+func hostOf(ep string) string {
+	h, _, err := net.SplitHostPort(ep)
+	if err != nil {
+		return ep
+	}
+	return h
+}
+
+func portOf(ep string) uint16 {
+	_, p, err := net.SplitHostPort(ep)
+	if err != nil {
+		return 0
+	}
+	ap, err := netip.ParseAddrPort("0.0.0.0:" + p)
+	if err != nil {
+		return 0
+	}
+	return ap.Port()
+}
+
+// meshLoop follows the replica: after every change (and once at start) syncMesh. Owned by
+// the Gateway (g.wg); exits when ctx ends.
+func (g *Gateway) meshLoop(ctx context.Context) {
+	defer g.wg.Done()
+	var prev *mesh.Roster
+	for {
+		ch := g.node.Changed() // before reading: a change after the read closes it
+		r := g.node.Roster()
+		g.syncMesh(prev, r)
+		prev = r
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
+// syncMesh brings the gateway in line with roster r (prev: the roster last synced, nil at
+// start): devices revoked since prev are tombstoned here if homed here, the device is
+// re-applied (their peers, the gateways' AllowedIPs), and their open connections closed.
+func (g *Gateway) syncMesh(prev, r *mesh.Roster) {
+	start := time.Now()
+	var revoked []mesh.Device
+	for _, d := range r.Devices() {
+		if d.State != mesh.Revoked {
+			continue
+		}
+		if prev != nil {
+			if pd, ok := prev.Device(d.Name); ok && pd.State == mesh.Revoked {
+				continue
+			}
+		}
+		revoked = append(revoked, d)
+	}
+	g.reg.Lock()
+	if g.reg.r == nil {
+		g.reg.Unlock()
+		return
+	}
+	for _, d := range revoked {
+		if d.Home != g.gw.Name {
+			continue
+		}
+		if p, ok := g.reg.r.Peer(d.Name); ok && p.PublicKey == wgtypes.Key(d.PublicKey) {
+			if _, err := g.reg.r.Revoke(d.Name); err != nil {
+				g.logf("gateway: mesh revoked %s; the local record: %v", d.Name, err)
+			}
+		}
+	}
+	if _, _, err := g.applyLocked(); err != nil {
+		g.logf("gateway: apply after a mesh change: %v", err)
+	}
+	g.reg.Unlock()
+	if len(revoked) == 0 {
+		return
+	}
+	addrs := map[netip.Addr]bool{}
+	for _, d := range revoked {
+		addrs[d.IPv4] = true
+		if d.IPv6.IsValid() {
+			addrs[d.IPv6] = true
+		}
+	}
+	n := g.stack.CloseConns(func(a netip.Addr) bool { return addrs[a] })
+	if prev != nil {
+		names := make([]string, len(revoked))
+		for i, d := range revoked {
+			names[i] = d.Name
+		}
+		g.logf("gateway: mesh: %v revoked: off this gateway in %v, %d connections closed", names, time.Since(start).Round(time.Microsecond), n)
+	}
+}
+
+// revokeStale revokes in the mesh every device homed here that the mesh has active but the
+// registry has not live: an enrollment whose local record was never written, or a pending
+// enrollment whose TTL passed. Enrollments in flight are left alone.
+func (g *Gateway) revokeStale(ctx context.Context) {
+	r := g.node.Roster()
+	g.reg.Lock()
+	if g.reg.r == nil {
+		g.reg.Unlock()
+		return
+	}
+	var stale []string
+	for _, name := range r.HomedAt(g.gw.Name) {
+		d, _ := r.Device(name)
+		if g.inflight[name] {
+			continue
+		}
+		if p, ok := g.reg.r.Peer(name); !ok || p.PublicKey != wgtypes.Key(d.PublicKey) {
+			stale = append(stale, name)
+		}
+	}
+	g.reg.Unlock()
+	for _, name := range stale {
+		rctx, cancel := context.WithTimeout(ctx, meshRevokeTimeout)
+		committed, err := g.node.Revoke(rctx, name)
+		cancel()
+		if err != nil {
+			g.logf("gateway: mesh: revoke %s (homed here, no live local record) in the mesh: %v", name, err)
+			continue
+		}
+		g.logf("gateway: mesh: %s revoked in the mesh too (homed here, no live local record: its QR timed out or its enrollment never finished; committed %v)", name, committed)
+	}
+}
+
+// remoteViews are the devices homed on other gateways, as `peers` shows them.
+func remoteViews(r *mesh.Roster, self string, now time.Time) []enroll.PeerView {
+	var out []enroll.PeerView
+	for _, d := range r.Devices() {
+		if d.Home == self {
+			continue
+		}
+		out = append(out, peerOfDevice(d).View(now))
+	}
+	return out
+}
+
+// sortViews sorts peer views by name, as the registry sorts peers.
+func sortViews(v []enroll.PeerView) {
+	slices.SortStableFunc(v, func(a, b enroll.PeerView) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return a.Created.Compare(b.Created)
+	})
+}

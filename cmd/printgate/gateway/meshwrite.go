@@ -1,0 +1,298 @@
+package gateway
+
+// Writes through the mesh: enroll (quorum), revoke (local at once, committed when it can),
+// API key rotation, printers at start; and the reads that show the whole mesh (peers,
+// printers of every gateway).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/printgate/printgate/enroll"
+	"github.com/printgate/printgate/enroll/control"
+	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/printerd/audit"
+	"github.com/printgate/printgate/tunnel"
+)
+
+// enroll is Enroll without the audit record (printerd records its callers' own).
+//
+// The order keeps nothing half-applied: validate, make the secrets in memory, commit the
+// device in the mesh (which allocates its addresses; refused without quorum), then record it
+// in the registry at those addresses with its preshared key and TTL, then put it on the
+// device. When the local record fails, the mesh enrollment is revoked again (its name is
+// burned: revocation is for good) and the error says so.
+func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
+	if err := enroll.ValidateName(req.Name); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	role, err := enroll.ParseRole(string(req.Role))
+	if err != nil {
+		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
+	}
+	keyRole := req.APIKeyRole
+	if keyRole != "" {
+		if _, err := enroll.ParseRole(string(keyRole)); err != nil || !role.Includes(keyRole) {
+			return nil, fmt.Errorf("enroll %s: an api key may narrow the role %s, not widen it to %q: %w", req.Name, role, keyRole, enroll.ErrInvalid)
+		}
+		if keyRole == role {
+			keyRole = ""
+		}
+	}
+	sec := req.Secrets
+	if sec == nil {
+		if sec, err = enroll.NewSecrets(req.PublicKey); err != nil {
+			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
+		}
+	}
+	req.Secrets, req.PublicKey, req.Role = sec, nil, role
+
+	g.reg.Lock()
+	if g.reg.r == nil {
+		g.reg.Unlock()
+		return nil, fmt.Errorf("enroll: %w", net.ErrClosed)
+	}
+	if _, live := g.reg.r.Peer(req.Name); live || g.inflight[req.Name] {
+		g.reg.Unlock()
+		return nil, fmt.Errorf("enroll %s: a live peer of that name exists (revoke it first): %w", req.Name, enroll.ErrExists)
+	}
+	if g.inflight == nil {
+		g.inflight = map[string]bool{}
+	}
+	g.inflight[req.Name] = true
+	g.reg.Unlock()
+	defer func() {
+		g.reg.Lock()
+		delete(g.inflight, req.Name)
+		g.reg.Unlock()
+	}()
+
+	d, err := g.node.Enroll(context.Background(), mesh.EnrollCmd{Name: req.Name, Role: mesh.Role(role),
+		PublicKey: mesh.Key(sec.PublicKey), APIKeyHash: sec.APIKeyHash[:], APIKeyRole: mesh.Role(keyRole), Home: g.gw.Name})
+	if err != nil {
+		return nil, meshError(err)
+	}
+	req.IPv4, req.IPv6 = d.IPv4, d.IPv6
+
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	var e *enroll.Enrollment
+	if g.reg.r == nil {
+		err = fmt.Errorf("enroll %s: %w", req.Name, net.ErrClosed)
+	} else {
+		e, err = g.reg.r.Enroll(req)
+	}
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), meshRevokeTimeout)
+		_, rerr := g.node.Revoke(ctx, req.Name)
+		cancel()
+		if rerr != nil {
+			g.logf("gateway: enroll %s: revoking the unfinished mesh enrollment: %v (revoked at the next start)", req.Name, rerr)
+		}
+		return nil, fmt.Errorf("%w (the mesh had recorded %s, so it was revoked there again and the name is used up: enroll under another name)", err, req.Name)
+	}
+	if _, _, err := g.applyLocked(); err != nil {
+		// The peer is in the roster; the next stats round applies it again.
+		g.logf("gateway: apply after enrolling %s: %v", e.Peer.Name, err)
+	}
+	// The roster logged the enrollment (enroll: NAME enrolled as ROLE (ADDRESS), pending until).
+	return e, nil
+}
+
+// Revoke revokes a device of the mesh (homed here or elsewhere): the mesh first (applied
+// here at once, committed when the mesh has quorum), then the local tombstone, the device,
+// and every open connection of the device inside the stack. When it returns, nothing of the
+// device is served here; every other gateway does the same when the revocation reaches it.
+//
+// The intent is in the audit log, fsynced, before the roster changes; when it cannot be
+// written the revocation is refused.
+func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
+	in, err := g.begin(audit.ActionRevoke, map[string]string{"name": name})
+	if err != nil {
+		return control.RevokeResult{}, err
+	}
+	res, err := g.revoke(name)
+	g.end(in, err, res.peer)
+	return res.RevokeResult, err
+}
+
+type revokeResult struct {
+	control.RevokeResult
+	peer enroll.Peer
+}
+
+// revoke is Revoke without the audit record (printerd records its callers' own). It works for
+// a device homed on any gateway and without quorum: the mesh node applies it here at once
+// (every gateway's mesh loop does the same when the revocation reaches it) and commits it
+// when it can; then, for a device homed here, the registry's tombstone, the device, and
+// every open connection of the device in this gateway's stack.
+func (g *Gateway) revoke(name string) (revokeResult, error) {
+	start := time.Now()
+	if err := enroll.ValidateName(name); err != nil {
+		return revokeResult{}, fmt.Errorf("revoke: %w", err)
+	}
+	r := g.node.Roster()
+	d, known := r.Device(name)
+	if known && d.State == mesh.Revoked {
+		return revokeResult{}, fmt.Errorf("revoke %s: no pending or active device of that name (revoked already): %w", name, enroll.ErrNotFound)
+	}
+	// The lock is held across the mesh revocation: the mesh loop, woken by it, then finds
+	// the work done here (and this call counts the connections it closes).
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return revokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), meshRevokeTimeout)
+	committed, err := g.node.Revoke(ctx, name)
+	cancel()
+	if err != nil {
+		return revokeResult{}, meshError(err)
+	}
+	if d2, ok := g.node.Roster().Device(name); ok {
+		d = d2
+	}
+	p := peerOfDevice(d)
+	if d.Home == g.gw.Name {
+		if lp, ok := g.reg.r.Peer(name); ok && lp.PublicKey == wgtypes.Key(d.PublicKey) {
+			if lp, err = g.reg.r.Revoke(name); err != nil {
+				g.logf("gateway: revoke %s: the local record: %v (revoked in the mesh)", name, err)
+			} else {
+				p = lp
+			}
+		}
+	}
+	_, n, err := g.applyLocked()
+	if err != nil {
+		// Fail safe: the device must not keep a revoked peer. Remove everything; the next
+		// stats round restores the others.
+		g.logf("gateway: apply after revoking %s: %v; clearing the device", name, err)
+		if cerr := g.dev.Apply(nil); cerr != nil {
+			g.logf("gateway: clear device: %v", cerr)
+		}
+		g.reg.applied = nil
+		g.publishLocked()
+	}
+	// applyLocked closed its connections if it was live here; close the rest (a device homed
+	// elsewhere, reaching this gateway's printers through its home).
+	n += g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
+	took := time.Since(start)
+	g.stats.Lock()
+	g.stats.lastRevoke = took
+	g.stats.Unlock()
+	g.logf("gateway: revoked %s (%v, home %s): applied in %v, committed in the mesh: %v", p.Name, p.IPv4, d.Home, took, committed)
+	st := g.statsFor(p.PublicKey)
+	p.Home = d.Home
+	v := viewOf(p, st, g.now())
+	return revokeResult{control.RevokeResult{Peer: v, AppliedSeconds: took.Seconds(), ClosedConns: n, MeshPending: !committed}, p}, nil
+}
+
+// rotateAPIKey gives a device homed here a new API key: the registry makes it, the mesh
+// records its hash (so every gateway checks the same one), and on a mesh failure the local
+// change stands only once the mesh has it: the old key keeps working nowhere after success.
+func (g *Gateway) rotateAPIKey(name string, role enroll.Role) (string, error) {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if g.reg.r == nil {
+		return "", errors.New("rotate api key: gateway closed")
+	}
+	key, err := g.reg.r.RotateAPIKey(name, role)
+	if err != nil {
+		return "", err
+	}
+	p, _ := g.reg.r.Peer(name)
+	g.publishLocked() // the old key stops working here now
+	if _, err := g.node.SetAPIKey(context.Background(), name, p.APIKeyHash, mesh.Role(p.APIKeyRole)); err != nil {
+		return "", fmt.Errorf("rotate api key %s: the new key works on this gateway only: %w", name, meshError(err))
+	}
+	return key, nil
+}
+
+// meshPrinters resolves every configured printer's addresses in the mesh and adds them to the
+// stack: a printer this gateway has in the replica is used as it is (no quorum needed), a new
+// one is added (AddPrinter, waiting out an election), and a name another gateway has fails.
+func (g *Gateway) meshPrinters(ctx context.Context) error {
+	for _, spec := range g.cfg.Printers {
+		a4, a6, err := g.meshPrinter(ctx, spec.Name)
+		if err != nil {
+			return fmt.Errorf("printer %s: %w", spec.Name, err)
+		}
+		p := &printer{spec: spec, addr4: a4, addr6: a6}
+		for _, a := range []netip.Addr{a4, a6} {
+			if a.IsValid() {
+				if err := g.stack.AddAddr(a); err != nil {
+					return fmt.Errorf("printer %s: %w", spec.Name, err)
+				}
+			}
+		}
+		g.prs = append(g.prs, p)
+	}
+	return nil
+}
+
+func (g *Gateway) meshPrinter(ctx context.Context, name string) (netip.Addr, netip.Addr, error) {
+	if p, ok := g.node.Roster().Printer(name); ok {
+		if p.Gateway != g.gw.Name {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("the name is taken by a printer on gateway %s (printer names are unique across the mesh): name this one differently", p.Gateway)
+		}
+		return p.IPv4, p.IPv6, nil
+	}
+	deadline := time.Now().Add(meshPrinterWait)
+	for {
+		p, err := g.node.AddPrinter(ctx, name, g.gw.Name)
+		if err == nil {
+			g.logf("gateway: printer %s added to the mesh at %v", name, p.IPv4)
+			return p.IPv4, p.IPv6, nil
+		}
+		if !errors.Is(err, mesh.ErrNoQuorum) || time.Now().After(deadline) || ctx.Err() != nil {
+			return netip.Addr{}, netip.Addr{}, meshError(err)
+		}
+		g.logf("gateway: printer %s: %v; trying again", name, err)
+	}
+}
+
+// Peers returns every device of the mesh, sorted by name: those homed here with their live
+// device stats, those homed elsewhere from the replica.
+func (g *Gateway) Peers() []enroll.PeerView {
+	v := g.view()
+	now := g.now()
+	r := g.node.Roster()
+	out := make([]enroll.PeerView, 0, len(v.peers))
+	for _, p := range v.peers {
+		var st *tunnel.PeerStats
+		if v.onDev[p.PublicKey] {
+			st = g.statsFor(p.PublicKey)
+		}
+		p.Home = g.gw.Name
+		pv := viewOf(p, st, now)
+		if (pv.State == enroll.Active || pv.State == enroll.Pending) && !meshActive(r, p) {
+			pv.State = enroll.Revoked // revoked elsewhere; the mesh loop is tombstoning it here
+		}
+		out = append(out, pv)
+	}
+	out = append(out, remoteViews(r, g.gw.Name, now)...)
+	sortViews(out)
+	return out
+}
+
+// RosterPeers returns the peers of the mesh (first boot watches them; the web UI lists them):
+// the registry's as last applied, then the devices homed on other gateways.
+func (g *Gateway) RosterPeers() []enroll.Peer {
+	out := slices.Clone(g.view().peers)
+	for i := range out {
+		out[i].Home = g.gw.Name
+	}
+	for _, d := range g.node.Roster().Devices() {
+		if d.Home != g.gw.Name {
+			out = append(out, peerOfDevice(d))
+		}
+	}
+	return out
+}
