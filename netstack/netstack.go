@@ -72,6 +72,10 @@ type Config struct {
 	QueueSize int
 	// BatchSize is the most packets per TUN Read; zero means DefaultBatchSize.
 	BatchSize int
+	// RelayQueueSize is the relay queue length in packets (see SetRelay); zero means
+	// DefaultQueueSize. Its max(MTU, 1500)-byte slots are allocated when the relay is first
+	// turned on: 0.7 MiB at the defaults.
+	RelayQueueSize int
 	// Logf logs verbose detail; nil discards. The stack has no error log: every error is
 	// returned to its caller.
 	Logf func(format string, args ...any)
@@ -118,8 +122,12 @@ func New(cfg Config) (*Stack, error) {
 	if batch == 0 {
 		batch = DefaultBatchSize
 	}
-	if queue < 1 || batch < 1 || batch > 1024 {
-		return nil, fmt.Errorf("netstack: queue size %d or batch size %d out of range", queue, batch)
+	relayQueue := cfg.RelayQueueSize
+	if relayQueue == 0 {
+		relayQueue = DefaultQueueSize
+	}
+	if queue < 1 || batch < 1 || batch > 1024 || relayQueue < 1 {
+		return nil, fmt.Errorf("netstack: queue size %d, batch size %d or relay queue size %d out of range", queue, batch, relayQueue)
 	}
 	logf := cfg.Logf
 	if logf == nil {
@@ -147,13 +155,14 @@ func New(cfg Config) (*Stack, error) {
 		{Destination: header.IPv4EmptySubnet, NIC: nicID},
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
+	s.tun = newTUN(s.ep, mtu, batch)
+	s.tun.ringSlots = relayQueue
 	for _, a := range cfg.Addrs {
 		if err := s.AddAddr(a); err != nil {
 			st.Destroy()
 			return nil, err
 		}
 	}
-	s.tun = newTUN(s.ep, mtu, batch)
 	return s, nil
 }
 
@@ -222,6 +231,7 @@ func (s *Stack) AddAddr(a netip.Addr) error {
 		return fmt.Errorf("netstack: add address %v: %v", a, err)
 	}
 	s.mu.addrs[a] = true
+	s.tun.setLocal(s.mu.addrs)
 	s.logf("netstack: address %v added", a)
 	return nil
 }

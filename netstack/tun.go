@@ -2,6 +2,7 @@ package netstack
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,13 +18,18 @@ import (
 
 // tunDevice is the tun.Device wireguard-go sees. Packet flow:
 //
-//  1. Outbound (stack → peer): gVisor writes packets into the channel endpoint's bounded queue;
-//     Read blocks for the first one, then takes up to len(bufs)-1 more without blocking, so
-//     one call hands wireguard-go a batch to encrypt.
+//  1. Outbound (stack → peer): gVisor writes packets into the channel endpoint's bounded queue
+//     and, once the relay is on, the relay queues packets into its ring (relay.go); either
+//     wakes Read, which takes what both hold without blocking, up to len(bufs), so one call
+//     hands wireguard-go a batch to encrypt. When both are busy each gets at least half.
 //  2. Inbound (peer → stack): wireguard-go's per-peer receiver calls Write with a batch of
-//     decrypted packets. They pass through gVisor's GRO, which merges consecutive segments of
-//     one TCP flow, and are delivered to the stack on the caller's goroutine when the batch
-//     ends. Fewer, larger segments mean fewer ACKs to encrypt and send back.
+//     decrypted packets. A packet the relay takes goes to the ring (3); the rest pass through
+//     gVisor's GRO, which merges consecutive segments of one TCP flow, and are delivered to
+//     the stack on the caller's goroutine when the batch ends. Fewer, larger segments mean
+//     fewer ACKs to encrypt and send back.
+//  3. Relay (peer → peer): a packet for an address the stack does not own, which the relay
+//     predicate allows, has its TTL decremented and is copied into the ring; Read hands it
+//     back to wireguard-go, whose AllowedIPs send it on to the peer that owns the address.
 //
 // Close unblocks Read, makes Read and Write return os.ErrClosed, and closes Events; it does
 // not touch the gVisor stack (Stack.Close does).
@@ -32,6 +38,17 @@ type tunDevice struct {
 	mtu    int
 	batch  int
 	events chan tun.Event
+	wake   chan struct{} // one token: the link queue or the ring has packets for Read
+
+	// local is the stack's own addresses, replaced whole by setLocal (copy on write).
+	local atomic.Pointer[map[netip.Addr]bool]
+	// allow is the relay predicate; nil while the relay is off.
+	allow atomic.Pointer[relayFunc]
+	// ring is the relay queue, created when the relay is first turned on, never removed.
+	ring       atomic.Pointer[ring]
+	ringSlots  int
+	ringMu     sync.Mutex // serializes setRelay
+	relayStats relayCounters
 
 	ctx       context.Context // done once closed; cancels a blocked Read
 	cancel    context.CancelFunc
@@ -42,7 +59,14 @@ var _ tun.Device = (*tunDevice)(nil)
 
 func newTUN(ep *link, mtu, batch int) *tunDevice {
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &tunDevice{ep: ep, mtu: mtu, batch: batch, events: make(chan tun.Event, 1), ctx: ctx, cancel: cancel}
+	t := &tunDevice{
+		ep: ep, mtu: mtu, batch: batch,
+		events: make(chan tun.Event, 1), wake: make(chan struct{}, 1),
+		ringSlots: DefaultQueueSize,
+		ctx:       ctx, cancel: cancel,
+	}
+	t.local.Store(new(map[netip.Addr]bool))
+	ep.AddNotify(t)
 	t.events <- tun.EventUp
 	return t
 }
@@ -53,17 +77,87 @@ func (t *tunDevice) MTU() (int, error)        { return t.mtu, nil }
 func (t *tunDevice) BatchSize() int           { return t.batch }
 func (t *tunDevice) Events() <-chan tun.Event { return t.events }
 
+// WriteNotify implements channel.Notification: gVisor queued an outbound packet.
+func (t *tunDevice) WriteNotify() { t.wakeReader() }
+
+func (t *tunDevice) wakeReader() {
+	select {
+	case t.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// setLocal replaces the set of the stack's own addresses.
+func (t *tunDevice) setLocal(addrs map[netip.Addr]bool) {
+	m := make(map[netip.Addr]bool, len(addrs))
+	for a := range addrs {
+		m[a] = true
+	}
+	t.local.Store(&m)
+}
+
+func (t *tunDevice) setRelay(allow func(src, dst netip.Addr) bool) {
+	t.ringMu.Lock()
+	defer t.ringMu.Unlock()
+	if allow == nil {
+		t.allow.Store(nil)
+		return
+	}
+	if t.ring.Load() == nil {
+		t.ring.Store(newRing(t.ringSlots, relaySlot(t.mtu)))
+	}
+	f := relayFunc(allow)
+	t.allow.Store(&f)
+}
+
 // Read implements tun.Device.
 func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if t.ctx.Err() != nil {
-		return 0, os.ErrClosed
+	for {
+		if t.ctx.Err() != nil {
+			return 0, os.ErrClosed
+		}
+		if n := t.fill(bufs, sizes, offset); n > 0 {
+			return n, nil
+		}
+		select {
+		case <-t.wake:
+		case <-t.ctx.Done():
+			return 0, os.ErrClosed
+		}
 	}
-	pkt := t.ep.ReadContext(t.ctx)
-	if pkt == nil {
-		return 0, os.ErrClosed // closed, or the link endpoint went away under us
-	}
+}
+
+// fill takes queued packets without blocking: up to half the batch from the relay ring, then
+// the stack's own, then the relay's again.
+func (t *tunDevice) fill(bufs [][]byte, sizes []int, offset int) int {
+	r := t.ring.Load()
 	n := 0
-	for pkt != nil {
+	if r != nil {
+		n = t.popRelay(r, bufs[:(len(bufs)+1)/2], sizes, offset)
+	}
+	n += t.readStack(bufs[n:], sizes[n:], offset)
+	if r != nil && n < len(bufs) {
+		n += t.popRelay(r, bufs[n:], sizes[n:], offset)
+	}
+	return n
+}
+
+func (t *tunDevice) popRelay(r *ring, bufs [][]byte, sizes []int, offset int) int {
+	n, dropped := r.pop(bufs, sizes, offset)
+	if dropped > 0 {
+		t.relayStats.oversize.Add(uint64(dropped))
+	}
+	return n
+}
+
+// readStack copies packets from gVisor's outbound queue into bufs.
+func (t *tunDevice) readStack(bufs [][]byte, sizes []int, offset int) int {
+	n := 0
+	for n < len(bufs) {
+		pkt := t.ep.Read()
+		if pkt == nil {
+			break
+		}
 		if size := pkt.Size(); size <= len(bufs[n])-offset {
 			b := bufs[n][offset:]
 			for _, s := range pkt.AsSlices() {
@@ -73,12 +167,8 @@ func (t *tunDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			n++
 		} // else: larger than the MTU the device was told about; drop it.
 		pkt.DecRef()
-		if n == len(bufs) {
-			break
-		}
-		pkt = t.ep.Read()
 	}
-	return n, nil
+	return n
 }
 
 // Write implements tun.Device.
@@ -90,6 +180,12 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
+	var allow relayFunc
+	var local map[netip.Addr]bool
+	if f := t.allow.Load(); f != nil {
+		allow, local = *f, *t.local.Load()
+	}
+	relayed := false
 	g := groPool.Get().(*gro.GRO)
 	g.Dispatcher = d
 	defer func() {
@@ -102,6 +198,9 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		g.Dispatcher = nil
 		groPool.Put(g)
+		if relayed {
+			t.wakeReader()
+		}
 	}()
 	for i, b := range bufs {
 		p := b[offset:]
@@ -116,12 +215,38 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 		default:
 			return i, syscall.EAFNOSUPPORT
 		}
+		if allow != nil && t.relay(p, allow, local) {
+			relayed = true
+			continue
+		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 		pkt.NetworkProtocolNumber = proto
 		g.Enqueue(pkt)
 		pkt.DecRef()
 	}
 	return len(bufs), nil
+}
+
+// relay takes p if it is to be relayed: it returns false, leaving p alone, when p is for the
+// stack (its destination is one of local, or not a unicast address, or allow says no), and
+// true when p was queued for wireguard-go or dropped (expired, too big, queue full).
+func (t *tunDevice) relay(p []byte, allow relayFunc, local map[netip.Addr]bool) bool {
+	src, dst, n, ok := parseIP(p)
+	if !ok || local[dst] || !dst.IsGlobalUnicast() || dst.Is4In6() || !allow(src, dst) {
+		return false
+	}
+	r := t.ring.Load()
+	switch {
+	case n > r.slot:
+		t.relayStats.oversize.Add(1)
+	case !hop(p):
+		t.relayStats.expired.Add(1)
+	case !r.push(p[:n]):
+		t.relayStats.full.Add(1)
+	default:
+		t.relayStats.relayed.Add(1)
+	}
+	return true
 }
 
 // groBucketSize is gvisor.dev/gvisor/pkg/tcpip/stack/gro's groBucketSize.
