@@ -78,7 +78,7 @@ func TestMeshEndToEnd(t *testing.T) {
 	if !gateway.SimAvailable {
 		t.Skip("needs the in-process simulated printer (gateway.SimAvailable)")
 	}
-	if _, _, code := pg(t, "mesh", "status", "--help"); code != 0 {
+	if _, _, code := pg(t, "mesh", "--help"); code != 0 {
 		t.Skip("`printgate mesh` has not landed (the daemon's mesh wiring: helper mcore; mesh invite / init --join: helper join)")
 	}
 	if out, errOut, _ := pg(t, "init", "--help"); !strings.Contains(out+errOut, "--join") {
@@ -87,8 +87,21 @@ func TestMeshEndToEnd(t *testing.T) {
 	top := t
 	m := newMeshLab(t, 3)
 	gw1, gw2, gw3 := m.gws[0], m.gws[1], m.gws[2]
+	// missing names a piece of the mesh this build lacks: the step that finds it skips, and so
+	// does the rest of the test.
+	var missing string
+	need := func(t *testing.T, piece string) {
+		t.Helper()
+		missing = piece
+		t.Skip(piece)
+	}
 	step := func(name string, f func(t *testing.T)) {
-		if !t.Run(name, f) {
+		t.Helper()
+		ok := t.Run(name, f)
+		if missing != "" {
+			t.Skipf("step %s: %s", name, missing)
+		}
+		if !ok {
 			t.Fatalf("step %s failed; the steps after it need it", name)
 		}
 	}
@@ -96,8 +109,20 @@ func TestMeshEndToEnd(t *testing.T) {
 	step("Form", func(t *testing.T) {
 		pgOK(t, "init", "--state", gw1.state, "--endpoint", gw1.endpoint(), "--listen-port", strconv.Itoa(listenPort), "--name", gw1.name)
 		gw1.start(top)
+		if out, errOut, code := pg(t, "mesh", "status", "--state", gw1.state, "--json"); code != 0 {
+			if strings.Contains(errOut, "not defined") || strings.Contains(errOut, "unknown subcommand") || strings.Contains(errOut, "unknown operation") {
+				need(t, "`printgate mesh status --json` has not landed (the daemon's mesh wiring, helper mcore): "+strings.TrimSpace(errOut))
+			}
+			t.Fatalf("mesh status --json on gw1 (a mesh of one): exit %d\n%s%s", code, out, errOut)
+		}
 		for _, g := range []*meshGW{gw2, gw3} {
-			out := pgOK(t, "mesh", "invite", "--state", gw1.state)
+			out, errOut, code := pg(t, "mesh", "invite", "--state", gw1.state)
+			if code != 0 && strings.Contains(errOut, "unknown operation") {
+				need(t, "the daemon does not answer `printgate mesh invite` (the inviter's side of the join, helper join): "+strings.TrimSpace(errOut))
+			}
+			if code != 0 {
+				t.Fatalf("mesh invite on gw1: exit %d\n%s%s", code, out, errOut)
+			}
 			token := meshLastLine(out)
 			if out, errOut, code := meshPGIn(t, g.ns, "init", "--state", g.state, "--endpoint", g.endpoint(), "--join", token, "--name", g.name); code != 0 {
 				t.Fatalf("%s: init --join (token from gw1's mesh invite): exit %d\nstdout:\n%s\nstderr:\n%s", g.name, code, out, errOut)
