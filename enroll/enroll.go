@@ -157,14 +157,13 @@ func Init(dir string, opts InitOptions) (Gateway, error) {
 	}
 	removeStaleTemps(dir)
 
-	g.PrivateKey = opts.PrivateKey
-	if g.PrivateKey == (wgtypes.Key{}) {
-		key, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
+	key := opts.PrivateKey
+	if key == (wgtypes.Key{}) {
+		if key, err = wgtypes.GeneratePrivateKey(); err != nil {
 			return Gateway{}, fmt.Errorf("init: gateway key: %w", err)
 		}
-		g.PrivateKey = key
 	}
+	g.PrivateKey = key
 	if err := writeState(dir, g); err != nil {
 		// Leave no half-made state behind: these files did not exist and we hold the lock.
 		for _, name := range []string{FileRoster, FileGateway, FileGatewayKey} {

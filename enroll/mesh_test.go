@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // The registry's mesh additions: the gateway's name and allocated addresses persisted, and
@@ -30,6 +32,15 @@ func TestGatewayNameAndAddresses(t *testing.T) {
 	r.Close()
 	if got := openState(t, dir, nil).Gateway(); got.Name != "hall-c" || got.Addr4() != g.Addr4() {
 		t.Errorf("after SetName: name %q %v", got.Name, got.Addr4())
+	}
+
+	// A key made beforehand (a joining gateway registers its public half first) is kept.
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, g := newState(t, InitOptions{Prefix4: p4, Prefix6: p6, PrivateKey: k}); g.PrivateKey != k {
+		t.Error("Init did not keep the given private key")
 	}
 
 	// A state made before the mesh has no name and the first host addresses.

@@ -177,8 +177,8 @@ type InitOptions struct {
 	// Addr4 and Addr6 are tunnel addresses the mesh allocated to a joining gateway, inside
 	// Prefix4 and Prefix6 at one offset; zero: the first host addresses.
 	Addr4, Addr6 netip.Addr
-	// PrivateKey is the gateway key made beforehand (a joining gateway registers its public
-	// half in the mesh before its state exists); zero: Init makes one.
+	// PrivateKey is the gateway key when it was made before the state directory (a joining
+	// gateway registers its public half first); zero: Init makes one.
 	PrivateKey wgtypes.Key
 }
 

@@ -142,9 +142,19 @@ func (n *Node) Admit(ctx context.Context, req JoinRequest, raftAddr RaftAddrFunc
 		// mesh waits for the new gateway to run.
 		return a, nil
 	}
-	// Refuse what AddGateway would refuse before the token is burned; AddGateway checks
-	// again on the committed roster.
+	// Refuse from the replica what the mesh would refuse, without waiting for quorum (a
+	// mesh of one that just grew to two has none until the new gateway runs): a used token
+	// stays used, an expired one expired. And refuse what AddGateway would refuse before the
+	// token is burned; AddGateway checks again on the committed roster.
 	r := n.known()
+	if t, ok := r.Token(req.Token); ok {
+		switch {
+		case !t.Used.IsZero() && t.By != req.Name:
+			return JoinAnswer{}, fmt.Errorf("join %s: join token: used at %v by %s: %w", req.Name, t.Used.UTC().Format("2006-01-02 15:04:05Z"), t.By, ErrTokenUsed)
+		case t.Used.IsZero() && !n.now().Before(t.Expires):
+			return JoinAnswer{}, fmt.Errorf("join %s: join token: expired at %v: %w", req.Name, t.Expires.UTC().Format("2006-01-02 15:04:05Z"), ErrTokenExpired)
+		}
+	}
 	if old, ok := r.Gateway(req.Name); ok && old.PublicKey != req.PublicKey {
 		return JoinAnswer{}, fmt.Errorf("join %s: gateway name %s is taken by another key (choose another --name): %w", req.Name, req.Name, ErrExists)
 	}

@@ -122,6 +122,13 @@ func TestJoinMeshOfOneGrowsToTwo(t *testing.T) {
 		t.Errorf("gateways %+v, want gw1 and gw2", a.Gateways)
 	}
 
+	// Meanwhile the mesh of two has no quorum; a second use of the token is refused as such
+	// from the replica all the same.
+	early := c.newJoiner("gw9")
+	if _, err, _ := join(gw1.Node, tok, early.request(tok), raftAddrs(early)); !errors.Is(err, ErrTokenUsed) {
+		t.Errorf("second use while the mesh waits for gw2 = %v, want ErrTokenUsed", err)
+	}
+
 	// The new gateway runs (not bootstrapped) and the mesh completes its membership.
 	c.net.Heal(j.tn.addr)
 	c.run(j)

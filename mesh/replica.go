@@ -99,3 +99,26 @@ func (n *Node) known() *Roster {
 	}
 	return r
 }
+
+// ReadState reads the roster a stopped node in dir would serve first: its replica file with
+// its pending revocations shown, without opening raft (read-only; `printgate peers` with no
+// daemon running). A directory without a replica gives an empty roster (not Initialized).
+func ReadState(dir string) (*Roster, error) {
+	r, err := loadReplica(dir)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		r = emptyRoster()
+	}
+	t, err := loadTombstones(dir)
+	if err != nil {
+		return nil, err
+	}
+	if local := t.names(); local != nil {
+		c := *r
+		c.local = local
+		r = &c
+	}
+	return r, nil
+}

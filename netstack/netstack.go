@@ -2,12 +2,13 @@
 // only package in printgate that imports gVisor, and it offers a net-shaped API.
 //
 // A Stack has one NIC. Its link end is a bounded packet queue that wireguard-go reads and writes
-// through TUN(); the stack itself owns only the tunnel addresses it was given. Nothing here opens
-// a host socket.
+// through TUN(); the stack itself owns only the tunnel addresses it was given. With SetRelay, a
+// gateway of a mesh hands packets for other gateways' addresses back to WireGuard in front of
+// the stack (relay.go). Nothing here opens a host socket.
 //
 // Life cycle (call order):
 //
-//	New ──▶ AddAddr / ListenTCP / DialTCP / CloseConns ... ──▶ [WireGuard device Close] ──▶ Close
+//	New ──▶ AddAddr / ListenTCP / DialTCP / CloseConns / SetRelay ... ──▶ [WireGuard device Close] ──▶ Close
 //
 // Close the WireGuard device (which closes TUN) before Close: the device's goroutines read and
 // write the TUN until the device is down (wireguard-go #134).

@@ -81,6 +81,8 @@ func TestNewConfig(t *testing.T) {
 		{"mtu too small", Config{MTU: 576}, false},
 		{"mtu too big", Config{MTU: 70000}, false},
 		{"tiny buffers", Config{TCPReceiveBuffer: 100}, false},
+		{"relay queue", Config{RelayQueueSize: 8}, true},
+		{"negative relay queue", Config{RelayQueueSize: -1}, false},
 		{"unspecified addr", Config{Addrs: []netip.Addr{netip.IPv4Unspecified()}}, false},
 		{"invalid addr", Config{Addrs: []netip.Addr{{}}}, false},
 		{"duplicate addr", Config{Addrs: []netip.Addr{a4, a4}}, false},

@@ -365,3 +365,42 @@ func (s native) nAuditVerify(q *request) error {
 	writeJSON(q.w, http.StatusOK, out)
 	return nil
 }
+
+// nMeshInvite makes a join token for a new gateway and returns it once; nothing of it is
+// kept here (the gateway keeps its one-time public key until it is used or expires).
+func (s native) nMeshInvite(q *request) error {
+	var body struct {
+		TTL string `json:"ttl"`
+	}
+	if err := decodeJSON(q, &body); err != nil {
+		return err
+	}
+	if s.cfg.Mesh == nil {
+		return errorf(http.StatusServiceUnavailable, "mesh invitations are not available on this gateway")
+	}
+	var ttl time.Duration
+	if body.TTL != "" {
+		d, err := time.ParseDuration(body.TTL)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "ttl %q: want a duration such as 15m", clip(body.TTL, 40))
+		}
+		ttl = d
+	}
+	in, err := s.begin(q, audit.ActionMeshInvite, map[string]string{"ttl": body.TTL})
+	if err != nil {
+		return err
+	}
+	token, expires, err := s.cfg.Mesh.Invite(q.r.Context(), ttl)
+	s.end(in, err)
+	switch {
+	case errors.Is(err, enroll.ErrInvalid):
+		return errorf(http.StatusBadRequest, "%v", err)
+	case errors.Is(err, enroll.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "%v", err)
+	case err != nil:
+		return err
+	}
+	q.w.Header().Set("Cache-Control", "no-store")
+	writeJSON(q.w, http.StatusCreated, map[string]any{"token": token, "expires_at": expires})
+	return nil
+}

@@ -71,6 +71,7 @@ var wantRole = map[string]enroll.Role{
 	"GET /api/v1/devices":                               enroll.Admin,
 	"POST /api/v1/devices":                              enroll.Admin,
 	"DELETE /api/v1/devices/{name}":                     enroll.Admin,
+	"POST /api/v1/mesh/invite":                          enroll.Admin,
 	"GET /api/v1/appkeys":                               enroll.Admin,
 	"POST /api/v1/appkeys/{token}":                      enroll.Admin,
 	"GET /api/v1/audit":                                 enroll.Admin,

@@ -141,6 +141,14 @@ type Devices interface {
 	RotateAPIKey(name string, role enroll.Role) (string, error)
 }
 
+// Mesh is the gateway's mesh as the admin API reaches it.
+type Mesh interface {
+	// Invite makes a join token for a new gateway valid for ttl (zero: the gateway's default)
+	// and returns its text and expiry. An error wrapping enroll.ErrUnavailable means the mesh
+	// has no quorum; enroll.ErrInvalid a bad ttl.
+	Invite(ctx context.Context, ttl time.Duration) (token string, expires time.Time, err error)
+}
+
 // Audit is the audit log; *audit.Log satisfies it.
 type Audit interface {
 	Append(ctx context.Context, r audit.Record) error
@@ -202,6 +210,8 @@ type Config struct {
 	Identity Identity
 	// Devices backs the admin device pages and app-key grants; nil disables them (503).
 	Devices Devices
+	// Mesh backs the admin's join invitations; nil disables them (503).
+	Mesh Mesh
 	// Audit records every state-changing action; nil records nothing.
 	Audit Audit
 	// VerifyAudit verifies the whole audit chain for the audit page; nil means not available.

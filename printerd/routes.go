@@ -107,6 +107,7 @@ var routes = []route{
 	{faceGateway, "GET /api/v1/devices", enroll.Admin, onNative(native.nDevices)},
 	{faceGateway, "POST /api/v1/devices", enroll.Admin, onNative(native.nEnroll)},
 	{faceGateway, "DELETE /api/v1/devices/{name}", enroll.Admin, onNative(native.nRevoke)},
+	{faceGateway, "POST /api/v1/mesh/invite", enroll.Admin, onNative(native.nMeshInvite)},
 	{faceGateway, "GET /api/v1/appkeys", enroll.Admin, onNative(native.nAppKeys)},
 	{faceGateway, "POST /api/v1/appkeys/{token}", enroll.Admin, onNative(native.nAppKeyDecision)},
 	{faceGateway, "GET /api/v1/audit", enroll.Admin, onNative(native.nAudit)},

@@ -29,6 +29,7 @@ var (
 		"POST /api/v1/printers/{printer}/terminal":    `{"command":"M105"}`,
 		"POST /api/v1/devices":                        `{"name":"newphone","role":"viewer"}`,
 		"POST /api/v1/appkeys/{token}":                `{"decision":false}`,
+		"POST /api/v1/mesh/invite":                    `{"ttl":"15m"}`,
 	}
 	notJSON = map[string]bool{
 		"POST /api/logout":                          true,

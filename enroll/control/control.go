@@ -30,8 +30,12 @@ const (
 	OpRevoke = "revoke"
 	OpPeers  = "peers"
 	OpStatus = "status"
+	// OpMeshStatus answers the mesh's membership (MeshStatus); OpMeshRemove removes the
+	// gateway Name from the mesh.
+	OpMeshStatus = "mesh_status"
+	OpMeshRemove = "mesh_remove"
 	// OpMeshInvite makes a join token for a new gateway (TTL: its life; empty: 15 minutes).
-	OpMeshInvite = "mesh-invite"
+	OpMeshInvite = "mesh_invite"
 )
 
 // MaxMessage bounds a request or a response (a response with 1,000 peers is ~500 KiB).
@@ -62,10 +66,11 @@ type Response struct {
 	Revoked    *RevokeResult     `json:"revoked,omitempty"`
 	Peers      []enroll.PeerView `json:"peers,omitempty"`
 	Status     *Status           `json:"status,omitempty"`
+	Mesh       *MeshStatus       `json:"mesh,omitempty"`
 	Invite     *InviteResult     `json:"invite,omitempty"`
 }
 
-// InviteResult is a join token as it travels, once, to the caller of mesh-invite.
+// InviteResult is a join token as it travels, once, to the caller of mesh_invite.
 type InviteResult struct {
 	// Token is the join token's text: a secret until used or expired.
 	Token   string    `json:"token"`
@@ -74,6 +79,41 @@ type InviteResult struct {
 	Address netip.Addr `json:"address"`
 	// Endpoint is the inviter's HOST:PORT the joining machine dials.
 	Endpoint string `json:"endpoint"`
+}
+
+// MeshStatus is the mesh as one gateway sees it: `printgate mesh status --json`.
+type MeshStatus struct {
+	// Running is true when a daemon answered; without one the gateways come from its replica
+	// file and nothing is reachable.
+	Running bool `json:"running"`
+	// Name is the gateway that answered.
+	Name string `json:"name"`
+	// Leader names the raft leader; empty when none is known.
+	Leader string `json:"leader"`
+	// Quorum is true when writes (enrollments) can commit from this gateway.
+	Quorum   bool          `json:"quorum"`
+	Gateways []MeshGateway `json:"gateways"`
+	// PendingRevocations are revocations applied on this gateway, not yet committed.
+	PendingRevocations []string `json:"pending_revocations"`
+}
+
+// MeshGateway is one gateway in MeshStatus.
+type MeshGateway struct {
+	Name string `json:"name"`
+	// Address and Address6 are its tunnel addresses.
+	Address  string `json:"address"`
+	Address6 string `json:"address6,omitempty"`
+	// Endpoint is the HOST:PORT devices and gateways dial.
+	Endpoint  string `json:"endpoint"`
+	PublicKey string `json:"public_key"`
+	Leader    bool   `json:"leader"`
+	// Reachable is true when it answered a ping just now (always for the gateway asked).
+	Reachable bool `json:"reachable"`
+	// Voter is true once it is a voting member of raft (a joining gateway is not yet).
+	Voter bool `json:"voter"`
+	// Devices counts the active devices homed there; Printers its printers.
+	Devices  int `json:"devices"`
+	Printers int `json:"printers"`
 }
 
 // EnrollRequest validates an enroll call's options into an enroll.Request.

@@ -61,6 +61,9 @@ const (
 	ActionRefusal   = "refusal"
 	ActionEmergency = "emergency"
 	ActionSettings  = "settings"
+	// ActionMeshInvite is a join token made for a new gateway (the token itself is never
+	// recorded: it is a secret until used).
+	ActionMeshInvite = "mesh.invite"
 	// ActionTornTail is written by Open when it cut an incomplete last line left by a crash.
 	ActionTornTail = "audit.torn-tail"
 )

@@ -60,7 +60,8 @@ type command struct {
 // commands in the order the top-level help lists them.
 func commands() []*command {
 	return []*command{
-		initCmd(), runCmd(), enrollCmd(), peersCmd(), revokeCmd(), statusCmd(), meshCmd(),
+		initCmd(), runCmd(), enrollCmd(), peersCmd(), revokeCmd(), statusCmd(),
+		meshCmd(),
 		simCmd(), demoCmd(), auditCmd(), recoverCmd(), connectCmd(), versionCmd(), helpCmd(),
 	}
 }

@@ -32,6 +32,7 @@ var contract = map[string][]string{
 	"peers":   {"--state", "--json"},
 	"revoke":  {"--state"},
 	"status":  {"--state", "--json"},
+	"mesh":    {"--state", "--json"},
 	"sim":     {"--baud", "--latency", "--advanced-ok"},
 	"demo":    {},
 	"audit":   {"--state"},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/enroll/qr"
@@ -100,8 +101,13 @@ func doEnroll(ctx context.Context, e *env, state string, req control.Request) (*
 		if err != nil {
 			return err
 		}
+		off, err := gateway.OpenOffline(reg, nil)
+		if err != nil {
+			return err
+		}
+		defer off.Close()
 		return writeAhead(ctx, e, state, audit.ActionEnroll, map[string]string{"name": r.Name, "role": string(r.Role)}, func() (map[string]string, error) {
-			en, err := reg.Enroll(r)
+			en, err := off.Enroll(r)
 			if err != nil {
 				return nil, err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/printgate/printgate/cmd/printgate/gateway"
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/printerd/audit"
@@ -31,12 +32,20 @@ device's addresses are never handed out again.`,
 					return err
 				}
 				resp, err := callDaemon(ctx, e, *state, control.Request{Op: control.OpRevoke, Name: args[0]}, func(reg *enroll.Registry) error {
+					off, err := gateway.OpenOffline(reg, nil)
+					if err != nil {
+						return err
+					}
+					defer off.Close()
 					return writeAhead(ctx, e, *state, audit.ActionRevoke, map[string]string{"name": args[0]}, func() (map[string]string, error) {
-						p, err := reg.Revoke(args[0])
+						p, pending, err := off.Revoke(args[0])
 						if err != nil {
 							return nil, err
 						}
 						fmt.Fprintf(e.stdout, "revoked %s (%v) in the roster; no gateway is running\n", p.Name, p.IPv4)
+						if pending {
+							fmt.Fprintf(e.stdout, "%s\n", meshPendingNote)
+						}
 						return map[string]string{"address": p.IPv4.String(), "public_key": p.PublicKey.String()}, nil
 					})
 				})
@@ -47,9 +56,15 @@ device's addresses are never handed out again.`,
 					r := resp.Revoked
 					fmt.Fprintf(e.stdout, "revoked %s (%s): off the tunnel in %v, %d open connections closed\n",
 						r.Peer.Name, r.Peer.Address, time.Duration(r.AppliedSeconds*float64(time.Second)).Round(time.Microsecond), r.ClosedConns)
+					if r.MeshPending {
+						fmt.Fprintf(e.stdout, "%s\n", meshPendingNote)
+					}
 				}
 				return nil
 			}
 		},
 	}
 }
+
+// meshPendingNote follows a revocation applied on this gateway while its mesh has no quorum.
+const meshPendingNote = "revoked here; the rest of the mesh follows when this gateway reaches a majority of it again (revocation is never undone)"

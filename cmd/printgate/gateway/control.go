@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
@@ -15,7 +16,7 @@ import (
 // WireGuard's UDP port are the daemon's only sockets.
 
 // handle runs one control request against the gateway.
-func (g *Gateway) handle(_ context.Context, req control.Request) control.Response {
+func (g *Gateway) handle(ctx context.Context, req control.Request) control.Response {
 	switch req.Op {
 	case control.OpEnroll:
 		r, err := req.EnrollRequest()
@@ -44,6 +45,30 @@ func (g *Gateway) handle(_ context.Context, req control.Request) control.Respons
 	case control.OpStatus:
 		st := g.Status()
 		return control.Response{Status: &st}
+	case control.OpMeshStatus:
+		st := g.MeshStatus(ctx)
+		return control.Response{Mesh: &st}
+	case control.OpMeshInvite:
+		var ttl time.Duration
+		if req.TTL != "" {
+			d, err := time.ParseDuration(req.TTL)
+			if err != nil {
+				return control.Response{Error: fmt.Sprintf("mesh invite: ttl %q: %v", req.TTL, err)}
+			}
+			ttl = d
+		}
+		tok, err := g.Invite(ctx, ttl)
+		if err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		res := inviteResult(tok)
+		return control.Response{Invite: &res}
+	case control.OpMeshRemove:
+		if err := g.RemoveGateway(ctx, req.Name); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		st := g.MeshStatus(ctx)
+		return control.Response{Mesh: &st}
 	default:
 		return control.Response{Error: fmt.Sprintf("control: unknown operation %q", req.Op)}
 	}

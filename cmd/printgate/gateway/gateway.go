@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
@@ -79,6 +80,11 @@ type Config struct {
 
 	// onDeviceUp, when set (tests), runs once the WireGuard UDP port is bound.
 	onDeviceUp func()
+	// bind, when set (tests), is the WireGuard device's UDP transport (partitions).
+	bind conn.Bind
+	// onMeshRevoked, when set (tests), runs after the mesh loop closed the connections of
+	// devices the replica shows newly revoked.
+	onMeshRevoked func(names []string, closed int)
 }
 
 // Gateway is a running daemon. Its methods are safe for concurrent use.
@@ -98,6 +104,7 @@ type Gateway struct {
 	prs      []*printer
 	node     *mesh.Node // the mesh member, open from Start's step 4 to Close
 	join     *JoinFile  // STATE/mesh/join.json, nil when there is none
+	invites  invites    // pending join invitations and the join port (invite.go)
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop
@@ -121,6 +128,8 @@ type Gateway struct {
 	}
 	// roster is the roster as last applied, published by every apply (publishLocked).
 	roster atomic.Pointer[rosterView]
+	// relay is what the relay predicate reads (relay.go), rebuilt by every apply.
+	relay atomic.Pointer[relayTable]
 
 	stats struct {
 		sync.Mutex
@@ -196,6 +205,7 @@ func Start(ctx context.Context, cfg Config) (_ *Gateway, err error) {
 		PrivateKey:    g.gw.PrivateKey,
 		ListenPort:    g.gw.ListenPort,
 		TUN:           g.stack.TUN(),
+		Bind:          cfg.bind,
 		InterfaceName: cfg.Interface,
 		Logf:          g.verbosef,
 		Errorf:        g.logf,
@@ -300,6 +310,7 @@ func (g *Gateway) teardown() error {
 	if g.ctlLn != nil {
 		g.ctlLn.Close() // unlinks the socket file; closed already if it was served
 	}
+	g.closeInvites()
 	if g.node != nil {
 		if err := g.node.Close(); err != nil {
 			errs = append(errs, err)
@@ -364,6 +375,9 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		}
 	}
 	g.reg.applied = next
+	if r != nil {
+		g.relay.Store(buildRelayTable(r, g.gw.Name, next))
+	}
 	g.publishLocked()
 	if len(gone) > 0 {
 		closed = g.closeConns(gone)

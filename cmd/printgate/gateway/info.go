@@ -53,18 +53,30 @@ func (g *Gateway) Status() control.Status {
 }
 
 // OfflineStatus is the status of a state directory with no daemon running: the gateway's
-// configuration, the printers the roster has addresses for (state "stopped") and the roster.
+// configuration, the printers (state "stopped"; with a mesh, every printer of the mesh from
+// this gateway's replica, other gateways' as "remote") and the devices by state.
 func OfflineStatus(reg *enroll.Registry) control.Status {
-	st := baseStatus(reg.Gateway())
-	for _, pa := range reg.PrinterAddrs() {
-		st.Printers = append(st.Printers, control.PrinterInfo{
-			Name: pa.Name, Address: addrString(pa.IPv4), Address6: addrString(pa.IPv6),
-			URL: "http://" + addrString(pa.IPv4) + "/", State: "stopped",
-		})
+	gw := reg.Gateway()
+	st := baseStatus(gw)
+	r := offlineRoster(reg)
+	if r == nil {
+		for _, pa := range reg.PrinterAddrs() {
+			st.Printers = append(st.Printers, control.PrinterInfo{
+				Name: pa.Name, Address: addrString(pa.IPv4), Address6: addrString(pa.IPv6),
+				URL: "http://" + addrString(pa.IPv4) + "/", State: "stopped",
+			})
+		}
+	} else {
+		for _, p := range r.Printers() {
+			if p.Gateway == gw.Name {
+				st.Printers = append(st.Printers, control.PrinterInfo{Name: p.Name, Address: addrString(p.IPv4), Address6: addrString(p.IPv6),
+					URL: "http://" + addrString(p.IPv4) + "/", State: "stopped", Gateway: p.Gateway})
+			}
+		}
+		st.Printers = append(st.Printers, remotePrinters(r, gw.Name)...)
 	}
-	now := time.Now()
-	for _, p := range reg.Peers() {
-		st.Peers[string(p.StateAt(now))]++
+	for _, p := range OfflinePeers(reg) {
+		st.Peers[string(p.State)]++
 	}
 	return st
 }
@@ -119,12 +131,25 @@ func prefixString(p netip.Prefix) string {
 	return p.String()
 }
 
-// OfflinePeers lists a state directory's peers with no daemon running (no live stats).
+// OfflinePeers lists a state directory's peers with no daemon running (no live stats): with
+// a mesh, every device of the mesh as this gateway's replica has it.
 func OfflinePeers(reg *enroll.Registry) []enroll.PeerView {
 	now := time.Now()
 	out := []enroll.PeerView{}
+	r := offlineRoster(reg)
+	name := reg.Gateway().Name
 	for _, p := range reg.Peers() {
+		if r != nil {
+			p.Home = name
+			if (p.State == enroll.Active || p.State == enroll.Pending) && !meshActive(r, p) {
+				p.State = enroll.Revoked // revoked in the mesh; the gateway tombstones it at start
+			}
+		}
 		out = append(out, p.View(now))
+	}
+	if r != nil {
+		out = append(out, remoteViews(r, name, now)...)
+		sortViews(out)
 	}
 	return out
 }

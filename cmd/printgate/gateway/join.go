@@ -64,7 +64,8 @@ func (e *UnreachableError) Error() string {
 		return fmt.Sprintf("join: the inviter at %s (%v) answered WireGuard but not its join port within %v: the invitation was probably withdrawn (the inviter restarted, or the token expired there); ask for a new token (%v)",
 			e.Endpoint, e.Addr, e.Timeout, e.Err)
 	}
-	return fmt.Sprintf("join: inviter unreachable: no WireGuard handshake with %s (%v) within %v: is `printgate run` up there, and UDP port %d open to this machine? (%v)",
+	return fmt.Sprintf("join: inviter unreachable: no WireGuard handshake with %s (%v) within %v: is `printgate run` up there, and UDP port %d open to this machine? "+
+		"An inviter also stops answering a token once it has expired, was used, or when the inviter restarted since `mesh invite` (%v)",
 		e.Endpoint, e.Addr, e.Timeout, e.Addr.Port(), e.Err)
 }
 

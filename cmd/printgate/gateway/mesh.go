@@ -144,6 +144,7 @@ func (g *Gateway) openMesh(ctx context.Context) error {
 		return err
 	}
 	g.node = node
+	g.stack.SetRelay(g.relayAllow) // reads g.relay, set by every apply; nothing until the first
 	r := node.Roster()
 	switch {
 	case r.Initialized():

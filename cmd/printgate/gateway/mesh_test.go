@@ -156,3 +156,56 @@ func TestEnrollWithoutQuorum(t *testing.T) {
 		t.Errorf("no pending revocation on disk: %v", err)
 	}
 }
+
+// TestOfflineAfterMesh: with the gateway stopped, the CLI's writes go through the mesh node
+// opened in-process: a mesh of one commits, and the gateway started again serves the device
+// enrolled meanwhile and not the one revoked.
+func TestOfflineAfterMesh(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	if _, err := g.Enroll(enroll.Request{Name: "phone"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := OpenOffline(reg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := off.Enroll(enroll.Request{Name: "laptop", Role: enroll.Admin})
+	if err != nil {
+		t.Fatalf("offline enroll in a mesh of one: %v", err)
+	}
+	if _, pending, err := off.Revoke("phone"); err != nil || pending {
+		t.Fatalf("offline revoke in a mesh of one = pending %v, %v", pending, err)
+	}
+	if err := off.Close(); err != nil {
+		t.Fatal(err)
+	}
+	peers := OfflinePeers(reg)
+	states := map[string]enroll.State{}
+	for _, p := range peers {
+		states[p.Name] = p.State
+	}
+	if states["phone"] != enroll.Revoked || states["laptop"] != enroll.Pending {
+		t.Errorf("offline peers %v", states)
+	}
+	reg.Close()
+
+	g = startGateway(t, dir)
+	d, ok := g.node.Roster().Device("laptop")
+	if !ok || d.IPv4 != e.Peer.IPv4 || d.State != mesh.Active {
+		t.Errorf("laptop in the mesh after restart = %+v, %v", d, ok)
+	}
+	if p, ok := g.WhoIs(e.Peer.IPv4); !ok || p.Name != "laptop" {
+		t.Errorf("WhoIs(laptop) after restart = %v, %v", p, ok)
+	}
+	if !g.view().onDev[e.Peer.PublicKey] {
+		t.Error("laptop, enrolled offline, is not on the device after restart")
+	}
+}

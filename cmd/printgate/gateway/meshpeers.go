@@ -216,12 +216,19 @@ func (g *Gateway) syncMesh(prev, r *mesh.Roster) {
 		}
 	}
 	n := g.stack.CloseConns(func(a netip.Addr) bool { return addrs[a] })
+	names := make([]string, len(revoked))
+	for i, d := range revoked {
+		names[i] = d.Name
+	}
+	if g.cfg.onMeshRevoked != nil {
+		g.cfg.onMeshRevoked(names, n)
+	}
 	if prev != nil {
-		names := make([]string, len(revoked))
-		for i, d := range revoked {
-			names[i] = d.Name
+		logf := g.verbosef // a revocation made here was logged by revoke
+		if n > 0 {
+			logf = g.logf
 		}
-		g.logf("gateway: mesh: %v revoked: off this gateway in %v, %d connections closed", names, time.Since(start).Round(time.Microsecond), n)
+		logf("gateway: mesh: %v revoked: off this gateway in %v, %d connections closed", names, time.Since(start).Round(time.Microsecond), n)
 	}
 }
 

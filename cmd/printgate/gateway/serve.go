@@ -83,6 +83,7 @@ func (g *Gateway) startWeb() (*webServers, error) {
 		Printers:   pcs,
 		Identity:   identity{g},
 		Devices:    devices{g},
+		Mesh:       meshInviter{g},
 		GatewayURL: "http://" + g.Addrs()[0].String(),
 		Metrics:    g.writeMetrics,
 		Logf:       g.verbosef,
