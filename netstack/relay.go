@@ -32,6 +32,8 @@ type RelayStats struct {
 // packet from a peer whose destination dst is a unicast address the stack does not own, and
 // for which allow(src, dst) is true, goes back out through WireGuard instead of into the
 // stack; every other packet reaches the stack as before (which drops what is not its own).
+// src has passed WireGuard's check against the sending peer's AllowedIPs, so it is the
+// sender's own address (or one its peer may speak for, such as another gateway's device).
 //
 // allow runs on wireguard-go's receive goroutines, once per packet: it must be fast, safe for
 // concurrent use and must not block. SetRelay may be called at any time, from any goroutine;

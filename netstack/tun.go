@@ -215,9 +215,11 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 		default:
 			return i, syscall.EAFNOSUPPORT
 		}
-		if allow != nil && t.relay(p, allow, local) {
-			relayed = true
-			continue
+		if allow != nil {
+			if taken, queued := t.relay(p, allow, local); taken {
+				relayed = relayed || queued
+				continue
+			}
 		}
 		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 		pkt.NetworkProtocolNumber = proto
@@ -227,13 +229,13 @@ func (t *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
-// relay takes p if it is to be relayed: it returns false, leaving p alone, when p is for the
-// stack (its destination is one of local, or not a unicast address, or allow says no), and
-// true when p was queued for wireguard-go or dropped (expired, too big, queue full).
-func (t *tunDevice) relay(p []byte, allow relayFunc, local map[netip.Addr]bool) bool {
+// relay takes p if it is to be relayed. taken is false, p left alone, when p is for the stack
+// (its destination is one of local, or not a unicast address, or allow says no); otherwise p
+// was queued for wireguard-go (queued) or dropped: expired, too big, or the queue was full.
+func (t *tunDevice) relay(p []byte, allow relayFunc, local map[netip.Addr]bool) (taken, queued bool) {
 	src, dst, n, ok := parseIP(p)
 	if !ok || local[dst] || !dst.IsGlobalUnicast() || dst.Is4In6() || !allow(src, dst) {
-		return false
+		return false, false
 	}
 	r := t.ring.Load()
 	switch {
@@ -245,8 +247,9 @@ func (t *tunDevice) relay(p []byte, allow relayFunc, local map[netip.Addr]bool) 
 		t.relayStats.full.Add(1)
 	default:
 		t.relayStats.relayed.Add(1)
+		return true, true
 	}
-	return true
+	return true, false
 }
 
 // groBucketSize is gvisor.dev/gvisor/pkg/tcpip/stack/gro's groBucketSize.

@@ -310,6 +310,7 @@ func splitMesh(t *testing.T, cpu int) *relayRig {
 	home.AllowedIPs = prefixes
 	device.Apply(t, home)
 	fromA := aPeer
+	fromA.AllowedIPs = slices.Clone(aPeer.AllowedIPs)
 	for _, x := range device.Addrs {
 		fromA.AllowedIPs = append(fromA.AllowedIPs, tunneltest.Host(x))
 	}
@@ -322,7 +323,6 @@ func splitMesh(t *testing.T, cpu int) *relayRig {
 		homedAtB = append(homedAtB, tunneltest.Host(x))
 	}
 	cfg := relayChildConfig{
-		Addrs:  aAddrs,
 		Peers:  []tunnel.Peer{device.Peer(), b.Peer(homedAtB...)},
 		Remote: b.Addrs,
 		Homed:  device.Addrs,
@@ -345,13 +345,12 @@ type relayChildHello struct {
 }
 
 type relayChildConfig struct {
-	Addrs         []netip.Addr
 	Peers         []tunnel.Peer
 	Remote, Homed []netip.Addr
 }
 
 // TestRelayGatewayChild is gateway A of TestRelayThroughput's "own CPU" set-up, in a process
-// of its own: it prints READY {port, key}, reads its addresses and peers as JSON on stdin,
+// of its own: it prints READY {port, key}, reads its peers and relay policy as JSON on stdin,
 // turns its relay on with the daemon's policy, prints APPLIED, and runs until stdin closes,
 // then prints its relay counters.
 func TestRelayGatewayChild(t *testing.T) {
