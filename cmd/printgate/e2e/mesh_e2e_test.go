@@ -65,8 +65,8 @@ func TestMeshLab(t *testing.T) {
 
 // TestMeshEndToEnd is issue 12's acceptance with the real binary (and issue 13's "works with a
 // mesh"): three gateways in their own namespaces on one bridged LAN form a mesh by token, each
-// with its own simulated printer; a phone enrolled on gw1 and brought up by Debian's wg-quick +
-// wireguard-go from the decoded QR reaches every printer through gw1; `printgate connect` as
+// with its own simulated printer; a phone enrolled on gw1 before the others joined, brought up
+// by Debian's wg-quick + wireguard-go from the decoded QR, reaches every printer through gw1; `printgate connect` as
 // nobody reaches a printer on gw3; a revoke on gw3 stops the phone everywhere within 2 s; a
 // partitioned gw3 refuses enrollments for want of quorum while serving its own device, then
 // catches up; a kill -9 of the leader leaves a mesh that enrolls within 10 s; a restart of
@@ -106,6 +106,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		}
 	}
 
+	phonePNG := filepath.Join(t.TempDir(), "phone.png")
 	step("Form", func(t *testing.T) {
 		pgOK(t, "init", "--state", gw1.state, "--endpoint", gw1.endpoint(), "--listen-port", strconv.Itoa(listenPort), "--name", gw1.name)
 		gw1.start(top)
@@ -115,6 +116,9 @@ func TestMeshEndToEnd(t *testing.T) {
 			}
 			t.Fatalf("mesh status --json on gw1 (a mesh of one): exit %d\n%s%s", code, out, errOut)
 		}
+		// The phone is enrolled while gw1 is a mesh of one: its QR reaches the printers of the
+		// gateways that join later with no new config.
+		pgOK(t, "enroll", "--state", gw1.state, "phone", "--role", "admin", "--png", phonePNG, "--qr", "none")
 		for _, g := range []*meshGW{gw2, gw3} {
 			out, errOut, code := pg(t, "mesh", "invite", "--state", gw1.state)
 			if code != 0 && strings.Contains(errOut, "unknown operation") {
@@ -183,9 +187,7 @@ func TestMeshEndToEnd(t *testing.T) {
 
 	var phone *meshDevice
 	step("OneQRReachesEveryPrinter", func(t *testing.T) {
-		png := filepath.Join(t.TempDir(), "phone.png")
-		pgOK(t, "enroll", "--state", gw1.state, "phone", "--role", "admin", "--png", png, "--qr", "none")
-		config := meshDecodeQR(t, png)
+		config := meshDecodeQR(t, phonePNG)
 		prefix := gw1.status(t).Prefix4
 		if n := strings.Count(config, "[Peer]"); n != 1 {
 			t.Errorf("the phone's config has %d peers, want one (its home gateway):\n%s", n, config)
@@ -200,7 +202,14 @@ func TestMeshEndToEnd(t *testing.T) {
 		phone.wg = newWGClient(top, phone.ns, m.prefix+"p", config)
 		phone.wg.up(t)
 		for _, g := range m.gws {
-			phone.waitReaches(t, "the phone (home gw1) to "+g.printer+" on "+g.name, printers[g.printer].Address, 20*time.Second)
+			phone.waitReaches(t, "the phone (home gw1, enrolled before gw2 and gw3 joined) to "+g.printer+" on "+g.name, printers[g.printer].Address, 20*time.Second)
+		}
+		// Each printer's own gateway knows who the relayed phone is.
+		for _, g := range m.gws {
+			r, err := uiCurl(phone.ns, "--max-time", "5", "http://"+printers[g.printer].Address+"/api/currentuser")
+			if err != nil || r.code != 200 || r.json()["name"] != "phone" {
+				t.Errorf("GET /api/currentuser on %s (on %s) from the phone = %v %v, want 200 naming the phone", g.printer, g.name, r, err)
+			}
 		}
 		m.waitSameRoster(t, "peers --json with the phone")
 		if r := gw3.roster(t); !regexp.MustCompile(`(?m)^phone admin active .* home=gw1$`).MatchString(r) {

@@ -466,6 +466,7 @@ func (m *meshLab) revokeEverywhere(t *testing.T, gw *meshGW, dev *meshDevice, pr
 		conn       net.Conn
 		br         *bufio.Reader
 		dead       time.Duration
+		answered   int // probes after the revoke that got an answer
 	}
 	request := func(c net.Conn, br *bufio.Reader, host string, wait time.Duration) error {
 		c.SetDeadline(time.Now().Add(wait))
@@ -532,6 +533,7 @@ func (m *meshLab) revokeEverywhere(t *testing.T, gw *meshGW, dev *meshDevice, pr
 					p.dead = at
 					return
 				}
+				p.answered++
 				time.Sleep(20 * time.Millisecond)
 			}
 		}()
@@ -545,7 +547,7 @@ func (m *meshLab) revokeEverywhere(t *testing.T, gw *meshGW, dev *meshDevice, pr
 			continue
 		}
 		worst = max(worst, p.dead)
-		each = append(each, fmt.Sprintf("%s %v", p.name, p.dead.Round(time.Millisecond)))
+		each = append(each, fmt.Sprintf("%s %v after %d answered probes", p.name, p.dead.Round(time.Millisecond), p.answered))
 	}
 	t.Logf("revoke %s on %s (%s): the command returned after %v; no printer answers after %v (%s; probes time out after %v)",
 		dev.name, gw.name, strings.TrimSpace(out), returned.Round(time.Millisecond), worst.Round(time.Millisecond), strings.Join(each, ", "), wait)
