@@ -294,6 +294,15 @@ func Join(ctx context.Context, c net.Conn, req JoinRequest) (JoinAnswer, error) 
 		}
 		return JoinAnswer{}, fmt.Errorf("join: no answer from the inviter: %w", err)
 	}
+	return parseJoinReply(raw, req)
+}
+
+// parseJoinReply decodes the inviter's reply to req strictly: a refusal comes back as an
+// error wrapping the inviter's sentinel, an answer only when it fits req (check).
+func parseJoinReply(raw []byte, req JoinRequest) (JoinAnswer, error) {
+	if len(raw) > MaxJoinAnswer {
+		return JoinAnswer{}, fmt.Errorf("join: answer from the inviter: %d bytes, at most %d: %w", len(raw), MaxJoinAnswer, ErrInvalid)
+	}
 	var rep joinReply
 	if err := enroll.DecodeStrict(raw, &rep); err != nil {
 		return JoinAnswer{}, fmt.Errorf("join: answer from the inviter: %v: %w", err, ErrInvalid)

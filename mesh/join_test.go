@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -312,4 +313,61 @@ func FuzzParseJoinRequest(f *testing.F) {
 			t.Fatalf("round trip of %+v = %+v, %v", req, again, err)
 		}
 	})
+}
+
+func FuzzParseJoinReply(f *testing.F) {
+	var tk, gk, ik Key
+	tk[0], gk[0], ik[0] = 1, 2, 3
+	req := JoinRequest{Token: tk, Name: "gw2", PublicKey: gk, Endpoint: "gw2.example:51820"}
+	good := joinReply{Answer: &JoinAnswer{Prefix4: netip.MustParsePrefix("10.77.0.0/22"), Prefix6: netip.MustParsePrefix("fd77::/64"),
+		Gateway: Gateway{Name: "gw2", PublicKey: gk, Endpoint: "gw2.example:51820", IPv4: netip.MustParseAddr("10.77.0.2"), IPv6: netip.MustParseAddr("fd77::2")}}}
+	good.Answer.Gateways = []Gateway{{Name: "gw1", PublicKey: ik, Endpoint: "gw1.example:51820", IPv4: netip.MustParseAddr("10.77.0.1")}, good.Answer.Gateway}
+	b, err := json.Marshal(good)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"code":"tokenused","err":"used at 2026-12-03 10:00:00Z: join token already used"}`))
+	f.Add([]byte(`{"answer":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := parseJoinReply(data, req)
+		if err != nil {
+			return
+		}
+		// What is accepted is an answer for req inside the mesh's prefixes.
+		if a.Gateway.Name != req.Name || a.Gateway.PublicKey != req.PublicKey || !a.Prefix4.Contains(a.Gateway.IPv4) {
+			t.Fatalf("parseJoinReply(%q) accepted %+v", data, a)
+		}
+	})
+}
+
+func TestParseJoinReply(t *testing.T) {
+	var tk, gk Key
+	tk[0], gk[0] = 1, 2
+	req := JoinRequest{Token: tk, Name: "gw2", PublicKey: gk, Endpoint: "gw2.example:51820"}
+	gw := fmt.Sprintf(`{"name":"gw2","public_key":%q,"endpoint":"e:1","ipv4":"10.77.0.2","added":"2026-12-03T10:00:00Z"}`, gk)
+	tests := []struct {
+		name, in string
+		want     error
+	}{
+		{"used", `{"code":"tokenused","err":"used at X: join token already used"}`, ErrTokenUsed},
+		{"expired", `{"code":"tokenexpired","err":"expired at X: join token expired"}`, ErrTokenExpired},
+		{"quorum", `{"code":"noquorum","err":"no quorum"}`, ErrNoQuorum},
+		{"unknown field", `{"answer":null,"admin":true}`, ErrInvalid},
+		{"nothing", `{}`, ErrInvalid},
+		{"another gateway", `{"answer":{"prefix4":"10.77.0.0/22","gateway":` + strings.Replace(gw, `"gw2"`, `"gw1"`, 1) + `,"gateways":[]}}`, ErrInvalid},
+		{"outside the prefix", `{"answer":{"prefix4":"10.78.0.0/22","gateway":` + gw + `,"gateways":[` + gw + `]}}`, ErrInvalid},
+		{"not listed", `{"answer":{"prefix4":"10.77.0.0/22","gateway":` + gw + `,"gateways":[]}}`, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := parseJoinReply([]byte(tt.in), req); !errors.Is(err, tt.want) {
+				t.Errorf("parseJoinReply(%s) = %v, want %v", tt.in, err, tt.want)
+			}
+		})
+	}
+	ok := `{"answer":{"prefix4":"10.77.0.0/22","gateway":` + gw + `,"gateways":[` + gw + `]}}`
+	if a, err := parseJoinReply([]byte(ok), req); err != nil || a.Gateway.IPv4.String() != "10.77.0.2" {
+		t.Errorf("parseJoinReply(%s) = %+v, %v", ok, a, err)
+	}
 }

@@ -110,15 +110,3 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	return resp.Status, nil
 }
-
-// MeshInvite makes a join token valid for ttl (a Go duration; empty: the gateway's default).
-func (c *Client) MeshInvite(ctx context.Context, ttl string) (*InviteResult, error) {
-	resp, err := c.Call(ctx, Request{Op: OpMeshInvite, TTL: ttl})
-	if err != nil {
-		return nil, err
-	}
-	if resp.Invite == nil {
-		return nil, fmt.Errorf("control %s: empty reply", OpMeshInvite)
-	}
-	return resp.Invite, nil
-}

@@ -93,7 +93,12 @@ func joinInit(ctx context.Context, e *env, o joinOptions) error {
 	fmt.Fprintf(e.stdout, "  mesh         %v, %v (gateway %v, %v)\n", g.Prefix4, g.Prefix6, g.Addr4(), g.Addr6())
 	fmt.Fprintf(e.stdout, "  endpoint     %s\n", g.Endpoint)
 	fmt.Fprintf(e.stdout, "  gateways     %s\n", strings.Join(names, ", "))
-	fmt.Fprintf(e.stdout, "next: printgate run --state %s (the mesh counts on this gateway from now on)\n", o.state)
+	fmt.Fprintf(e.stdout, "next: printgate run --state %s\n", o.state)
+	if len(a.Gateways) == 2 {
+		fmt.Fprintf(e.stderr, "note: a mesh of two needs both gateways for quorum: until this one runs, the mesh refuses enrollments and invitations. Start it now.\n")
+	} else {
+		fmt.Fprintf(e.stderr, "note: the mesh counts this gateway as a member from now on; start it now.\n")
+	}
 	return nil
 }
 

@@ -35,7 +35,7 @@ func freePort(t *testing.T) int {
 
 // runDaemonCLI runs `printgate run --state dir` in this process until the test ends, and
 // waits for it to be ready.
-func runDaemonCLI(t *testing.T, dir string) *signalWriter {
+func runDaemonCLI(t *testing.T, dir string, extra ...string) *signalWriter {
 	t.Helper()
 	errw := &signalWriter{want: "ready:", seen: make(chan struct{})}
 	seen := errw.seen
@@ -43,7 +43,8 @@ func runDaemonCLI(t *testing.T, dir string) *signalWriter {
 	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: errw, getenv: func(string) string { return "" },
 		signals: func(context.Context) (context.Context, context.CancelFunc) { return ctx, cancel }}
 	code := make(chan int, 1)
-	go func() { code <- run(context.Background(), e, []string{"run", "--state", dir, "--interface", "none"}) }()
+	args := append([]string{"run", "--state", dir, "--interface", "none"}, extra...)
+	go func() { code <- run(context.Background(), e, args) }()
 	t.Cleanup(func() {
 		cancel()
 		if c := <-code; c != 0 {
@@ -228,5 +229,42 @@ func waitMeshStatus(t *testing.T, dir string, n int) {
 			t.Fatalf("mesh status on %s never showed %d reachable voters, a leader and quorum:\n%s", dir, n, out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestFirstBootJoinsTheMesh: an appliance's first boot with join= in printgate.txt joins the
+// running mesh instead of making its own, comes up as a member, and shows no admin QR (the
+// mesh's admins are its admins).
+func TestFirstBootJoinsTheMesh(t *testing.T) {
+	base := t.TempDir()
+	a, b, boot := filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "boot")
+	pa, pb := freePort(t), freePort(t)
+	if _, errOut, code := runCLI(t, "init", "--state", a, "--endpoint", fmt.Sprintf("127.0.0.1:%d", pa), "--listen-port", strconv.Itoa(pa), "--name", "gw1"); code != 0 {
+		t.Fatalf("init gw1: %s", errOut)
+	}
+	runDaemonCLI(t, a)
+	token := lastLine(retryCLI(t, "mesh", "invite", "--state", a))
+	settings := fmt.Sprintf("# the workshop's second gateway\nendpoint=127.0.0.1:%d\nlisten-port=%d\nname=workshop\njoin=%s\n", pb, pb, token)
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(boot, "printgate.txt"), []byte(settings), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	log := runDaemonCLI(t, b, "--init", "--boot-dir", boot)
+	for _, dir := range []string{a, b} {
+		waitMeshStatus(t, dir, 2)
+	}
+	out, _, _ := runCLI(t, "mesh", "status", "--state", a)
+	if !strings.Contains(out, "workshop") {
+		t.Errorf("gw1's mesh status does not list the appliance as workshop:\n%s", out)
+	}
+	for _, name := range []string{"printgate-admin.conf", "printgate-admin.png"} {
+		if _, err := os.Stat(filepath.Join(boot, name)); err == nil {
+			t.Errorf("a joined appliance wrote %s: its admins are the mesh's", name)
+		}
+	}
+	if !strings.Contains(log.String(), "joining the mesh through") {
+		t.Errorf("the appliance's log does not say it joined:\n%s", log)
 	}
 }

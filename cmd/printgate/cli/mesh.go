@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -197,15 +196,15 @@ func meshInviteSub() meshSub {
 			if o.ttl < time.Minute || o.ttl > gateway.MaxInviteTTL {
 				return usagef("mesh", "--ttl %v: want 1m to %v", o.ttl, gateway.MaxInviteTTL)
 			}
-			res, err := control.Unix(o.state).MeshInvite(ctx, o.ttl.String())
-			if errors.Is(err, control.ErrNoDaemon) {
-				if stateMissing(o.state) {
-					return fmt.Errorf("mesh invite: no gateway state in %s (check the path)", o.state)
-				}
+			resp, err := callDaemon(ctx, e, o.state, control.Request{Op: control.OpMeshInvite, TTL: o.ttl.String()}, func(*enroll.Registry) error {
 				return fmt.Errorf("mesh invite: no gateway is running on %s: start it (printgate run --state %s); the token's one-time peer lives on its WireGuard device", o.state, o.state)
-			}
+			})
 			if err != nil {
-				return fmt.Errorf("mesh invite: %w", err)
+				return err
+			}
+			res := resp.Invite
+			if res == nil {
+				return fmt.Errorf("mesh invite: the gateway answered no token")
 			}
 			// Advice on stderr; the token alone on standard output, so scripts take its last line.
 			fmt.Fprintf(e.stderr, "join token for one new gateway, valid until %s (%v), through %s.\n",

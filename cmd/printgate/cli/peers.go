@@ -27,8 +27,10 @@ the only sign of life.
 
 --json prints a list of objects with the keys name, role, state, address, address6, public_key,
 own_key, has_api_key, api_key_role, created, expires_at, revoked_at, last_handshake,
-last_handshake_age_seconds, endpoint, rx_bytes, tx_bytes and clone (the web API's device list
-uses the same names; keys without a value are left out). With a running gateway the numbers are live; without one they are
+last_handshake_age_seconds, endpoint, rx_bytes, tx_bytes, clone and gateway (the device's home
+gateway in the mesh; the web API's device list uses the same names; keys without a value are
+left out). In a mesh every device of the mesh is listed: those homed on other gateways from
+this gateway's copy of the roster, without live numbers. With a running gateway the numbers are live; without one they are
 the roster's last record.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")

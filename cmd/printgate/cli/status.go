@@ -21,9 +21,11 @@ func statusCmd() *command {
 and IPv6 mesh prefixes), the WireGuard listen port, public key and endpoint, the URL of the web
 UI inside the tunnel, each printer's name, tunnel address and state, and the devices by state.
 
---json prints an object with the keys running, public_key, listen_port, endpoint, addresses,
-prefix4, prefix6, url, interface, printers (a list of objects with name, address, address6, url,
-port, state, error) and peers (a count per state).`,
+--json prints an object with the keys running, name (the gateway's name in its mesh),
+public_key, listen_port, endpoint, addresses, prefix4, prefix6, url, interface, printers (a
+list of objects with name, address, address6, url, port, state, error and gateway) and peers (a
+count per state). In a mesh the printers of every gateway are listed, each with its gateway;
+other gateways' printers have the state "remote".`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			state := fs.String("state", "", "state `DIR`")
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -69,6 +71,9 @@ func printStatus(w io.Writer, st *control.Status) {
 	} else {
 		fmt.Fprintln(w, "gateway not running")
 	}
+	if st.Name != "" {
+		fmt.Fprintf(w, "  mesh name    %s\n", st.Name)
+	}
 	fmt.Fprintf(w, "  public key   %s\n", st.PublicKey)
 	fmt.Fprintf(w, "  listen port  udp %d\n", st.ListenPort)
 	fmt.Fprintf(w, "  endpoint     %s\n", st.Endpoint)
@@ -79,6 +84,9 @@ func printStatus(w io.Writer, st *control.Status) {
 	}
 	for _, p := range st.Printers {
 		fmt.Fprintf(w, "  printer      %s at %s: %s", p.Name, p.Address, p.State)
+		if p.Gateway != "" && p.Gateway != st.Name {
+			fmt.Fprintf(w, " on gateway %s", p.Gateway)
+		}
 		if p.Error != "" {
 			fmt.Fprintf(w, " (%s)", p.Error)
 		}

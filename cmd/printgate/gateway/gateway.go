@@ -103,8 +103,10 @@ type Gateway struct {
 	web      *webServers
 	prs      []*printer
 	node     *mesh.Node // the mesh member, open from Start's step 4 to Close
-	join     *JoinFile  // STATE/mesh/join.json, nil when there is none
-	invites  invites    // pending join invitations and the join port (invite.go)
+	// meshNode is node for the mesh listener's filter, which runs before Open returns.
+	meshNode atomic.Pointer[mesh.Node]
+	join     *JoinFile // STATE/mesh/join.json, nil when there is none
+	invites  invites   // pending join invitations and the join port (invite.go)
 
 	cancel context.CancelFunc // stops the stats loop and the controllers
 	wg     sync.WaitGroup     // the stats loop

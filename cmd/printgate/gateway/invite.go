@@ -112,21 +112,21 @@ func (g *Gateway) invite(ctx context.Context, ttl time.Duration) (mesh.Token, er
 	if !g.node.Roster().Initialized() {
 		return mesh.Token{}, fmt.Errorf("mesh invite: this gateway is not a member of a mesh yet (it joined and waits to be reached by one): %w", mesh.ErrNoMesh)
 	}
-	self := g.gw.Addr4()
-	addr, err := g.inviteAddr()
+	// Reserve a one-time address (busy: the join port refuses it) while the mesh commits.
+	inv, err := g.reserveInvite()
 	if err != nil {
 		return mesh.Token{}, err
 	}
-	tok, err := mesh.NewToken(g.now().Add(ttl), addr, mesh.Key(g.gw.PublicKey()), self, g.gw.Endpoint)
+	addr := inv.addr
+	tok, err := mesh.NewToken(g.now().Add(ttl), addr, mesh.Key(g.gw.PublicKey()), g.gw.Addr4(), g.gw.Endpoint)
 	if err != nil {
+		g.dropInvite(inv)
 		return mesh.Token{}, fmt.Errorf("mesh invite: %w", err)
 	}
 	pub := wgtypes.Key(tok.PublicKey())
-	// Reserve the address while the mesh commits, so a concurrent invite picks another.
-	inv := &invite{key: pub, addr: addr, expires: tok.Expires, busy: true}
-	if err := g.addInvite(inv); err != nil {
-		return mesh.Token{}, err
-	}
+	g.invites.Lock()
+	inv.key, inv.expires = pub, tok.Expires
+	g.invites.Unlock()
 	if _, err := g.node.AddJoinToken(ctx, mesh.AddTokenCmd{PublicKey: tok.PublicKey(), Inviter: g.gw.Name, Expires: tok.Expires}); err != nil {
 		g.dropInvite(inv)
 		return mesh.Token{}, fmt.Errorf("mesh invite: %w", meshError(err))
@@ -143,41 +143,40 @@ func (g *Gateway) invite(ctx context.Context, ttl time.Duration) (mesh.Token, er
 	return tok, nil
 }
 
-// inviteAddr picks a random free one-time address.
-func (g *Gateway) inviteAddr() (netip.Addr, error) {
+// reserveInvite picks a random free one-time address and records a busy invitation for it,
+// and makes sure the join port listens.
+func (g *Gateway) reserveInvite() (*invite, error) {
 	p := g.gw.Prefix4.Masked()
 	base := p.Addr().As4()
 	n := binary.BigEndian.Uint32(base[:])
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
-		return netip.Addr{}, fmt.Errorf("mesh invite: %w", err)
+		return nil, fmt.Errorf("mesh invite: %w", err)
 	}
 	span := uint32(lastInviteOffset - firstInviteOffset + 1)
 	start := binary.BigEndian.Uint32(r[:]) % span
-	g.invites.Lock()
-	defer g.invites.Unlock()
-	for i := range span {
-		var b [4]byte
-		binary.BigEndian.PutUint32(b[:], n+firstInviteOffset+(start+i)%span)
-		a := netip.AddrFrom4(b)
-		if _, taken := g.invites.byAddr[a]; !taken && p.Contains(a) {
-			return a, nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("mesh invite: %d invitations pending already; wait until some are used or expire", span)
-}
 
-// addInvite records inv and makes sure the join port listens.
-func (g *Gateway) addInvite(inv *invite) error {
 	g.invites.Lock()
 	defer g.invites.Unlock()
 	if g.invites.closed {
-		return fmt.Errorf("mesh invite: %w", net.ErrClosed)
+		return nil, fmt.Errorf("mesh invite: %w", net.ErrClosed)
+	}
+	var addr netip.Addr
+	for i := range span {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], n+firstInviteOffset+(start+i)%span)
+		if a := netip.AddrFrom4(b); g.invites.byAddr[a] == nil && p.Contains(a) {
+			addr = a
+			break
+		}
+	}
+	if !addr.IsValid() {
+		return nil, fmt.Errorf("mesh invite: %d invitations pending already; wait until some are used or expire", span)
 	}
 	if g.invites.ln == nil {
 		ln, err := g.stack.ListenTCP(netip.AddrPortFrom(g.gw.Addr4(), JoinPort))
 		if err != nil {
-			return fmt.Errorf("mesh invite: join port: %w", err)
+			return nil, fmt.Errorf("mesh invite: join port: %w", err)
 		}
 		g.invites.ln = ln
 		g.invites.wg.Add(1)
@@ -186,8 +185,9 @@ func (g *Gateway) addInvite(inv *invite) error {
 	if g.invites.byAddr == nil {
 		g.invites.byAddr = map[netip.Addr]*invite{}
 	}
-	g.invites.byAddr[inv.addr] = inv
-	return nil
+	inv := &invite{addr: addr, busy: true}
+	g.invites.byAddr[addr] = inv
+	return inv, nil
 }
 
 // dropInvite forgets inv (its one-time peer was never added).

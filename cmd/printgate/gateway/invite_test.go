@@ -183,3 +183,32 @@ func TestInviteJoinRun(t *testing.T) {
 		t.Error("the one-time peer is still on the inviter's device after its withdrawal")
 	}
 }
+
+// TestInviteAddresses: one-time addresses are offsets 51 to 99 of the prefix, never two the
+// same among pending invitations; past 49 pending, an invitation is refused.
+func TestInviteAddresses(t *testing.T) {
+	g := startGateway(t, newNamedState(t, "gw1"))
+	seen := map[netip.Addr]bool{}
+	base := g.gw.Prefix4.Masked().Addr().As4()
+	for range lastInviteOffset - firstInviteOffset + 1 {
+		inv, err := g.reserveInvite()
+		if err != nil {
+			t.Fatalf("reserve after %d: %v", len(seen), err)
+		}
+		if seen[inv.addr] {
+			t.Fatalf("address %v handed out twice", inv.addr)
+		}
+		seen[inv.addr] = true
+		a := inv.addr.As4()
+		if off := int(a[3]) - int(base[3]); a[0] != base[0] || a[1] != base[1] || a[2] != base[2] || off < firstInviteOffset || off > lastInviteOffset {
+			t.Errorf("one-time address %v is not at offset 51 to 99 of %v", inv.addr, g.gw.Prefix4)
+		}
+	}
+	if _, err := g.reserveInvite(); err == nil {
+		t.Error("a 50th pending invitation was not refused")
+	}
+	// A token shorter than a minute is refused before anything is recorded.
+	if _, err := g.Invite(context.Background(), time.Second); !errors.Is(err, enroll.ErrInvalid) {
+		t.Errorf("Invite with a 1s ttl = %v, want ErrInvalid", err)
+	}
+}

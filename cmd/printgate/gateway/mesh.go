@@ -144,6 +144,7 @@ func (g *Gateway) openMesh(ctx context.Context) error {
 		return err
 	}
 	g.node = node
+	g.meshNode.Store(node)
 	g.stack.SetRelay(g.relayAllow) // reads g.relay, set by every apply; nothing until the first
 	r := node.Roster()
 	switch {
@@ -247,7 +248,7 @@ func (g *Gateway) isGatewayAddr(a netip.Addr) bool {
 	if !a.IsValid() {
 		return false
 	}
-	if n := g.node; n != nil {
+	if n := g.meshNode.Load(); n != nil {
 		r := n.Roster()
 		for _, gw := range r.Gateways() {
 			if gw.IPv4 == a || gw.IPv6 == a {

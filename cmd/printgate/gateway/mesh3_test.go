@@ -365,10 +365,52 @@ func TestMeshOfThree(t *testing.T) {
 	if body, err := get(hc, url); err != nil || !strings.Contains(body, "c-phone") {
 		t.Errorf("c-phone on the partitioned C: %q, %v; want still served", body, err)
 	}
+	if st := c.MeshStatus(context.Background()); st.Quorum || len(st.Gateways) != 3 {
+		t.Errorf("partitioned C's mesh status: quorum %v, %d gateways; want no quorum, 3", st.Quorum, len(st.Gateways))
+	}
 	m.heal(c)
 	retry(t, "enroll on C after the heal", func() error {
 		_, err := c.Enroll(enroll.Request{Name: "c-after"})
 		return err
 	})
 	m.converged()
+	waitFor(t, "A reaching every gateway", func() bool {
+		st := a.MeshStatus(context.Background())
+		n := 0
+		for _, g := range st.Gateways {
+			if g.Reachable {
+				n++
+			}
+		}
+		return st.Quorum && n == 3
+	})
+
+	// Removing C is refused, with the list, while devices are homed there.
+	err = a.RemoveGateway(context.Background(), "gw-c")
+	if err == nil || !strings.Contains(err.Error(), "c-after") || !strings.Contains(err.Error(), "c-phone") {
+		t.Errorf("remove gw-c with devices homed there = %v, want refused naming them", err)
+	}
+
+	// C stopped, its CLI alone: enrollments refused with "quorum" and the advice to start
+	// the gateway; a revocation applied locally, pending.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := enroll.Open(c.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	off, err := OpenOffline(reg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	_, err = off.Enroll(enroll.Request{Name: "c-offline"})
+	if err == nil || !strings.Contains(err.Error(), "quorum") || !strings.Contains(err.Error(), "printgate run") {
+		t.Errorf("offline enroll on a gateway of three = %v, want quorum and the advice to run the gateway", err)
+	}
+	if _, pending, err := off.Revoke("c-phone"); err != nil || !pending {
+		t.Errorf("offline revoke on a gateway of three = pending %v, %v; want applied here, pending", pending, err)
+	}
 }

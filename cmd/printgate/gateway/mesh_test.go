@@ -3,12 +3,16 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/mesh"
@@ -122,6 +126,15 @@ func TestEnrollWithoutQuorum(t *testing.T) {
 	if _, err := g.Enroll(enroll.Request{Name: "phone"}); err != nil {
 		t.Fatal(err)
 	}
+	adminEn, err := g.Enroll(enroll.Request{Name: "admin", Role: enroll.Admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newClient(t, adminEn.Config)
+	ac := admin.httpClient(false)
+	ac.Timeout = time.Minute // an enrollment without quorum takes the commit bound to fail
+	base := "http://" + g.Addrs()[0].String()
+	waitFor(t, "admin through the tunnel", func() bool { _, err := get(ac, base+"/api/v1/whoami"); return err == nil })
 	// A second member that never answers: the mesh of two has no majority without it.
 	k := mesh.Key(g.PublicKey())
 	k[0] ^= 1
@@ -133,13 +146,25 @@ func TestEnrollWithoutQuorum(t *testing.T) {
 	if err := g.node.AddVoter(ctx, "away", netip.AddrPortFrom(away.IPv4, MeshPort).String()); err != nil {
 		t.Fatal(err)
 	}
-	var err error
 	waitFor(t, "an enrollment refused for want of quorum", func() bool {
 		_, err = g.Enroll(enroll.Request{Name: "late"})
 		return err != nil
 	})
 	if !errors.Is(err, enroll.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
 		t.Errorf("enroll without quorum = %v, want ErrUnavailable saying quorum", err)
+	}
+	// The web API answers 503, saying quorum.
+	req, _ := http.NewRequest("POST", base+"/api/v1/devices", strings.NewReader(`{"name":"web-late","role":"viewer"}`))
+	req.Header.Set("X-Printgate", "1")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := ac.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "quorum") {
+		t.Errorf("POST /api/v1/devices without quorum = %s %s, want 503 saying quorum", resp.Status, body)
 	}
 	ph, _ := g.node.Roster().Device("phone")
 	if p, ok := g.WhoIs(ph.IPv4); !ok || p.Name != "phone" {
@@ -207,5 +232,47 @@ func TestOfflineAfterMesh(t *testing.T) {
 	}
 	if !g.view().onDev[e.Peer.PublicKey] {
 		t.Error("laptop, enrolled offline, is not on the device after restart")
+	}
+}
+
+// TestJoinPeerHook: a one-time join peer stays on the device across re-applies until it is
+// removed or expires, and only its address passes isJoinAddr.
+func TestJoinPeerHook(t *testing.T) {
+	g := startGateway(t, newState(t))
+	onDevice := func(k wgtypes.Key) bool {
+		st, err := g.dev.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.PublicKey == k {
+				return true
+			}
+		}
+		return false
+	}
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, addr := priv.PublicKey(), netip.MustParseAddr("10.77.0.60")
+	if err := g.addJoinPeer(k, addr, time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	g.tick() // a re-apply
+	if !onDevice(k) || !g.isJoinAddr(addr) || g.isJoinAddr(netip.MustParseAddr("10.77.0.61")) {
+		t.Errorf("join peer: on device %v, isJoinAddr %v", onDevice(k), g.isJoinAddr(addr))
+	}
+	if err := g.removeJoinPeer(k); err != nil {
+		t.Fatal(err)
+	}
+	if onDevice(k) || g.isJoinAddr(addr) {
+		t.Error("join peer still there after removeJoinPeer")
+	}
+	if err := g.addJoinPeer(k, addr, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if onDevice(k) || g.isJoinAddr(addr) {
+		t.Error("an expired join peer is on the device")
 	}
 }

@@ -42,6 +42,20 @@ func (g *Gateway) addJoinPeer(key wgtypes.Key, addr netip.Addr, until time.Time)
 	return err
 }
 
+// isJoinAddr reports whether a is the address of a one-time join peer still alive: the only
+// sources the join port (7101) accepts.
+func (g *Gateway) isJoinAddr(a netip.Addr) bool {
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	now := g.now()
+	for _, jp := range g.reg.joins {
+		if jp.addr == a.Unmap() && now.Before(jp.until) {
+			return true
+		}
+	}
+	return false
+}
+
 // removeJoinPeer takes a one-time join peer off the device and closes its connections.
 func (g *Gateway) removeJoinPeer(key wgtypes.Key) error {
 	g.reg.Lock()
@@ -97,6 +111,7 @@ func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time) []tunnel.Peer {
 	for k, jp := range g.reg.joins {
 		if !now.Before(jp.until) {
 			delete(g.reg.joins, k)
+			g.stack.CloseConns(func(a netip.Addr) bool { return a == jp.addr })
 			continue
 		}
 		out = append(out, tunnel.Peer{PublicKey: jp.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(jp.addr, 32)}})
@@ -242,13 +257,17 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 		g.reg.Unlock()
 		return
 	}
+	live := map[string]wgtypes.Key{}
+	for _, p := range g.reg.r.DevicePeers() { // the live ones: pending within their TTL, active
+		live[p.Name] = p.PublicKey
+	}
 	var stale []string
 	for _, name := range r.HomedAt(g.gw.Name) {
 		d, _ := r.Device(name)
 		if g.inflight[name] {
 			continue
 		}
-		if p, ok := g.reg.r.Peer(name); !ok || p.PublicKey != wgtypes.Key(d.PublicKey) {
+		if k, ok := live[name]; !ok || k != wgtypes.Key(d.PublicKey) {
 			stale = append(stale, name)
 		}
 	}
