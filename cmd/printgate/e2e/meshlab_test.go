@@ -3,7 +3,8 @@ package e2e
 // The mesh's test bench: a virtual LAN (a bridge in a namespace of its own) with a veth to
 // each gateway's namespace and to client namespaces, plus clients wired straight to one
 // gateway (they keep reaching it while that gateway is cut from the LAN). A partition is a
-// bridge port taken down, inside the test's own namespaces. Everything goes with the test,
+// bridge port taken down, inside the test's own namespaces (`ip link` works everywhere; the CI
+// image has neither nft nor iptables to drop packets with). Everything goes with the test,
 // also when it fails.
 
 import (
@@ -423,7 +424,10 @@ func (m *meshLab) byName(name string) *meshGW {
 // waitSameRoster polls until every running gateway's `peers --json` shows the same roster.
 func (m *meshLab) waitSameRoster(t *testing.T, what string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// Generous: a gateway that comes back waits for WireGuard handshakes (seconds) before raft
+	// reaches it, more on a loaded machine.
+	const timeout = 30 * time.Second
+	deadline := time.Now().Add(timeout)
 	for {
 		var first string
 		same, seen := true, map[string]string{}
@@ -449,7 +453,7 @@ func (m *meshLab) waitSameRoster(t *testing.T, what string) {
 					fmt.Fprintf(&b, "--- %s:\n%s\n", g.name, r)
 				}
 			}
-			t.Fatalf("%s: the gateways' peers --json still differ after 20 s (name role state address address6 key home):\n%s", what, b.String())
+			t.Fatalf("%s: the gateways' peers --json still differ after %v (name role state address address6 key home):\n%s", what, timeout, b.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
