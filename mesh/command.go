@@ -148,7 +148,8 @@ type SetAPIKeyCmd struct {
 }
 
 // AddGatewayCmd adds a gateway; Apply allocates its addresses. Adding the same name with the
-// same key again returns the existing gateway.
+// same key again returns the existing gateway, with Endpoint updated when it differs (a
+// gateway whose address or port changed announces itself so).
 type AddGatewayCmd struct {
 	Name      string `json:"name"`
 	PublicKey Key    `json:"public_key"`

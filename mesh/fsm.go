@@ -398,8 +398,15 @@ func (r *Roster) applyAddGateway(g *AddGatewayCmd, c *Command) (*Roster, Result,
 		return nil, Result{}, fmt.Errorf("no endpoint: %w", ErrInvalid)
 	}
 	if old, ok := r.gateways[g.Name]; ok {
-		if old.PublicKey == g.PublicKey {
+		if old.PublicKey == g.PublicKey && old.Endpoint == g.Endpoint {
 			return r.shallow(), Result{Gateway: &old}, nil
+		}
+		if old.PublicKey == g.PublicKey { // the gateway moved: its new endpoint, nothing else
+			n := r.shallow()
+			n.gateways = maps.Clone(r.gateways)
+			old.Endpoint = g.Endpoint
+			n.gateways[old.Name] = old
+			return n, Result{Gateway: &old}, nil
 		}
 		return nil, Result{}, fmt.Errorf("gateway name %s is taken by another key: %w", g.Name, ErrExists)
 	}

@@ -76,6 +76,13 @@ func TestOfflineMeshOfOne(t *testing.T) {
 	if d, err := n.SetAPIKey(ctx, "laptop", hash, Viewer); err != nil || d.APIKeyHash[0] != 7 || d.APIKeyRole != Viewer {
 		t.Errorf("SetAPIKey = %+v, %v", d, err)
 	}
+
+	// A gateway announcing itself again with a new endpoint keeps its addresses.
+	gw, _ := n.Roster().Gateway("gw1")
+	moved, err := n.AddGateway(ctx, AddGatewayCmd{Name: "gw1", PublicKey: gw.PublicKey, Endpoint: "gw1.test:51821"})
+	if err != nil || moved.Endpoint != "gw1.test:51821" || moved.IPv4 != gw.IPv4 {
+		t.Errorf("AddGateway with a new endpoint = %+v, %v", moved, err)
+	}
 }
 
 // TestOfflineMeshOfSeveral: a member of a larger mesh opened offline refuses writes with

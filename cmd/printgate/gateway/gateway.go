@@ -123,6 +123,9 @@ type Gateway struct {
 	// inflight are the names of enrollments between their mesh commit and their local
 	// record (revokeStale leaves them alone); guarded by reg's mutex.
 	inflight map[string]bool
+	// unclear are enrollments that failed for want of quorum and may still commit
+	// (meshwrite.go); guarded by reg's mutex.
+	unclear map[string]unclearEnroll
 	// endpoints caches other gateways' resolved endpoints (resolveEndpoint).
 	endpoints struct {
 		sync.Mutex
@@ -455,10 +458,12 @@ func (g *Gateway) tick() {
 }
 
 // tickMesh is the stats round's mesh part, outside the registry's lock: devices homed here
-// that expired (or never finished enrolling) are revoked in the mesh.
+// that expired (or never finished enrolling) are revoked in the mesh, and a changed endpoint
+// of this gateway is announced to the mesh.
 func (g *Gateway) tickMesh(ctx context.Context) {
 	if g.node != nil {
 		g.revokeStale(ctx)
+		g.announceEndpoint(ctx)
 	}
 }
 

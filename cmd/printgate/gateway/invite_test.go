@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,4 +212,60 @@ func TestInviteAddresses(t *testing.T) {
 	if _, err := g.Invite(context.Background(), time.Second); !errors.Is(err, enroll.ErrInvalid) {
 		t.Errorf("Invite with a 1s ttl = %v, want ErrInvalid", err)
 	}
+}
+
+// TestJoinWaitsForQuorum: a join that meets a mesh without quorum (one of two gateways
+// down) is asked again with the same key and name until the mesh can commit it, within the
+// joiner's timeout.
+func TestJoinWaitsForQuorum(t *testing.T) {
+	a := startGateway(t, newNamedState(t, "gw1"))
+	dirB, _ := joinState(t, mustInvite(t, a), "gw2")
+	b := startGateway(t, dirB)
+	waitMesh(t, "a mesh of two with quorum", func() bool { return a.node.Status().Quorum && b.node.Status().Quorum })
+	tok := mustInvite(t, a)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Without quorum an invitation is refused, saying so; nothing of it stays pending.
+	if _, err := a.Invite(context.Background(), 0); !errors.Is(err, enroll.ErrUnavailable) || !strings.Contains(err.Error(), "quorum") {
+		t.Errorf("invite without quorum = %v, want ErrUnavailable saying quorum", err)
+	}
+	a.invites.Lock()
+	pending := 0
+	for _, inv := range a.invites.byAddr {
+		if !inv.used {
+			pending++
+		}
+	}
+	a.invites.Unlock()
+	if pending != 1 {
+		t.Errorf("%d unused invitations pending after a refused one, want 1 (the token made before)", pending)
+	}
+
+	refused := make(chan struct{})
+	var once sync.Once
+	key, _ := wgtypes.GeneratePrivateKey()
+	done := make(chan error, 1)
+	go func() {
+		_, err := JoinMesh(context.Background(), JoinConfig{Token: tok, Name: "gw3", PublicKey: key.PublicKey(), Endpoint: "127.0.0.1:9",
+			Timeout: meshWait, Logf: func(format string, args ...any) {
+				if strings.HasPrefix(format, "join: attempt") {
+					once.Do(func() { close(refused) })
+				}
+			}})
+		done <- err
+	}()
+	select {
+	case <-refused:
+	case err := <-done:
+		t.Fatalf("join while gw2 is down = %v, want it to wait for quorum", err)
+	}
+	b = startGateway(t, dirB)
+	if err := <-done; err != nil {
+		t.Fatalf("join once gw2 is back = %v", err)
+	}
+	waitMesh(t, "gw3 in gw2's replica", func() bool {
+		_, ok := b.node.Roster().Gateway("gw3")
+		return ok
+	})
 }

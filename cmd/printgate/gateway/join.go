@@ -28,6 +28,9 @@ const JoinPort = 7101
 // DefaultJoinTimeout bounds reaching the inviter and its answer when JoinConfig leaves it zero.
 const DefaultJoinTimeout = 30 * time.Second
 
+// joinRetry paces the joiner's retries while the inviter has no quorum or the answer was lost.
+const joinRetry = time.Second
+
 // JoinConfig configures JoinMesh.
 type JoinConfig struct {
 	// Token is the parsed join token. Required.
@@ -125,17 +128,30 @@ func JoinMesh(ctx context.Context, cfg JoinConfig) (mesh.JoinAnswer, error) {
 	}
 	logf("join: temporary tunnel from %v to the inviter %v at %s (%v)", tok.Address, tok.InviterAddr, tok.InviterEndpoint, ep)
 
-	c, err := stack.DialTCP(ctx, netip.AddrPortFrom(tok.InviterAddr, JoinPort))
-	if err != nil {
-		return mesh.JoinAnswer{}, &UnreachableError{Endpoint: tok.InviterEndpoint, Addr: ep, Timeout: timeout, Handshake: handshaken(dev), Err: err}
-	}
-	defer c.Close()
-	a, err := mesh.Join(ctx, c, req)
-	if err != nil {
-		if ctx.Err() != nil && !isRefusal(err) {
-			return mesh.JoinAnswer{}, fmt.Errorf("join: the inviter at %s took longer than %v to answer (its mesh may have no quorum; try again): %w", tok.InviterEndpoint, timeout, err)
+	// The conversation, again (same key, same name: the inviter answers a retry as the first
+	// time) while the answer is lost or the mesh has no quorum yet, until the timeout. A
+	// refusal ends it at once.
+	var a mesh.JoinAnswer
+	for attempt := 1; ; attempt++ {
+		c, err := stack.DialTCP(ctx, netip.AddrPortFrom(tok.InviterAddr, JoinPort))
+		if err != nil {
+			return mesh.JoinAnswer{}, &UnreachableError{Endpoint: tok.InviterEndpoint, Addr: ep, Timeout: timeout, Handshake: handshaken(dev), Err: err}
 		}
-		return mesh.JoinAnswer{}, err
+		a, err = mesh.Join(ctx, c, req)
+		c.Close()
+		if err == nil {
+			break
+		}
+		retry := errors.Is(err, mesh.ErrNoQuorum) || !isRefusal(err)
+		if !retry {
+			return mesh.JoinAnswer{}, err
+		}
+		logf("join: attempt %d: %v; trying again", attempt, err)
+		select {
+		case <-ctx.Done():
+			return mesh.JoinAnswer{}, fmt.Errorf("join: the inviter at %s gave no answer within %v (its mesh may have no quorum: are a majority of its gateways running?): %w", tok.InviterEndpoint, timeout, err)
+		case <-time.After(joinRetry):
+		}
 	}
 	if !hasGateway(a.Gateways, tok.InviterKey) {
 		return mesh.JoinAnswer{}, fmt.Errorf("join: the answer does not list the inviter (key %v) among the mesh's gateways: %w", tok.InviterKey, mesh.ErrInvalid)

@@ -17,6 +17,16 @@ package gateway
 //     became revoked; devices homed here that the mesh has active without a live local
 //     record are revoked in the mesh (an enrollment that never finished, an expired QR)
 //
+// Deviations from /work/mesh-wiring.md, and why:
+//   - enroll.Gateway keeps its methods Addr4() and Addr6() (the effective addresses, defaulting
+//     to the first hosts); the persisted fields are named Address4 and Address6, since Go
+//     cannot have a field and a method of one name. enroll.InitOptions has Addr4 and Addr6
+//     (and PrivateKey, for a joining gateway that registers its key before its state exists).
+//   - The mesh port's filter admits the addresses of other gateways' printers as well as their
+//     own: a connection a gateway opens may leave from any address of its stack, and those
+//     sources are authenticated by that gateway's WireGuard peer all the same.
+//   - The roster-change hook is mesh.Node.Changed() <-chan struct{} (of the two shapes offered).
+//
 // Who knows what: the mesh replica decides whether a device exists and is active anywhere;
 // the local registry holds what only the home gateway needs (PSK, pending TTL, handshakes).
 // A device is served here iff the replica shows it active and, when it is homed here, the

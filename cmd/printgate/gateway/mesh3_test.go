@@ -413,4 +413,26 @@ func TestMeshOfThree(t *testing.T) {
 	if _, pending, err := off.Revoke("c-phone"); err != nil || !pending {
 		t.Errorf("offline revoke on a gateway of three = pending %v, %v; want applied here, pending", pending, err)
 	}
+
+	// A printer name another gateway holds: refused, naming it.
+	if _, _, err := a.meshPrinter(context.Background(), "b-mk4"); err == nil || !strings.Contains(err.Error(), "gw-b") {
+		t.Errorf("printer b-mk4 on gw-a = %v, want refused naming gw-b", err)
+	}
+
+	// With C's devices revoked, A and B (a majority of three) remove C, roster and raft.
+	for _, name := range []string{"c-phone", "c-after"} {
+		if _, err := a.Revoke(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	retry(t, "remove gw-c", func() error { return a.RemoveGateway(context.Background(), "gw-c") })
+	for _, gw := range []*meshGW{a, b} {
+		waitFor(t, "gw-c gone on "+gw.name, func() bool {
+			_, inRoster := gw.node.Roster().Gateway("gw-c")
+			return !inRoster && len(gw.node.Status().Servers) == 2
+		})
+	}
+	if st := a.MeshStatus(context.Background()); !st.Quorum || len(st.Gateways) != 2 {
+		t.Errorf("mesh status after removing C: %+v", st)
+	}
 }

@@ -276,3 +276,49 @@ func TestJoinPeerHook(t *testing.T) {
 		t.Error("an expired join peer is on the device")
 	}
 }
+
+// TestStaleHomedDeviceRevoked: a device the mesh has homed here without a local record (an
+// enrollment whose local write never happened) is revoked in the mesh by the gateway.
+func TestStaleHomedDeviceRevoked(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := OpenOffline(reg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := wgtypes.GeneratePrivateKey()
+	name := reg.Gateway().Name
+	if _, err := off.node.Enroll(context.Background(), mesh.EnrollCmd{Name: "ghost", Role: mesh.Viewer, PublicKey: mesh.Key(priv.PublicKey()), Home: name}); err != nil {
+		t.Fatal(err)
+	}
+	off.Close()
+	reg.Close()
+	g = startGateway(t, dir)
+	waitFor(t, "the unfinished enrollment revoked in the mesh", func() bool {
+		d, ok := g.node.Roster().Device("ghost")
+		return ok && d.State == mesh.Revoked
+	})
+}
+
+// TestAnnounceEndpoint: a gateway started with a new endpoint tells the mesh.
+func TestAnnounceEndpoint(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	g.Close()
+	g, err := Start(context.Background(), Config{StateDir: dir, Endpoint: "gw.example.org:4444", StatsInterval: 50 * time.Millisecond, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, "the new endpoint in the mesh", func() bool {
+		self, ok := g.node.Roster().Gateway(g.Name())
+		return ok && self.Endpoint == "gw.example.org:4444"
+	})
+}

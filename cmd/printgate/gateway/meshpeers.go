@@ -261,10 +261,17 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 	for _, p := range g.reg.r.DevicePeers() { // the live ones: pending within their TTL, active
 		live[p.Name] = p.PublicKey
 	}
+	now := g.now()
+	for name, u := range g.unclear {
+		if !now.Before(u.until) {
+			u.sec.Forget()
+			delete(g.unclear, name)
+		}
+	}
 	var stale []string
 	for _, name := range r.HomedAt(g.gw.Name) {
 		d, _ := r.Device(name)
-		if g.inflight[name] {
+		if g.inflight[name] || g.unclear[name].sec != nil {
 			continue
 		}
 		if k, ok := live[name]; !ok || k != wgtypes.Key(d.PublicKey) {
@@ -307,4 +314,21 @@ func sortViews(v []enroll.PeerView) {
 		}
 		return a.Created.Compare(b.Created)
 	})
+}
+
+// announceEndpoint tells the mesh this gateway's endpoint when the replica has another one
+// (`run --endpoint`, a re-detected LAN address): the other gateways dial it from then on.
+// Without quorum it is tried again at the next stats round.
+func (g *Gateway) announceEndpoint(ctx context.Context) {
+	self, ok := g.node.Roster().Gateway(g.gw.Name)
+	if !ok || self.Endpoint == g.gw.Endpoint || self.PublicKey != mesh.Key(g.gw.PublicKey()) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, meshRevokeTimeout)
+	defer cancel()
+	if _, err := g.node.AddGateway(ctx, mesh.AddGatewayCmd{Name: g.gw.Name, PublicKey: self.PublicKey, Endpoint: g.gw.Endpoint}); err != nil {
+		g.verbosef("gateway: mesh: announce endpoint %s: %v", g.gw.Endpoint, err)
+		return
+	}
+	g.logf("gateway: mesh: this gateway's endpoint is now %s for the other gateways", g.gw.Endpoint)
 }

@@ -46,14 +46,6 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 			keyRole = ""
 		}
 	}
-	sec := req.Secrets
-	if sec == nil {
-		if sec, err = enroll.NewSecrets(req.PublicKey); err != nil {
-			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
-		}
-	}
-	req.Secrets, req.PublicKey, req.Role = sec, nil, role
-
 	g.reg.Lock()
 	if g.reg.r == nil {
 		g.reg.Unlock()
@@ -67,22 +59,41 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 		g.inflight = map[string]bool{}
 	}
 	g.inflight[req.Name] = true
+	sec := req.Secrets
+	if u, ok := g.unclear[req.Name]; ok && sec == nil && u.same(req, role, keyRole, g.now()) {
+		sec = u.sec // the retry of an enrollment whose outcome was unclear: the same one
+	}
 	g.reg.Unlock()
 	defer func() {
 		g.reg.Lock()
 		delete(g.inflight, req.Name)
 		g.reg.Unlock()
 	}()
+	if sec == nil {
+		if sec, err = enroll.NewSecrets(req.PublicKey); err != nil {
+			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
+		}
+	}
+	req.Secrets, req.PublicKey, req.Role = sec, nil, role
 
 	d, err := g.node.Enroll(context.Background(), mesh.EnrollCmd{Name: req.Name, Role: mesh.Role(role),
 		PublicKey: mesh.Key(sec.PublicKey), APIKeyHash: sec.APIKeyHash[:], APIKeyRole: mesh.Role(keyRole), Home: g.gw.Name})
+	g.reg.Lock()
+	defer g.reg.Unlock()
+	if errors.Is(err, mesh.ErrNoQuorum) {
+		// It may still commit: keep its secrets for a retry (and keep revokeStale off it).
+		if g.unclear == nil {
+			g.unclear = map[string]unclearEnroll{}
+		}
+		g.unclear[req.Name] = unclearEnroll{sec: sec, role: role, keyRole: keyRole, until: g.now().Add(unclearTTL)}
+		return nil, meshError(err)
+	}
+	delete(g.unclear, req.Name)
 	if err != nil {
 		return nil, meshError(err)
 	}
 	req.IPv4, req.IPv6 = d.IPv4, d.IPv6
 
-	g.reg.Lock()
-	defer g.reg.Unlock()
 	var e *enroll.Enrollment
 	if g.reg.r == nil {
 		err = fmt.Errorf("enroll %s: %w", req.Name, net.ErrClosed)
@@ -121,6 +132,29 @@ func (g *Gateway) Revoke(name string) (control.RevokeResult, error) {
 	res, err := g.revoke(name)
 	g.end(in, err, res.peer)
 	return res.RevokeResult, err
+}
+
+// unclearTTL is how long the secrets of an enrollment that failed for want of quorum are kept
+// for a retry of the same name and role. Past it, if the enrollment did commit after all,
+// revokeStale revokes it (it has no local record).
+const unclearTTL = 10 * time.Minute
+
+// unclearEnroll is an enrollment whose mesh commit timed out: it may commit later.
+type unclearEnroll struct {
+	sec           *enroll.Secrets
+	role, keyRole enroll.Role
+	until         time.Time
+}
+
+// same reports whether req (already validated to role and keyRole) is a retry of u.
+func (u unclearEnroll) same(req enroll.Request, role, keyRole enroll.Role, now time.Time) bool {
+	if !now.Before(u.until) || u.role != role || u.keyRole != keyRole {
+		return false
+	}
+	if req.PublicKey == nil {
+		return u.sec.PrivateKey != nil
+	}
+	return u.sec.PrivateKey == nil && *req.PublicKey == u.sec.PublicKey
 }
 
 type revokeResult struct {
