@@ -82,8 +82,9 @@ type Config struct {
 	onDeviceUp func()
 	// bind, when set (tests), is the WireGuard device's UDP transport (partitions).
 	bind conn.Bind
-	// onMeshRevoked, when set (tests), runs after the mesh loop closed the connections of
-	// devices the replica shows newly revoked.
+	// onMeshRevoked, when set (tests), runs after the connections of revoked devices were
+	// closed: by the mesh loop for the devices the replica shows newly revoked, and by a
+	// revocation made on this gateway.
 	onMeshRevoked func(names []string, closed int)
 }
 

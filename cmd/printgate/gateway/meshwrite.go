@@ -184,11 +184,35 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	if g.reg.r == nil {
 		return revokeResult{}, fmt.Errorf("revoke: %w", net.ErrClosed)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), meshRevokeTimeout)
-	committed, err := g.node.Revoke(ctx, name)
-	cancel()
-	if err != nil {
-		return revokeResult{}, meshError(err)
+	// The node applies the revocation to its replica first and then waits for the commit;
+	// this gateway acts as soon as the replica shows it, and learns the commit's outcome
+	// after (a device this replica does not know yet is asked of the leader first).
+	type outcome struct {
+		committed bool
+		err       error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), meshRevokeTimeout)
+		defer cancel()
+		c, err := g.node.Revoke(ctx, name)
+		done <- outcome{c, err}
+	}()
+	var out *outcome
+	for out == nil {
+		ch := g.node.Changed()
+		if d2, ok := g.node.Roster().Device(name); ok && d2.State == mesh.Revoked {
+			d = d2
+			break
+		}
+		select {
+		case o := <-done:
+			out = &o
+		case <-ch:
+		}
+	}
+	if out != nil && out.err != nil {
+		return revokeResult{}, meshError(out.err)
 	}
 	if d2, ok := g.node.Roster().Device(name); ok {
 		d = d2
@@ -196,7 +220,7 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	p := peerOfDevice(d)
 	if d.Home == g.gw.Name {
 		if lp, ok := g.reg.r.Peer(name); ok && lp.PublicKey == wgtypes.Key(d.PublicKey) {
-			if lp, err = g.reg.r.Revoke(name); err != nil {
+			if lp, err := g.reg.r.Revoke(name); err != nil {
 				g.logf("gateway: revoke %s: the local record: %v (revoked in the mesh)", name, err)
 			} else {
 				p = lp
@@ -218,6 +242,17 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	// elsewhere, reaching this gateway's printers through its home).
 	n += g.closeConns([]enroll.DevicePeer{devicePeerOf(p)})
 	took := time.Since(start)
+	if g.cfg.onMeshRevoked != nil {
+		g.cfg.onMeshRevoked([]string{name}, n)
+	}
+	if out == nil {
+		o := <-done // the commit, or its bound (a revocation stays applied here either way)
+		out = &o
+	}
+	committed := out.err == nil && out.committed
+	if out.err != nil {
+		g.logf("gateway: revoke %s: applied here; the mesh: %v", name, out.err)
+	}
 	g.stats.Lock()
 	g.stats.lastRevoke = took
 	g.stats.Unlock()
