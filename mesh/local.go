@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 )
 
@@ -63,3 +64,11 @@ func (l *offlineListener) Close() error {
 }
 
 func (l *offlineListener) Addr() net.Addr { return l.addr }
+
+// logfWriter adapts Logf to the io.Writer hclog writes lines to.
+type logfWriter func(string, ...any)
+
+func (w logfWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,14 +203,6 @@ func open(cfg Config) (*Node, error) {
 	go n.keepReplica()
 	n.logf("mesh: node %s up at %s", n.id, n.advertise)
 	return n, nil
-}
-
-// logfWriter adapts Logf to the io.Writer hclog writes lines to.
-type logfWriter func(string, ...any)
-
-func (w logfWriter) Write(p []byte) (int, error) {
-	w("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // Close stops the node: its goroutines, raft, the listener and the stores. The state

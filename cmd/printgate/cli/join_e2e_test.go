@@ -121,11 +121,13 @@ func TestMeshInviteAndJoin(t *testing.T) {
 		t.Errorf("token expires in %v, want 10m", d)
 	}
 
+	start := time.Now()
 	out, errOut, code = runCLI(t, "init", "--state", b, "--join", token, "--endpoint", fmt.Sprintf("127.0.0.1:%d", pb),
 		"--listen-port", strconv.Itoa(pb), "--name", "gw2")
 	if code != 0 {
 		t.Fatalf("init --join: exit %d\n%s%s", code, out, errOut)
 	}
+	t.Logf("init --join took %v (temporary tunnel, join, state written)", time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(out, "joined the mesh as gw2") || !strings.Contains(out, "gw1, gw2") {
 		t.Errorf("init --join printed:\n%s", out)
 	}

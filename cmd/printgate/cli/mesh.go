@@ -62,9 +62,9 @@ join=TOKEN in an appliance's printgate.txt). The token holds a one-time WireGuar
 gateway keeps as a pending peer until the token is used or expires; a restart of the gateway
 withdraws it. Treat it as a secret until used: whoever holds it can add a gateway.
 
-Writes (enroll, mesh invite, mesh remove) need a majority of the mesh's gateways running and reachable: a
-gateway without it refuses them with a message containing "quorum" (exit status 1). Reads
-and revocations always work. See docs/mesh.md.`,
+Writes (enroll, mesh invite, mesh remove) need a majority of the mesh's gateways running and
+reachable: a gateway without it refuses them with a message containing "quorum" (exit status
+1). Reads and revocations always work. See docs/mesh.md.`,
 		flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			o := &meshOpts{}
 			fs.StringVar(&o.state, "state", "", "state `DIR`")
