@@ -369,7 +369,7 @@ func (g *Gateway) applyLocked() (gone []enroll.DevicePeer, closed int, err error
 		peers = append(peers, tunnel.Peer{PublicKey: p.PublicKey, PresharedKey: p.PresharedKey, AllowedIPs: p.AllowedIPs})
 	}
 	if r != nil {
-		peers = append(peers, g.meshPeersLocked(r, g.now())...)
+		peers = append(peers, g.meshPeersLocked(r, g.now(), peers)...)
 	}
 	if err := g.dev.Apply(peers); err != nil {
 		g.publishLocked() // the roster changed even if the device did not

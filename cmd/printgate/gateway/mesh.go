@@ -162,9 +162,15 @@ func (g *Gateway) openMesh(ctx context.Context) error {
 		g.logf("gateway: mesh member %s: %d gateways, %d devices, %d printers", g.gw.Name, len(r.Gateways()), len(r.Devices()), len(r.Printers()))
 	case jf != nil:
 		g.logf("gateway: joined as %s: waiting to be added by %d member(s)", g.gw.Name, len(jf.Gateways))
+	case len(node.Status().Servers) > 1:
+		// A member whose replica file is missing: raft knows the mesh and catches up.
+		g.logf("gateway: mesh member %s: no copy of the roster yet, catching up from the mesh", g.gw.Name)
 	default:
 		init := importRegistry(g.reg.r, g.gw, g.logf)
 		if _, err := node.Bootstrap(ctx, init); err != nil {
+			if errors.Is(err, mesh.ErrExists) && node.Roster().Initialized() {
+				break // raft replayed its own bootstrap meanwhile
+			}
 			return fmt.Errorf("mesh: make this gateway a mesh of one: %w", err)
 		}
 		g.logf("gateway: upgraded to a mesh of one (%s): %d devices and %d printers kept with their addresses and keys",

@@ -322,3 +322,55 @@ func TestAnnounceEndpoint(t *testing.T) {
 		return ok && self.Endpoint == "gw.example.org:4444"
 	})
 }
+
+// TestRestartWithoutReplicaFile: a mesh of one whose replica file is gone (a crash right after
+// its bootstrap) starts again from raft's own state, devices kept.
+func TestRestartWithoutReplicaFile(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	e, err := g.Enroll(enroll.Request{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if err := os.Remove(filepath.Join(dir, MeshDir, mesh.FileReplica)); err != nil {
+		t.Fatal(err)
+	}
+	g = startGateway(t, dir)
+	waitFor(t, "phone back from raft's log", func() bool {
+		d, ok := g.node.Roster().Device("phone")
+		return ok && d.IPv4 == e.Peer.IPv4 && d.State == mesh.Active
+	})
+}
+
+// TestOfflineJoinedNotAdded: a state directory that joined a mesh (join.json) but was never
+// reached refuses an offline enrollment instead of recording a device the mesh never saw.
+func TestOfflineJoinedNotAdded(t *testing.T) {
+	dir := newState(t)
+	if err := WriteJoinFile(dir, JoinFile{Name: "gw-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if jf, err := ReadJoinFile(dir); err != nil || jf.Name != "gw-b" {
+		t.Fatalf("ReadJoinFile = %+v, %v", jf, err)
+	}
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	if _, err := reg.SetName("gw-b"); err != nil {
+		t.Fatal(err)
+	}
+	off, err := OpenOffline(reg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	_, err = off.Enroll(enroll.Request{Name: "phone"})
+	if err == nil || !strings.Contains(err.Error(), "quorum") || !strings.Contains(err.Error(), "joined a mesh") {
+		t.Errorf("offline enroll on a joined gateway never added = %v", err)
+	}
+	if _, ok := reg.Peer("phone"); ok {
+		t.Error("the registry recorded a device the mesh never saw")
+	}
+}

@@ -70,22 +70,32 @@ func (g *Gateway) removeJoinPeer(key wgtypes.Key) error {
 	return err
 }
 
-// meshPeersLocked returns the WireGuard peers the mesh asks for besides devices homed here:
-// every other gateway (AllowedIPs: its addresses, its printers', and those of the active
-// devices homed there) and the one-time join peers still alive. Caller holds g.reg.
-func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time) []tunnel.Peer {
+// meshPeersLocked returns the WireGuard peers the mesh asks for besides devices homed here
+// (local): every other gateway (AllowedIPs: its addresses, its printers', and those of the
+// active devices homed there) and the one-time join peers still alive. An address is given
+// to one peer only (the first claim wins, local devices first), so one inconsistent record
+// can never make the whole device configuration invalid. Caller holds g.reg.
+func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time, local []tunnel.Peer) []tunnel.Peer {
 	var out []tunnel.Peer
+	claimed := map[netip.Addr]bool{}
+	keys := map[wgtypes.Key]bool{}
+	for _, p := range local {
+		keys[p.PublicKey] = true
+		for _, pfx := range p.AllowedIPs {
+			claimed[pfx.Addr()] = true
+		}
+	}
 	gws := r.Gateways()
 	if !r.Initialized() && g.join != nil {
 		gws = g.join.Gateways
 	}
 	allowed := map[string][]netip.Prefix{}
 	add := func(gw string, a4, a6 netip.Addr) {
-		if a4.IsValid() {
-			allowed[gw] = append(allowed[gw], netip.PrefixFrom(a4, 32))
-		}
-		if a6.IsValid() {
-			allowed[gw] = append(allowed[gw], netip.PrefixFrom(a6, 128))
+		for _, a := range []netip.Addr{a4, a6} {
+			if a.IsValid() && !claimed[a] {
+				claimed[a] = true
+				allowed[gw] = append(allowed[gw], netip.PrefixFrom(a, a.BitLen()))
+			}
 		}
 	}
 	for _, gw := range gws {
@@ -102,10 +112,12 @@ func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time) []tunnel.Peer {
 		}
 	}
 	for _, gw := range gws {
-		if gw.Name == g.gw.Name || gw.PublicKey == mesh.Key(g.gw.PublicKey()) {
+		k := wgtypes.Key(gw.PublicKey)
+		if gw.Name == g.gw.Name || k == g.gw.PublicKey() || keys[k] || len(allowed[gw.Name]) == 0 {
 			continue
 		}
-		out = append(out, tunnel.Peer{PublicKey: wgtypes.Key(gw.PublicKey), AllowedIPs: allowed[gw.Name],
+		keys[k] = true
+		out = append(out, tunnel.Peer{PublicKey: k, AllowedIPs: allowed[gw.Name],
 			Endpoint: g.resolveEndpoint(gw.Endpoint), PersistentKeepalive: GatewayKeepalive})
 	}
 	for k, jp := range g.reg.joins {
@@ -114,6 +126,11 @@ func (g *Gateway) meshPeersLocked(r *mesh.Roster, now time.Time) []tunnel.Peer {
 			g.stack.CloseConns(func(a netip.Addr) bool { return a == jp.addr })
 			continue
 		}
+		if claimed[jp.addr] || keys[jp.key] {
+			g.logf("gateway: join peer at %v: its address or key is taken; not put on the device", jp.addr)
+			continue
+		}
+		claimed[jp.addr], keys[jp.key] = true, true
 		out = append(out, tunnel.Peer{PublicKey: jp.key, AllowedIPs: []netip.Prefix{netip.PrefixFrom(jp.addr, 32)}})
 	}
 	return out

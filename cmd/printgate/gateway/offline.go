@@ -21,11 +21,15 @@ import (
 	"github.com/printgate/printgate/mesh"
 )
 
-// HasMesh reports whether the state directory holds a mesh node (the gateway ran once since
-// the mesh, or joined one).
+// HasMesh reports whether the state directory belongs to a mesh: its gateway ran since the
+// mesh (it has a node), or it joined one (join.json).
 func HasMesh(stateDir string) bool {
-	_, err := os.Stat(filepath.Join(stateDir, MeshDir, "raft.db"))
-	return err == nil
+	for _, name := range []string{"raft.db", FileJoin} {
+		if _, err := os.Stat(filepath.Join(stateDir, MeshDir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Offline is a state directory opened by the CLI while no gateway runs: the registry, and its
@@ -74,7 +78,12 @@ func (o *Offline) offlineQuorum(err error) error {
 	if !errors.Is(err, mesh.ErrNoQuorum) {
 		return meshError(err)
 	}
-	n := len(o.node.Roster().Gateways())
+	r := o.node.Roster()
+	if !r.Initialized() {
+		return fmt.Errorf("%w: this gateway joined a mesh but has no copy of its roster yet: start it (printgate run --state %s) so the mesh can reach it (%w)",
+			err, o.reg.Dir(), enroll.ErrUnavailable)
+	}
+	n := len(r.Gateways())
 	return fmt.Errorf("%w: the gateway is not running, and this state directory is one gateway of a mesh of %d, whose majority only the running gateway reaches: start it (printgate run --state %s) and try again (%w)",
 		err, n, o.reg.Dir(), enroll.ErrUnavailable)
 }
