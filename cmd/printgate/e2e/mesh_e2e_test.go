@@ -69,8 +69,8 @@ func TestMeshLab(t *testing.T) {
 // with its own simulated printer; a phone enrolled on gw1 before the others joined, brought up
 // by Debian's wg-quick + wireguard-go from the decoded QR, reaches every printer through gw1; `printgate connect` as
 // nobody reaches a printer on gw3; a revoke on gw3 stops the phone everywhere within 2 s; a
-// partitioned gw3 refuses enrollments for want of quorum while serving its own device, then
-// catches up; a kill -9 of the leader leaves a mesh that enrolls within 10 s; a restart of
+// partitioned gw3 refuses enrollments for want of quorum (CLI and web API) while serving its
+// own device, then catches up; a kill -9 of the leader leaves a mesh that enrolls within 10 s; a restart of
 // every gateway keeps the roster.
 //
 // Run: go test -count=1 -v -run 'TestMeshEndToEnd' ./cmd/printgate/e2e/
@@ -285,12 +285,30 @@ func TestMeshEndToEnd(t *testing.T) {
 	var tab *meshDevice
 	step("PartitionedGw3", func(t *testing.T) {
 		// A tablet homed on gw3, wired straight to it: the partition does not cut it off.
-		tab = m.enrollDevice(t, top, gw3, "tab", "viewer", m.directClient(top, gw3, "d"), "t")
+		// An admin, so it can also try the web API's enrollment.
+		tab = m.enrollDevice(t, top, gw3, "tab", "admin", m.directClient(top, gw3, "d"), "t")
 		tab.waitReaches(t, "the tablet (home gw3) before the partition", printers[gw3.printer].Address, 20*time.Second)
+		gw3URL := "http://" + gw3.status(t).Addresses[0] + "/api/v1/devices"
 		m.partition(t, gw3)
+		// The web API and the CLI at once: both refused for want of quorum.
+		type answer struct {
+			r    uiResp
+			err  error
+			took time.Duration
+		}
+		api := make(chan answer, 1)
 		start := time.Now()
+		go func() {
+			r, err := uiDo(tab.ns, "POST", gw3URL, map[string]string{"name": "lateweb", "role": "viewer"})
+			api <- answer{r, err, time.Since(start)}
+		}()
 		out, errOut, code := pg(t, "enroll", "--state", gw3.state, "late", "--qr", "none")
 		took := time.Since(start)
+		if a := <-api; a.err != nil || a.r.code != 503 || a.took > 8*time.Second {
+			t.Errorf("POST /api/v1/devices on partitioned gw3 from the tablet = %v %v after %v, want 503 within about 5 s", a.r, a.err, a.took.Round(time.Millisecond))
+		} else {
+			t.Logf("web API enrollment on partitioned gw3: %v after %v", a.r, a.took.Round(time.Millisecond))
+		}
 		t.Logf("enroll on partitioned gw3: exit %d in %v: %s", code, took.Round(time.Millisecond), strings.TrimSpace(out+errOut))
 		if code == 0 || !strings.Contains(out+errOut, "quorum") {
 			t.Errorf("enroll on partitioned gw3: exit %d\n%s%s\nwant a non-zero exit with a message containing \"quorum\"", code, out, errOut)
