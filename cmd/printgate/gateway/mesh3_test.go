@@ -80,7 +80,12 @@ type testMesh struct {
 	gws []*meshGW
 }
 
-var testPrefix6 = netip.MustParsePrefix("fd77:1:2:3::/64")
+// The test mesh's prefixes: a /20 holds the 1,000 devices of the scale test (a /22, the
+// default, about 900 over a mesh's life).
+var (
+	testPrefix4 = netip.MustParsePrefix("10.77.0.0/20")
+	testPrefix6 = netip.MustParsePrefix("fd77:1:2:3::/64")
+)
 
 func (m *testMesh) start(gw *meshGW) {
 	t := m.t
@@ -126,7 +131,7 @@ func newTestMesh(t *testing.T, n int, printers map[string][]PrinterSpec) *testMe
 		gw := &meshGW{name: fmt.Sprintf("gw-%c", 'a'+i), dir: filepath.Join(t.TempDir(), "state"),
 			endpoint: fmt.Sprintf("127.0.0.1:%d", port), bind: newDropBind()}
 		gw.printers = printers[gw.name]
-		opts := enroll.InitOptions{Endpoint: gw.endpoint, ListenPort: port, Prefix6: testPrefix6, Name: gw.name}
+		opts := enroll.InitOptions{Endpoint: gw.endpoint, ListenPort: port, Prefix4: testPrefix4, Prefix6: testPrefix6, Name: gw.name}
 		if i > 0 {
 			key, err := wgtypes.GeneratePrivateKey()
 			if err != nil {
