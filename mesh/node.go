@@ -217,7 +217,7 @@ func (n *Node) Close() error {
 	n.closed.yes = true
 	close(n.done)
 	n.mux.stopDials()
-	err := n.raft.Shutdown().Error()
+	err := n.shutdownRaft()
 	n.mux.close()
 	n.wg.Wait()
 	if cerr := n.store.Close(); err == nil {

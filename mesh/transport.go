@@ -174,6 +174,36 @@ func (m *mux) open(ctx context.Context, addr string, kind byte) (net.Conn, error
 	return c, nil
 }
 
+// interrupt makes every read and write in progress on the open streams fail now, without
+// closing them: raft's Shutdown waits for its in-flight calls (a pre-vote to a gateway that
+// is gone reads until raft's network timeout), and this ends them at once.
+func (m *mux) interrupt() {
+	m.conns.Lock()
+	defer m.conns.Unlock()
+	past := time.Unix(1, 0)
+	for c := range m.conns.m {
+		c.SetDeadline(past)
+	}
+}
+
+// shutdownRaft shuts raft down, interrupting the streams' calls in flight until it is done:
+// an RPC raft starts meanwhile sets its own deadline again.
+func (n *Node) shutdownRaft() error {
+	f := n.raft.Shutdown()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n.mux.interrupt()
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+	}
+}
+
 // close stops accepting and waits for the mux's goroutines.
 func (m *mux) close() {
 	m.closeOnce.Do(func() {

@@ -253,15 +253,15 @@ func TestMeshEndToEnd(t *testing.T) {
 			if err != nil || list.code != 200 {
 				t.Fatalf("GET /api/v1/printers on gw1 from the phone: %v %v", list, err)
 			}
-			var listed struct{ Printers []struct{ Name string } }
-			json.Unmarshal(list.body, &listed)
-			var names []string
-			for _, p := range listed.Printers {
-				names = append(names, p.Name)
+			// The mesh's other printers are listed under "mesh", with their gateway.
+			var listed struct {
+				Mesh []struct{ Name, Gateway string }
 			}
-			if !slices.Contains(names, p3.Name) {
-				t.Skipf("not landed: GET /api/v1/printers on gw1 lists %v, its own printers only, and `printgate connect` resolves printer names from it, "+
-					"so the name of a printer on another gateway does not resolve (needs a mesh-wide printer list in the native API: the daemon's mesh wiring, helper mcore)", names)
+			if err := json.Unmarshal(list.body, &listed); err != nil {
+				t.Fatalf("GET /api/v1/printers on gw1: %v: %s", err, list.body)
+			}
+			if !slices.ContainsFunc(listed.Mesh, func(p struct{ Name, Gateway string }) bool { return p.Name == p3.Name && p.Gateway == "gw3" }) {
+				t.Fatalf("GET /api/v1/printers on gw1 lists %+v under mesh, want %s on gw3", listed.Mesh, p3.Name)
 			}
 			waitFor(t, "p3 (on gw3) through the laptop's forward by name", 10*time.Second, func() bool {
 				r, err := get("http://127.0.0.1:18081/api/version")
