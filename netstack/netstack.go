@@ -278,13 +278,32 @@ func (s *Stack) ListenTCP(ap netip.AddrPort) (net.Listener, error) {
 
 // DialTCP opens a TCP connection from the stack (used by clients in tests).
 func (s *Stack) DialTCP(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
+	return s.DialTCPFrom(ctx, netip.Addr{}, ap)
+}
+
+// DialTCPFrom is DialTCP from the local address from (one of the stack's own); the zero
+// address lets the stack choose. The stack's choice prefers the local address sharing the
+// longest prefix with the destination, so a gateway holding 10.77.0.1 and a printer's
+// 10.77.0.11 would dial 10.77.0.8 from 10.77.0.11: a peer that accepts the gateway's own
+// address only (another gateway, before it knows this one's printers) then drops the SYN.
+func (s *Stack) DialTCPFrom(ctx context.Context, from netip.Addr, ap netip.AddrPort) (net.Conn, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("netstack: dial %v: %w", ap, net.ErrClosed)
 	}
 	if !ap.IsValid() || ap.Port() == 0 {
 		return nil, fmt.Errorf("netstack: dial %v: invalid address", ap)
 	}
-	c, err := gonet.DialContextTCP(ctx, s.stack, fullAddr(ap), protocolOf(ap.Addr()))
+	var c net.Conn
+	var err error
+	if from.IsValid() {
+		if from.Is4() != ap.Addr().Is4() {
+			return nil, fmt.Errorf("netstack: dial %v from %v: address families differ", ap, from)
+		}
+		local := fullAddr(netip.AddrPortFrom(from, 0))
+		c, err = gonet.DialTCPWithBind(ctx, s.stack, local, fullAddr(ap), protocolOf(ap.Addr()))
+	} else {
+		c, err = gonet.DialContextTCP(ctx, s.stack, fullAddr(ap), protocolOf(ap.Addr()))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %v: %w", ap, err)
 	}

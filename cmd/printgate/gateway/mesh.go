@@ -292,7 +292,16 @@ func (g *Gateway) meshDial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh dial %q: not a tunnel ADDRESS:PORT", addr)
 	}
-	return g.stack.DialTCP(ctx, ap)
+	// From the gateway's own address, the one every other gateway's WireGuard peer for this
+	// one allows from the start (the stack alone may pick a printer's address).
+	from := g.gw.Addr4()
+	if ap.Addr().Is6() {
+		from = g.gw.Addr6()
+	}
+	if !from.IsValid() {
+		return g.stack.DialTCP(ctx, ap)
+	}
+	return g.stack.DialTCPFrom(ctx, from, ap)
 }
 
 // meshRoster is the replica as Roster shows it (local revocations included).
