@@ -170,7 +170,9 @@ func devicePeers(ctx context.Context, r *net.Resolver, in []enroll.ConfigPeer) (
 			PersistentKeepalive: time.Duration(p.PersistentKeepalive) * time.Second,
 		}
 		if p.Endpoint != "" {
-			ep, err := resolveEndpoint(ctx, r, p.Endpoint)
+			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			ep, err := tunnel.ResolveEndpoint(rctx, r, p.Endpoint)
+			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("connect: %w", err)
 			}
@@ -179,39 +181,6 @@ func devicePeers(ctx context.Context, r *net.Resolver, in []enroll.ConfigPeer) (
 		out = append(out, tp)
 	}
 	return out, nil
-}
-
-// resolveEndpoint resolves HOST:PORT, preferring IPv4 (what wg-quick's resolver usually
-// returns first, and what NAT paths usually carry).
-func resolveEndpoint(ctx context.Context, r *net.Resolver, hostport string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(hostport); err == nil {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-	}
-	host, ps, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("endpoint %q: %w", hostport, err)
-	}
-	port, err := parsePort(ps)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("endpoint %q: %w", hostport, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	ips, err := r.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("endpoint %q: %w", hostport, err)
-	}
-	if len(ips) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("endpoint %q: no address", hostport)
-	}
-	best := ips[0]
-	for _, a := range ips {
-		if a.Unmap().Is4() {
-			best = a
-			break
-		}
-	}
-	return netip.AddrPortFrom(best.Unmap(), port), nil
 }
 
 // gatewayAddr is the gateway's tunnel address: the config's first DNS server inside the

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"time"
 
@@ -103,7 +102,9 @@ func JoinMesh(ctx context.Context, cfg JoinConfig) (mesh.JoinAnswer, error) {
 
 	resolve := cfg.Resolve
 	if resolve == nil {
-		resolve = resolveUDP
+		resolve = func(ctx context.Context, hostport string) (netip.AddrPort, error) {
+			return tunnel.ResolveEndpoint(ctx, nil, hostport)
+		}
 	}
 	ep, err := resolve(ctx, tok.InviterEndpoint)
 	if err != nil {
@@ -190,32 +191,4 @@ func hasGateway(gs []mesh.Gateway, k mesh.Key) bool {
 		}
 	}
 	return false
-}
-
-// resolveUDP resolves HOST:PORT to one address, IPv4 first.
-func resolveUDP(ctx context.Context, hostport string) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(hostport); err == nil {
-		return ap, nil
-	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	pn, err := net.DefaultResolver.LookupPort(ctx, "udp", port)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
-		}
-	}
-	if len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("%s: no address", host)
-	}
-	return netip.AddrPortFrom(addrs[0], uint16(pn)), nil
 }

@@ -150,37 +150,16 @@ func (g *Gateway) resolveEndpoint(ep string) netip.AddrPort {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	addr, err := net.DefaultResolver.LookupNetIP(ctx, "ip", hostOf(ep))
-	if err != nil || len(addr) == 0 {
+	ap, err := tunnel.ResolveEndpoint(ctx, nil, ep)
+	if err != nil {
 		g.logf("gateway: mesh: gateway endpoint %s: %v", ep, err)
 		return netip.AddrPort{}
 	}
-	ap := netip.AddrPortFrom(addr[0].Unmap(), portOf(ep))
 	if g.endpoints.m == nil {
 		g.endpoints.m = map[string]netip.AddrPort{}
 	}
 	g.endpoints.m[ep] = ap
 	return ap
-}
-
-func hostOf(ep string) string {
-	h, _, err := net.SplitHostPort(ep)
-	if err != nil {
-		return ep
-	}
-	return h
-}
-
-func portOf(ep string) uint16 {
-	_, p, err := net.SplitHostPort(ep)
-	if err != nil {
-		return 0
-	}
-	ap, err := netip.ParseAddrPort("0.0.0.0:" + p)
-	if err != nil {
-		return 0
-	}
-	return ap.Port()
 }
 
 // meshLoop follows the replica: after every change (and once at start) syncMesh. Owned by
