@@ -147,9 +147,9 @@ func TestMeshEndToEnd(t *testing.T) {
 			})
 		}
 		for _, g := range m.gws {
-			waitFor(t, g.name+": mesh status with three reachable gateways, a leader and quorum", 30*time.Second, func() bool {
+			waitFor(t, g.name+": mesh status with three reachable voters, a leader and quorum", 30*time.Second, func() bool {
 				ms, ok := g.membership(t)
-				return ok && ms.Quorum && len(ms.Gateways) == 3 && ms.reachable() == 3 && ms.leader() != ""
+				return ok && ms.Quorum && len(ms.Gateways) == 3 && ms.reachable() == 3 && ms.voters() == 3 && ms.leader() != ""
 			})
 		}
 		ms, _ := gw2.membership(t)

@@ -250,6 +250,7 @@ type meshGateway struct {
 	Endpoint  string `json:"endpoint"`
 	Leader    bool   `json:"leader"`
 	Reachable bool   `json:"reachable"`
+	Voter     bool   `json:"voter"`
 }
 
 type meshMembership struct {
@@ -272,6 +273,18 @@ func (ms meshMembership) reachable() int {
 	n := 0
 	for _, g := range ms.Gateways {
 		if g.Reachable {
+			n++
+		}
+	}
+	return n
+}
+
+// voters counts the gateways this view has as voting members (a joined gateway promotes
+// itself once it runs and has caught up).
+func (ms meshMembership) voters() int {
+	n := 0
+	for _, g := range ms.Gateways {
+		if g.Voter {
 			n++
 		}
 	}

@@ -221,7 +221,17 @@ func TestJoinWaitsForQuorum(t *testing.T) {
 	a := startGateway(t, newNamedState(t, "gw1"))
 	dirB, _ := joinState(t, mustInvite(t, a), "gw2")
 	b := startGateway(t, dirB)
-	waitMesh(t, "a mesh of two with quorum", func() bool { return a.node.Status().Quorum && b.node.Status().Quorum })
+	// gw2 joined as a non-voter and promotes itself once caught up: wait for two voters, so
+	// that stopping gw2 takes the quorum away.
+	waitMesh(t, "a mesh of two voters with quorum", func() bool {
+		voters := 0
+		for _, s := range a.node.Status().Servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		return voters == 2 && a.node.Status().Quorum && b.node.Status().Quorum
+	})
 	tok := mustInvite(t, a)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
