@@ -2,10 +2,12 @@ package mesh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -640,4 +642,40 @@ func TestClusterOfEight(t *testing.T) {
 	c.stop(c.leader())
 	c.enroll(c.running()[0], "after-failure")
 	c.converged()
+}
+
+// TestClusterLive: a member asks the others for what only they know (Config.Live); one
+// that is partitioned away is left out, within the caller's bound.
+func TestClusterLive(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3, func(cfg *Config) {
+		id := cfg.ID
+		cfg.Live = func() json.RawMessage { return json.RawMessage(strconv.Quote("live of " + id)) }
+	})
+	ask := func(from *testNode) map[string]string {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		out := map[string]string{}
+		for id, raw := range from.Live(ctx) {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				t.Fatalf("answer of %s: %v", id, err)
+			}
+			out[id] = s
+		}
+		return out
+	}
+	a, b, x := c.nodes[0], c.nodes[1], c.nodes[2]
+	c.waitFor("both others to answer", func() bool { return len(ask(a)) == 2 })
+	if got := ask(a); got[b.id] != "live of "+b.id || got[x.id] != "live of "+x.id {
+		t.Errorf("answers = %v, want each member's own", got)
+	}
+	c.net.Partition(x.addr)
+	if got := ask(a); len(got) != 1 || got[b.id] == "" {
+		t.Errorf("with %s partitioned: answers = %v, want %s's alone", x.id, got, b.id)
+	}
+	if got := ask(x); len(got) != 0 {
+		t.Errorf("the partitioned node got answers: %v", got)
+	}
+	c.net.Heal(x.addr)
 }

@@ -99,6 +99,7 @@ type Command struct {
 	AddPrinter    *AddPrinterCmd    `json:"add_printer,omitempty"`
 	AddToken      *AddTokenCmd      `json:"add_token,omitempty"`
 	ConsumeToken  *ConsumeTokenCmd  `json:"consume_token,omitempty"`
+	Activate      *ActivateCmd      `json:"activate,omitempty"`
 }
 
 // InitCmd creates the mesh: its prefixes and its first gateway (offset 1). A single
@@ -124,6 +125,12 @@ type EnrollCmd struct {
 	APIKeyHash []byte `json:"api_key_hash,omitempty"`
 	APIKeyRole Role   `json:"api_key_role,omitempty"`
 	Home       string `json:"home"`
+	// OwnKey is true when the device brought its own key (no private key was ever made).
+	OwnKey bool `json:"own_key,omitempty"`
+	// ExpiresAt, when set, makes the device pending: it is to make its first handshake with
+	// its home gateway before then (ActivateCmd records it), or its home expires it. Zero:
+	// active from the start.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // RevokeCmd revokes a device for good. PublicKey, when set, must match the device's: a
@@ -131,6 +138,20 @@ type EnrollCmd struct {
 type RevokeCmd struct {
 	Name      string `json:"name"`
 	PublicKey Key    `json:"public_key,omitzero"`
+	// Expired marks the revocation of a pending device whose home gateway saw no handshake
+	// before its ExpiresAt: the device is shown expired, not revoked, everywhere. It has no
+	// effect on a device that was activated.
+	Expired bool `json:"expired,omitempty"`
+}
+
+// ActivateCmd records a pending device's first handshake with its home gateway: from then on
+// it is active on every gateway's view, and no longer expires. Activating an active device
+// again changes nothing.
+type ActivateCmd struct {
+	Name      string `json:"name"`
+	PublicKey Key    `json:"public_key"`
+	// At is the first handshake as the home gateway saw it; zero: the command's time.
+	At time.Time `json:"at,omitzero"`
 }
 
 // SetRoleCmd changes an active device's role.
@@ -207,6 +228,8 @@ func (c *Command) op() string {
 		return "add join token"
 	case c.ConsumeToken != nil:
 		return "use join token"
+	case c.Activate != nil:
+		return "activate " + c.Activate.Name
 	}
 	return "empty command"
 }

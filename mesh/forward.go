@@ -17,7 +17,7 @@ import (
 // maxForward bounds a forwarded request or response.
 const maxForward = 1 << 20
 
-// The forwarded operations. All but opPing are answered by the leader only.
+// The forwarded operations. All but opPing and opLive are answered by the leader only.
 const (
 	opApply        = "apply"
 	opReadIndex    = "read_index"
@@ -25,6 +25,7 @@ const (
 	opAddNonvoter  = "add_nonvoter"
 	opRemoveServer = "remove_server"
 	opPing         = "ping"
+	opLive         = "live"
 )
 
 type fwdRequest struct {
@@ -39,6 +40,8 @@ type fwdResponse struct {
 	Index  uint64 `json:"index,omitempty"`
 	Code   string `json:"code,omitempty"`
 	Err    string `json:"err,omitempty"`
+	// Live is a member's answer to opLive (Config.Live).
+	Live json.RawMessage `json:"live,omitempty"`
 }
 
 // errNotLeader is the leader's answer when it is not (or no longer) the leader.
@@ -73,9 +76,17 @@ func (n *Node) answer(c net.Conn) {
 	defer cancel()
 	var resp fwdResponse
 	var err error
-	if req.Op == opPing {
+	switch req.Op {
+	case opPing:
 		// Any member answers a ping, with how far its replica has applied.
 		json.NewEncoder(c).Encode(fwdResponse{Index: n.fsm.Roster().Index()})
+		return
+	case opLive:
+		resp := fwdResponse{Index: n.fsm.Roster().Index()}
+		if n.live != nil {
+			resp.Live = n.live()
+		}
+		json.NewEncoder(c).Encode(resp)
 		return
 	}
 	if !n.isLeader() {

@@ -100,7 +100,8 @@ func (r *Roster) ownDevices() {
 func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 	n := 0
 	for _, set := range []bool{c.Init != nil, c.Enroll != nil, c.Revoke != nil, c.SetRole != nil, c.SetAPIKey != nil,
-		c.AddGateway != nil, c.RemoveGateway != nil, c.AddPrinter != nil, c.AddToken != nil, c.ConsumeToken != nil} {
+		c.AddGateway != nil, c.RemoveGateway != nil, c.AddPrinter != nil, c.AddToken != nil, c.ConsumeToken != nil,
+		c.Activate != nil} {
 		if set {
 			n++
 		}
@@ -137,6 +138,8 @@ func (r *Roster) apply(c *Command) (*Roster, Result, error) {
 		next, res, err = r.applyAddToken(c)
 	case c.ConsumeToken != nil:
 		next, res, err = r.applyConsumeToken(c)
+	case c.Activate != nil:
+		next, res, err = r.applyActivate(c)
 	}
 	if err != nil {
 		return nil, Result{}, fmt.Errorf("%s: %w", c.op(), err)
@@ -307,7 +310,8 @@ func (r *Roster) applyEnroll(c *Command) (*Roster, Result, error) {
 	n.ownDevices()
 	n.nextOffset = mark
 	d := Device{Name: e.Name, Role: e.Role, State: Active, PublicKey: e.PublicKey,
-		APIKeyHash: slices.Clone(e.APIKeyHash), APIKeyRole: e.APIKeyRole, Home: e.Home, Created: c.At}
+		APIKeyHash: slices.Clone(e.APIKeyHash), APIKeyRole: e.APIKeyRole, Home: e.Home, Created: c.At,
+		OwnKey: e.OwnKey, ExpiresAt: e.ExpiresAt}
 	d.IPv4, d.IPv6 = r.addrs(off)
 	n.putDevice(d)
 	return n, Result{Device: &d}, nil
@@ -337,7 +341,33 @@ func (r *Roster) applyRevoke(c *Command) (*Roster, Result, error) {
 	n := r.shallow()
 	n.ownDevices()
 	d = d.clone()
+	d.Expired = c.Revoke.Expired && d.Pending()
 	d.State, d.RevokedAt = Revoked, c.At
+	n.putDevice(d)
+	return n, Result{Device: &d}, nil
+}
+
+func (r *Roster) applyActivate(c *Command) (*Roster, Result, error) {
+	a := c.Activate
+	d, ok := r.devices[a.Name]
+	if !ok || a.PublicKey != d.PublicKey {
+		return nil, Result{}, fmt.Errorf("no device named %s with that key: %w", a.Name, ErrNotFound)
+	}
+	if d.State == Revoked {
+		return nil, Result{}, fmt.Errorf("device %s is revoked: %w", d.Name, ErrRevoked)
+	}
+	if !d.Pending() {
+		// Active already (activated before, or enrolled active): the same answer.
+		d = d.clone()
+		return r.shallow(), Result{Device: &d}, nil
+	}
+	n := r.shallow()
+	n.ownDevices()
+	d = d.clone()
+	d.Activated = a.At
+	if d.Activated.IsZero() {
+		d.Activated = c.At
+	}
 	n.putDevice(d)
 	return n, Result{Device: &d}, nil
 }

@@ -500,3 +500,81 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingActivateExpire: a device enrolled with a TTL is pending on every replica until
+// its home records the first handshake, and a TTL that ran out shows as expired, not revoked.
+func TestPendingActivateExpire(t *testing.T) {
+	h := newHarness(t, "10.77.0.0/22", "")
+	ka, kb, kc := newKey(t), newKey(t), newKey(t)
+	ttl := t0.Add(15 * time.Minute)
+	a := *h.mustApply(Command{Enroll: &EnrollCmd{Name: "alice", Role: Viewer, PublicKey: ka, Home: "gw1", ExpiresAt: ttl, OwnKey: true}}).Device
+	if !a.Pending() || !a.ExpiresAt.Equal(ttl) || !a.OwnKey {
+		t.Fatalf("enrolled with a TTL: %+v, want pending until %v with own key", a, ttl)
+	}
+	h.mustApply(Command{Enroll: &EnrollCmd{Name: "bob", Role: Viewer, PublicKey: kb, Home: "gw1", ExpiresAt: ttl}})
+	if d := *h.mustApply(Command{Enroll: &EnrollCmd{Name: "carol", Role: Viewer, PublicKey: kc, Home: "gw1"}}).Device; d.Pending() {
+		t.Errorf("enrolled without a TTL: pending, want active from the start")
+	}
+
+	hs := t0.Add(time.Minute)
+	h.now = t0.Add(2 * time.Minute)
+	for _, tc := range []struct {
+		name string
+		c    ActivateCmd
+		want error
+	}{
+		{"unknown", ActivateCmd{Name: "nobody", PublicKey: ka}, ErrNotFound},
+		{"wrong key", ActivateCmd{Name: "alice", PublicKey: kb}, ErrNotFound},
+	} {
+		if _, err := h.apply(Command{Activate: &tc.c}); !errors.Is(err, tc.want) {
+			t.Errorf("activate %s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if got, _ := h.f.Roster().Device("alice"); !got.Pending() {
+		t.Fatalf("a refused activation changed alice: %+v", got)
+	}
+	d := *h.mustApply(Command{Activate: &ActivateCmd{Name: "alice", PublicKey: ka, At: hs}}).Device
+	if d.Pending() || !d.Activated.Equal(hs) || d.State != Active {
+		t.Errorf("activated: %+v, want active since %v", d, hs)
+	}
+	h.now = t0.Add(3 * time.Minute)
+	if d := *h.mustApply(Command{Activate: &ActivateCmd{Name: "alice", PublicKey: ka}}).Device; !d.Activated.Equal(hs) {
+		t.Errorf("activated again: first handshake moved to %v, want %v kept", d.Activated, hs)
+	}
+	// The same enrollment retried (a new TTL computed by the retry) is still the same one.
+	if d := *h.mustApply(Command{Enroll: &EnrollCmd{Name: "alice", Role: Viewer, PublicKey: ka, Home: "gw1", ExpiresAt: ttl.Add(time.Minute)}}).Device; !d.Activated.Equal(hs) {
+		t.Errorf("a retried enrollment reset the activation: %+v", d)
+	}
+
+	// Expiry: bob never handshook; an expiry of alice (activated) is an ordinary revocation.
+	h.now = ttl.Add(time.Second)
+	if d := *h.mustApply(Command{Revoke: &RevokeCmd{Name: "bob", PublicKey: kb, Expired: true}}).Device; d.State != Revoked || !d.Expired {
+		t.Errorf("bob expired: %+v, want revoked as expired", d)
+	}
+	if d := *h.mustApply(Command{Revoke: &RevokeCmd{Name: "alice", PublicKey: ka, Expired: true}}).Device; d.State != Revoked || d.Expired {
+		t.Errorf("alice (activated) expired: %+v, want revoked, not expired", d)
+	}
+	if _, err := h.apply(Command{Activate: &ActivateCmd{Name: "bob", PublicKey: kb}}); !errors.Is(err, ErrRevoked) {
+		t.Errorf("activate after expiry: %v, want ErrRevoked", err)
+	}
+
+	// Every field survives a snapshot.
+	snap, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink bufSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	f2 := NewFSM()
+	if err := f2.Restore(io.NopCloser(strings.NewReader(sink.String()))); err != nil {
+		t.Fatal(err)
+	}
+	if !f2.Roster().Equal(h.f.Roster()) {
+		t.Errorf("restored roster differs")
+	}
+	if b, _ := f2.Roster().Device("bob"); !b.Expired || !b.ExpiresAt.Equal(ttl) {
+		t.Errorf("restored bob: %+v", b)
+	}
+}

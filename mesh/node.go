@@ -50,6 +50,10 @@ type Config struct {
 	// Now is the clock this node stamps into the commands it proposes as leader. Nil means
 	// time.Now.
 	Now func() time.Time
+	// Live answers another member's Live call: what this gateway alone knows of the devices
+	// homed on it (handshakes, endpoints, counters), as JSON of the caller's choosing. Nil
+	// answers nothing. It must be quick and must not call the node.
+	Live func() json.RawMessage
 }
 
 // DefaultCommitTimeout is the bound on a write when Config.CommitTimeout is zero.
@@ -77,6 +81,7 @@ type Node struct {
 	bound         time.Duration
 	logf          func(string, ...any)
 	now           func() time.Time
+	live          func() json.RawMessage
 
 	fsm   *FSM
 	raft  *raft.Raft
@@ -124,7 +129,7 @@ func open(cfg Config) (*Node, error) {
 	case cfg.Listener == nil || cfg.Dial == nil:
 		return nil, fmt.Errorf("open mesh node %s: need a listener and a dial function: %w", cfg.ID, ErrInvalid)
 	}
-	n := &Node{id: cfg.ID, advertise: cfg.Advertise, bound: cfg.CommitTimeout, logf: cfg.Logf, now: cfg.Now,
+	n := &Node{id: cfg.ID, advertise: cfg.Advertise, bound: cfg.CommitTimeout, logf: cfg.Logf, now: cfg.Now, live: cfg.Live,
 		fsm: NewFSM(), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	n.watch.ch = make(chan struct{})
 	n.fsm.onPublish = n.changed
@@ -282,6 +287,28 @@ func (n *Node) Apply(ctx context.Context, c Command) (Result, error) {
 // Enroll adds a device and returns it with its allocated addresses.
 func (n *Node) Enroll(ctx context.Context, e EnrollCmd) (Device, error) {
 	res, err := n.Apply(ctx, Command{Enroll: &e})
+	if err != nil {
+		return Device{}, err
+	}
+	return *res.Device, nil
+}
+
+// Activate records a pending device's first handshake (at) with its home gateway: every
+// gateway then shows it active. It needs quorum; activating an active device again is a
+// success that changes nothing.
+func (n *Node) Activate(ctx context.Context, name string, key Key, at time.Time) (Device, error) {
+	res, err := n.Apply(ctx, Command{Activate: &ActivateCmd{Name: name, PublicKey: key, At: at}})
+	if err != nil {
+		return Device{}, err
+	}
+	return *res.Device, nil
+}
+
+// Expire revokes a pending device whose TTL ran out at its home gateway with no handshake:
+// every gateway then shows it expired. Unlike Revoke it needs quorum (the device is off its
+// home gateway already; nothing else can reach it); the home gateway retries it.
+func (n *Node) Expire(ctx context.Context, name string, key Key) (Device, error) {
+	res, err := n.Apply(ctx, Command{Revoke: &RevokeCmd{Name: name, PublicKey: key, Expired: true}})
 	if err != nil {
 		return Device{}, err
 	}

@@ -133,6 +133,20 @@ type Device struct {
 	Home      string    `json:"home"`
 	Created   time.Time `json:"created"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// OwnKey is true when the device brought its own key.
+	OwnKey bool `json:"own_key,omitempty"`
+	// ExpiresAt is when a device enrolled pending dies unless activated first; zero for a
+	// device active from the start. Activated is its first handshake at its home gateway
+	// (zero: none recorded). Expired marks a revocation that was the TTL running out.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Activated time.Time `json:"activated,omitzero"`
+	Expired   bool      `json:"expired,omitempty"`
+}
+
+// Pending reports whether d waits for its first handshake: enrolled with a TTL, not
+// activated, not revoked. (Whether the TTL has run out is the reader's clock's business.)
+func (d Device) Pending() bool {
+	return d.State == Active && !d.ExpiresAt.IsZero() && d.Activated.IsZero()
 }
 
 // String describes d without key material.

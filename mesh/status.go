@@ -5,6 +5,7 @@ package mesh
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"time"
@@ -85,6 +86,34 @@ func (n *Node) Members(ctx context.Context) []Member {
 			defer wg.Done()
 			resp, err := n.forward(ctx, sv.Address, fwdRequest{Op: opPing})
 			out[i].Reachable, out[i].Index = err == nil, resp.Index
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Live asks every other member of the raft configuration, in parallel and each within ctx,
+// for its Config.Live answer, and returns the answers by member ID. A member that does not
+// answer in time is left out: the caller shows its replica's facts alone.
+func (n *Node) Live(ctx context.Context) map[string]json.RawMessage {
+	st := n.Status()
+	var mu sync.Mutex
+	out := map[string]json.RawMessage{}
+	var wg sync.WaitGroup
+	for _, sv := range st.Servers {
+		if sv.ID == n.id {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.forward(ctx, sv.Address, fwdRequest{Op: opLive})
+			if err != nil || resp.Live == nil {
+				return
+			}
+			mu.Lock()
+			out[sv.ID] = resp.Live
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
