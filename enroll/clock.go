@@ -190,11 +190,15 @@ func (r *Registry) expiresLocked(p *Peer, t time.Time) time.Time {
 
 // viewLocked is the copy of p handed out: a pending peer's ExpiresAt is on the wall clock's
 // scale now (what a person reading it compares it with; Peer.Live on the wall clock agrees
-// with the registry until the wall clock jumps). r.mu held.
+// with the registry until the wall clock jumps). Within clockSlack the recorded ExpiresAt is
+// kept, so the time shown does not jitter from one look to the next (every gateway of a mesh
+// shows the one the mesh recorded). r.mu held.
 func (r *Registry) viewLocked(p *Peer) Peer {
 	c := p.clone()
 	if c.State == Pending {
-		c.ExpiresAt = r.expiresLocked(p, r.opts.Now().UTC())
+		if e := r.expiresLocked(p, r.opts.Now().UTC()); e.Sub(c.ExpiresAt).Abs() > clockSlack {
+			c.ExpiresAt = e
+		}
 	}
 	return c
 }

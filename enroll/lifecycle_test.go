@@ -228,3 +228,31 @@ func TestExpiryDespiteWallClockSetBack(t *testing.T) {
 		t.Errorf("Observe = %v, %v; want one expiry", ev, err)
 	}
 }
+
+// TestMeshTimes: a mesh enrollment is recorded with the times the mesh gave it, so every
+// gateway shows the same created and expires_at; a deadline already past changes nothing.
+func TestMeshTimes(t *testing.T) {
+	dir, _ := newState(t, InitOptions{})
+	clk := newClock()
+	r := openState(t, dir, clk)
+	created, until := clk.Now().Add(-3*time.Second), clk.Now().Add(7*time.Minute)
+	e := mustEnroll(t, r, Request{Name: "phone", TTL: time.Hour, Created: created, ExpiresAt: until})
+	if !e.Peer.Created.Equal(created) || !e.Peer.ExpiresAt.Equal(until) {
+		t.Errorf("created %v, expires %v; want %v, %v", e.Peer.Created, e.Peer.ExpiresAt, created, until)
+	}
+	clk.Advance(7*time.Minute - time.Second)
+	if _, ok := r.WhoIs(e.Peer.IPv4); !ok {
+		t.Error("pending peer dead before the mesh's deadline")
+	}
+	clk.Advance(time.Second)
+	if _, ok := r.WhoIs(e.Peer.IPv4); ok {
+		t.Error("pending peer alive at the mesh's deadline (the TTL of the request was used)")
+	}
+	before := len(r.Peers())
+	if _, err := r.Enroll(Request{Name: "late", ExpiresAt: clk.Now().Add(-time.Second)}); err == nil {
+		t.Error("enrollment with a deadline already past: no error")
+	}
+	if got := len(r.Peers()); got != before {
+		t.Errorf("a refused enrollment changed the roster: %d peers, want %d", got, before)
+	}
+}

@@ -179,8 +179,10 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 	if ttl == 0 {
 		ttl = DefaultTTL
 	}
-	if err := checkTTL(ttl); err != nil {
-		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
+	if req.ExpiresAt.IsZero() {
+		if err := checkTTL(ttl); err != nil {
+			return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
+		}
 	}
 	if req.PublicKey != nil && req.Secrets != nil {
 		return nil, fmt.Errorf("enroll %s: a public key and prepared secrets both given: %w", req.Name, ErrInvalid)
@@ -202,6 +204,17 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, errClosed)
 	}
 	now := r.clock.now()
+	created := now
+	if !req.ExpiresAt.IsZero() {
+		ttl = req.ExpiresAt.UTC().Sub(now)
+		if err := checkTTL(ttl); err != nil {
+			return nil, fmt.Errorf("enroll %s: pending until %s, on this gateway's clock %s: %w", req.Name,
+				req.ExpiresAt.UTC().Format(time.RFC3339), now.Format(time.RFC3339), err)
+		}
+	}
+	if !req.Created.IsZero() {
+		created = req.Created.UTC()
+	}
 	peers := r.copyPeersLocked()
 	r.expireLocked(peers, now)
 	for _, p := range peers {
@@ -235,7 +248,7 @@ func (r *Registry) Enroll(req Request) (*Enrollment, error) {
 		IPv6:         offsetAddr6(r.gw.Prefix6, off),
 		APIKeyHash:   apiHash[:],
 		APIKeyRole:   apiRole,
-		Created:      now,
+		Created:      created,
 		ExpiresAt:    now.Add(ttl),
 		OwnKey:       sec.PrivateKey == nil,
 	}
@@ -317,20 +330,39 @@ func (r *Registry) Revoke(name string) (Peer, error) {
 	return peers[idx].clone(), nil
 }
 
+// NewAPIKey makes a new API key and its hash (what a roster keeps), in memory only.
+func NewAPIKey() (string, [32]byte, error) { return newAPIKey() }
+
 // RotateAPIKey gives the live peer named name a new API key (optionally narrowed to role;
 // empty: the peer's role) and returns it once; the old key stops working.
 func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
 	if err := ValidateName(name); err != nil {
 		return "", fmt.Errorf("rotate api key: %w", err)
 	}
-	key, hash, err := newAPIKey()
+	key, _, err := newAPIKey()
 	if err != nil {
 		return "", fmt.Errorf("rotate api key %s: %w", name, err)
 	}
+	if err := r.SetAPIKey(name, role, key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// SetAPIKey gives the live peer named name the API key key, made beforehand with NewAPIKey
+// (a mesh records its hash first), optionally narrowed to role; the old key stops working.
+func (r *Registry) SetAPIKey(name string, role Role, key string) error {
+	if err := ValidateName(name); err != nil {
+		return fmt.Errorf("rotate api key: %w", err)
+	}
+	if key == "" {
+		return fmt.Errorf("rotate api key %s: no key: %w", name, ErrInvalid)
+	}
+	hash := HashAPIKey(key)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mu.closed {
-		return "", fmt.Errorf("rotate api key %s: %w", name, errClosed)
+		return fmt.Errorf("rotate api key %s: %w", name, errClosed)
 	}
 	now := r.clock.now()
 	peers := r.copyPeersLocked()
@@ -342,7 +374,7 @@ func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
 		}
 		if role != "" {
 			if _, err := ParseRole(string(role)); err != nil || !p.Role.Includes(role) {
-				return "", fmt.Errorf("rotate api key %s: role %q must be one of the peer's role %s or below: %w", name, role, p.Role, ErrInvalid)
+				return fmt.Errorf("rotate api key %s: role %q must be one of the peer's role %s or below: %w", name, role, p.Role, ErrInvalid)
 			}
 		}
 		p.APIKeyHash = hash[:]
@@ -351,11 +383,11 @@ func (r *Registry) RotateAPIKey(name string, role Role) (string, error) {
 			p.APIKeyRole = ""
 		}
 		if err := r.commitLocked(peers, r.mu.printers, r.mu.next); err != nil {
-			return "", fmt.Errorf("rotate api key %s: %w", name, err)
+			return fmt.Errorf("rotate api key %s: %w", name, err)
 		}
-		return key, nil
+		return nil
 	}
-	return "", fmt.Errorf("rotate api key %s: no pending or active peer of that name: %w", name, ErrNotFound)
+	return fmt.Errorf("rotate api key %s: no pending or active peer of that name: %w", name, ErrNotFound)
 }
 
 // AllocatePrinterAddr returns the tunnel addresses of the printer named name, allocating the

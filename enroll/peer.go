@@ -200,6 +200,10 @@ type Request struct {
 	// at them instead of allocating (they must be free device addresses here). Zero: Enroll
 	// allocates.
 	IPv4, IPv6 netip.Addr
+	// Created and ExpiresAt, when set, are a mesh enrollment's times as the mesh recorded
+	// them: the peer is recorded with them (so every gateway shows the same), and its TTL runs
+	// until ExpiresAt (TTL is then ignored). An ExpiresAt already past is refused.
+	Created, ExpiresAt time.Time
 }
 
 // Secrets are an enrollment's keys, made in memory before it is recorded (NewSecrets).

@@ -106,6 +106,9 @@ func ParseTTL(s string) (time.Duration, error) {
 	return d, nil
 }
 
+// CheckTTL checks a pending TTL as Enroll does: more than zero, at most MaxTTL.
+func CheckTTL(d time.Duration) error { return checkTTL(d) }
+
 func checkTTL(d time.Duration) error {
 	if d <= 0 || d > MaxTTL {
 		return fmt.Errorf("ttl %v: want more than 0 and at most %v: %w", d, MaxTTL, ErrInvalid)

@@ -14,8 +14,12 @@ import (
 // leader's advertised address. The leader answers errNotLeader when it no longer is; the
 // follower then asks again whoever leads now, until its bound runs out.
 
-// maxForward bounds a forwarded request or response.
-const maxForward = 1 << 20
+// maxForward bounds a forwarded request or response; maxLive an answer to opLive (a few
+// hundred bytes per device that ever connected).
+const (
+	maxForward = 1 << 20
+	maxLive    = 16 << 20
+)
 
 // The forwarded operations. All but opPing and opLive are answered by the leader only.
 const (
@@ -119,8 +123,12 @@ func (n *Node) forward(ctx context.Context, addr string, req fwdRequest) (fwdRes
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return fwdResponse{}, fmt.Errorf("send to leader %s: %w", addr, err)
 	}
+	limit := int64(maxForward)
+	if req.Op == opLive {
+		limit = maxLive
+	}
 	var resp fwdResponse
-	if err := json.NewDecoder(io.LimitReader(c, maxForward)).Decode(&resp); err != nil {
+	if err := json.NewDecoder(io.LimitReader(c, limit)).Decode(&resp); err != nil {
 		return fwdResponse{}, fmt.Errorf("answer from leader %s: %w", addr, err)
 	}
 	return resp, decodeError(resp.Code, resp.Err)

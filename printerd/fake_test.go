@@ -259,10 +259,14 @@ type fakeDevices struct {
 	n       int
 }
 
-func (d *fakeDevices) Peers() []enroll.Peer {
+func (d *fakeDevices) Peers() []enroll.PeerView {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return append([]enroll.Peer(nil), d.peers...)
+	out := make([]enroll.PeerView, 0, len(d.peers))
+	for _, p := range d.peers {
+		out = append(out, p.View(time.Now()))
+	}
+	return out
 }
 
 func (d *fakeDevices) Enroll(req enroll.Request) (*enroll.Enrollment, error) {

@@ -131,8 +131,9 @@ type Identity interface {
 // *enroll.Registry; the daemon wraps them so that a change reaches the WireGuard device
 // (and a revocation closes the peer's connections) before they return.
 type Devices interface {
-	// Peers returns every peer, revoked ones included.
-	Peers() []enroll.Peer
+	// Peers returns every device, revoked ones included, as `printgate peers --json` shows
+	// them (in a mesh: every device of the mesh, the same on every gateway).
+	Peers() []enroll.PeerView
 	// Enroll adds a peer and returns its one-time secrets.
 	Enroll(req enroll.Request) (*enroll.Enrollment, error)
 	// Revoke removes a peer for good.

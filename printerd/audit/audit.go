@@ -64,6 +64,8 @@ const (
 	// ActionMeshInvite is a join token made for a new gateway (the token itself is never
 	// recorded: it is a secret until used).
 	ActionMeshInvite = "mesh.invite"
+	// ActionMeshRemove is a gateway removed from the mesh.
+	ActionMeshRemove = "mesh.remove"
 	// ActionTornTail is written by Open when it cut an incomplete last line left by a crash.
 	ActionTornTail = "audit.torn-tail"
 )

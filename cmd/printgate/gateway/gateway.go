@@ -463,6 +463,7 @@ func (g *Gateway) tick() {
 // of this gateway is announced to the mesh.
 func (g *Gateway) tickMesh(ctx context.Context) {
 	if g.node != nil {
+		g.activatePending(ctx)
 		g.revokeStale(ctx)
 		g.announceEndpoint(ctx)
 	}

@@ -13,11 +13,15 @@ import (
 )
 
 // viewOf is a roster peer as shown, joined with its device stats (nil: none known) at time
-// now: the device's handshake when newer, its endpoint and its counters.
+// now: the device's handshake when newer, its endpoint and its counters. A pending peer the
+// device has seen a handshake from is shown active, as the next stats round records it.
 func viewOf(p enroll.Peer, st *tunnel.PeerStats, now time.Time) enroll.PeerView {
 	if st != nil {
 		if st.LastHandshake.After(p.LastHandshake) {
 			p.LastHandshake = st.LastHandshake
+		}
+		if p.State == enroll.Pending && !st.LastHandshake.IsZero() && p.Live(now) {
+			p.State = enroll.Active
 		}
 		if st.Endpoint.IsValid() {
 			p.Endpoint = st.Endpoint
@@ -46,7 +50,7 @@ func (g *Gateway) Status() control.Status {
 		st.Printers = append(st.Printers, pi)
 	}
 	st.Printers = append(st.Printers, remotePrinters(g.node.Roster(), g.gw.Name)...)
-	for _, p := range g.Peers() {
+	for _, p := range g.peers(nil) {
 		st.Peers[string(p.State)]++
 	}
 	return st
@@ -132,24 +136,17 @@ func prefixString(p netip.Prefix) string {
 }
 
 // OfflinePeers lists a state directory's peers with no daemon running (no live stats): with
-// a mesh, every device of the mesh as this gateway's replica has it.
+// a mesh, every device of the mesh as this gateway's replica has it, as Peers lists them.
 func OfflinePeers(reg *enroll.Registry) []enroll.PeerView {
 	now := time.Now()
-	out := []enroll.PeerView{}
+	peers := reg.Peers()
 	r := offlineRoster(reg)
-	name := reg.Gateway().Name
-	for _, p := range reg.Peers() {
-		if r != nil {
-			p.Home = name
-			if (p.State == enroll.Active || p.State == enroll.Pending) && !meshActive(r, p) {
-				p.State = enroll.Revoked // revoked in the mesh; the gateway tombstones it at start
-			}
+	if r == nil {
+		out := make([]enroll.PeerView, 0, len(peers))
+		for _, p := range peers {
+			out = append(out, p.View(now))
 		}
-		out = append(out, p.View(now))
+		return out
 	}
-	if r != nil {
-		out = append(out, remoteViews(r, name, now)...)
-		sortViews(out)
-	}
-	return out
+	return meshViews(r, reg.Gateway().Name, localViews(peers, reg.Gateway().Name, nil, nil, now), nil, now)
 }

@@ -149,6 +149,7 @@ func (g *Gateway) openMesh(ctx context.Context) error {
 		Advertise: ap.String(),
 		Dial:      g.meshDial,
 		Logf:      g.verbosef,
+		Live:      g.liveAnswer,
 	})
 	if err != nil {
 		return err
@@ -180,7 +181,8 @@ func (g *Gateway) openMesh(ctx context.Context) error {
 }
 
 // importRegistry is the init command of a mesh of one made from a single gateway's
-// registry: devices (pending as active, expired as revoked), printers, the high-water mark.
+// registry: devices (pending with their TTL, expired as revoked and marked so), printers, the
+// high-water mark.
 // A name enrolled again after a revocation has older tombstones: they come along under the
 // name NAME.N (when free), so their keys stay revoked in the mesh.
 func importRegistry(reg *enroll.Registry, gw enroll.Gateway, logf func(string, ...any)) mesh.InitCmd {
@@ -201,11 +203,14 @@ func importRegistry(reg *enroll.Registry, gw enroll.Gateway, logf func(string, .
 	for i, p := range peers {
 		d := mesh.Device{Name: p.Name, Role: mesh.Role(p.Role), State: mesh.Active, PublicKey: mesh.Key(p.PublicKey),
 			IPv4: p.IPv4, IPv6: p.IPv6, APIKeyHash: p.APIKeyHash, APIKeyRole: mesh.Role(p.APIKeyRole), Created: p.Created}
+		d.OwnKey = p.OwnKey
 		switch p.State {
+		case enroll.Pending:
+			d.ExpiresAt = p.ExpiresAt
 		case enroll.Revoked:
 			d.State, d.RevokedAt = mesh.Revoked, p.RevokedAt
 		case enroll.Expired:
-			d.State, d.RevokedAt = mesh.Revoked, p.ExpiresAt
+			d.State, d.RevokedAt, d.ExpiresAt, d.Expired = mesh.Revoked, p.ExpiresAt, p.ExpiresAt, true
 		}
 		if keep[p.Name] != i {
 			alt := ""

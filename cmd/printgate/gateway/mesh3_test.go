@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 // A mesh of three gateways in one process, over loopback UDP. The gateways join test-side:
@@ -218,6 +220,21 @@ func (m *testMesh) partition(gw *meshGW) {
 
 func (m *testMesh) heal(gw *meshGW) { gw.bind.drop.Store(nil) }
 
+// peersJSON is gw's `peers --json` (what the control socket sends), without the handshake
+// ages, which change with the moment of asking.
+func peersJSON(t *testing.T, gw *meshGW) string {
+	t.Helper()
+	v := gw.Peers()
+	for i := range v {
+		v[i].LastHandshakeAge = nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func pct(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -259,16 +276,29 @@ func TestMeshOfThree(t *testing.T) {
 			t.Errorf("%s: status without peers", gw.name)
 		}
 	}
-	peersJSON := func(gw *meshGW) string {
-		var s []string
-		for _, p := range gw.Peers() {
-			s = append(s, p.Name+"/"+p.Address+"/"+p.Gateway)
-		}
-		return strings.Join(s, " ")
-	}
-	waitFor(t, "the same peers everywhere", func() bool {
-		return peersJSON(a) == peersJSON(b) && peersJSON(b) == peersJSON(c)
+	waitFor(t, "the same peers everywhere, pending", func() bool {
+		pa := peersJSON(t, a)
+		return pa == peersJSON(t, b) && pa == peersJSON(t, c) && strings.Contains(pa, `"state": "pending"`)
 	})
+	// A QR never scanned: its TTL runs out at A, and every gateway lists it expired.
+	retry(t, "enroll unscanned on A", func() error {
+		_, err := a.Enroll(enroll.Request{Name: "unscanned", TTL: time.Second})
+		return err
+	})
+	waitFor(t, "unscanned expired in the mesh", func() bool {
+		for _, gw := range m.gws {
+			if d, _ := gw.node.Roster().Device("unscanned"); d.State != mesh.Revoked || !d.Expired {
+				return false
+			}
+		}
+		pa := peersJSON(t, a)
+		return pa == peersJSON(t, b) && pa == peersJSON(t, c)
+	})
+	for _, p := range c.Peers() {
+		if p.Name == "unscanned" && (p.State != enroll.Expired || p.RevokedAt != nil) {
+			t.Errorf("C lists unscanned as %s (revoked at %v), want expired", p.State, p.RevokedAt)
+		}
+	}
 
 	// One QR for the whole mesh: the phone, homed on A with A its only peer, reaches B's
 	// gateway address and B's printer through A's relay, identified by B from its replica.
@@ -302,6 +332,28 @@ func TestMeshOfThree(t *testing.T) {
 	if !strings.Contains(list, wantMesh) || !strings.Contains(list, fmt.Sprintf(`"gateway_address":%q`, b.Addrs()[0].String())) {
 		t.Errorf("A's /api/v1/printers = %s, want %s… with B's gateway address under mesh", list, wantMesh)
 	}
+	// Every gateway lists the phone as its home does: active since its first handshake with
+	// A, with A's handshake time, endpoint and counters (asked of A inside the tunnel).
+	var pa string
+	waitFor(t, "the same live peers everywhere", func() bool {
+		pa = peersJSON(t, a)
+		return strings.Contains(pa, `"last_handshake"`) && pa == peersJSON(t, b) && pa == peersJSON(t, c)
+	})
+	for _, gw := range m.gws {
+		var phoneView enroll.PeerView
+		for _, p := range gw.Peers() {
+			if p.Name == "phone" {
+				phoneView = p
+			}
+		}
+		if phoneView.State != enroll.Active || phoneView.LastHandshake == nil || phoneView.Endpoint == "" || phoneView.RxBytes == 0 || phoneView.Gateway != "gw-a" {
+			t.Errorf("%s lists the phone as %+v, want active with A's live numbers", gw.name, phoneView)
+		}
+	}
+	waitFor(t, "the phone's first handshake in B's replica", func() bool {
+		dev, _ := b.node.Roster().Device("phone")
+		return !dev.Pending() && !dev.Activated.IsZero()
+	})
 	phone.close()
 
 	// Revocation everywhere: a device homed on A, with an open connection to A, revoked on C.
@@ -391,7 +443,33 @@ func TestMeshOfThree(t *testing.T) {
 	if st := c.MeshStatus(context.Background()); st.Quorum || len(st.Gateways) != 3 {
 		t.Errorf("partitioned C's mesh status: quorum %v, %d gateways; want no quorum, 3", st.Quorum, len(st.Gateways))
 	}
+	// Rotating c-phone's API key without quorum changes nothing: the old key keeps working
+	// on C and on A.
+	if _, err := c.rotateAPIKey("c-phone", ""); err == nil || !strings.Contains(err.Error(), "quorum") || !strings.Contains(err.Error(), "old key still works") {
+		t.Errorf("rotate on the partitioned C = %v, want refused for want of quorum, nothing changed", err)
+	}
+	for _, gw := range []*meshGW{c, a} {
+		if _, ok := (identity{gw.Gateway}).CheckAPIKey("c-phone", home.APIKey); !ok {
+			t.Errorf("%s: c-phone's key refused after a rotation that failed", gw.name)
+		}
+	}
 	m.heal(c)
+	// With quorum back, a rotation takes everywhere: the new key works on C and A, the old
+	// one nowhere.
+	var newKey string
+	retry(t, "rotate c-phone's key on C", func() (err error) {
+		newKey, err = c.rotateAPIKey("c-phone", enroll.Viewer)
+		return err
+	})
+	for _, gw := range []*meshGW{c, a} {
+		waitFor(t, "c-phone's new key on "+gw.name, func() bool {
+			_, ok := (identity{gw.Gateway}).CheckAPIKey("c-phone", newKey)
+			return ok
+		})
+		if _, ok := (identity{gw.Gateway}).CheckAPIKey("c-phone", home.APIKey); ok {
+			t.Errorf("%s: c-phone's old key still accepted after the rotation", gw.name)
+		}
+	}
 	retry(t, "enroll on C after the heal", func() error {
 		_, err := c.Enroll(enroll.Request{Name: "c-after"})
 		return err
@@ -457,5 +535,25 @@ func TestMeshOfThree(t *testing.T) {
 	}
 	if st := a.MeshStatus(context.Background()); !st.Quorum || len(st.Gateways) != 2 {
 		t.Errorf("mesh status after removing C: %+v", st)
+	}
+	// Both attempts are in A's audit log: the refusal with its reason, then the removal.
+	recs, err := a.audit.Tail(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused, removed bool
+	for _, r := range recs {
+		if r.Action != audit.ActionMeshRemove || r.Args["gateway"] != "gw-c" {
+			continue
+		}
+		switch {
+		case r.Result == "ok" && r.Args["public_key"] != "":
+			removed = true
+		case strings.Contains(r.Result, "c-phone"):
+			refused = true
+		}
+	}
+	if !refused || !removed {
+		t.Errorf("A's audit log: mesh.remove refused %v, done %v; want both recorded", refused, removed)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -244,8 +243,8 @@ func (g *Gateway) syncMesh(prev, r *mesh.Roster) {
 }
 
 // revokeStale revokes in the mesh every device homed here that the mesh has active but the
-// registry has not live: an enrollment whose local record was never written, or a pending
-// enrollment whose TTL passed. Enrollments in flight are left alone.
+// registry has not live: an enrollment whose local record was never written (revoked), or a
+// pending enrollment whose TTL passed (expired). Enrollments in flight are left alone.
 func (g *Gateway) revokeStale(ctx context.Context) {
 	r := g.node.Roster()
 	g.reg.Lock()
@@ -257,6 +256,12 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 	for _, p := range g.reg.r.DevicePeers() { // the live ones: pending within their TTL, active
 		live[p.Name] = p.PublicKey
 	}
+	expired := map[wgtypes.Key]bool{}
+	for _, p := range g.view().peers {
+		if p.State == enroll.Expired {
+			expired[p.PublicKey] = true
+		}
+	}
 	now := g.now()
 	for name, u := range g.unclear {
 		if !now.Before(u.until) {
@@ -265,16 +270,33 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 		}
 	}
 	var stale []string
+	var lapsed []mesh.Device
 	for _, name := range r.HomedAt(g.gw.Name) {
 		d, _ := r.Device(name)
 		if g.inflight[name] || g.unclear[name].sec != nil {
 			continue
 		}
 		if k, ok := live[name]; !ok || k != wgtypes.Key(d.PublicKey) {
-			stale = append(stale, name)
+			if expired[wgtypes.Key(d.PublicKey)] && d.Pending() {
+				lapsed = append(lapsed, d)
+			} else {
+				stale = append(stale, name)
+			}
 		}
 	}
 	g.reg.Unlock()
+	for _, d := range lapsed {
+		// Its QR timed out: off this gateway already, so nothing else can reach it; every
+		// gateway shows it expired once this commits (and by its TTL until then).
+		ectx, cancel := context.WithTimeout(ctx, meshRevokeTimeout)
+		_, err := g.node.Expire(ectx, d.Name, d.PublicKey)
+		cancel()
+		if err != nil {
+			g.verbosef("gateway: mesh: expiry of %s: %v (told again at the next round)", d.Name, err)
+			continue
+		}
+		g.verbosef("gateway: mesh: %s recorded expired in the mesh (its expiry was logged here)", d.Name)
+	}
 	for _, name := range stale {
 		rctx, cancel := context.WithTimeout(ctx, meshRevokeTimeout)
 		committed, err := g.node.Revoke(rctx, name)
@@ -285,31 +307,6 @@ func (g *Gateway) revokeStale(ctx context.Context) {
 		}
 		g.logf("gateway: mesh: %s revoked in the mesh too (homed here, no live local record: its QR timed out or its enrollment never finished; committed %v)", name, committed)
 	}
-}
-
-// remoteViews are the devices homed on other gateways, as `peers` shows them.
-func remoteViews(r *mesh.Roster, self string, now time.Time) []enroll.PeerView {
-	var out []enroll.PeerView
-	for _, d := range r.Devices() {
-		if d.Home == self {
-			continue
-		}
-		out = append(out, peerOfDevice(d).View(now))
-	}
-	return out
-}
-
-// sortViews sorts peer views by name, as the registry sorts peers.
-func sortViews(v []enroll.PeerView) {
-	slices.SortStableFunc(v, func(a, b enroll.PeerView) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return a.Created.Compare(b.Created)
-	})
 }
 
 // announceEndpoint tells the mesh this gateway's endpoint when the replica has another one

@@ -13,6 +13,7 @@ import (
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
+	"github.com/printgate/printgate/printerd/audit"
 )
 
 // pingTimeout bounds the pings of `mesh status`.
@@ -77,8 +78,29 @@ func OfflineMeshStatus(reg *enroll.Registry) (control.MeshStatus, error) {
 
 // RemoveGateway removes the gateway name from the mesh: from the roster (refused, with the
 // list, while active devices are homed there; its printers go with it), then from raft's
-// membership. Both steps need quorum and both may be retried.
+// membership. Both steps need quorum and both may be retried. The audit log records it as
+// done by the local operator (the control socket), the intent first: when the intent cannot
+// be written, nothing is removed.
 func (g *Gateway) RemoveGateway(ctx context.Context, name string) error {
+	in, err := g.begin(audit.ActionMeshRemove, map[string]string{"gateway": name})
+	if err != nil {
+		return err
+	}
+	var extra map[string]string
+	gw, known := g.node.Roster().Gateway(name)
+	err = g.removeGateway(ctx, name)
+	if err == nil && known {
+		extra = map[string]string{"gateway": name, "public_key": gw.PublicKey.String(), "endpoint": gw.Endpoint}
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if aerr := in.End(actx, err, extra); aerr != nil {
+		g.logf("gateway: audit outcome: %v (the intent is on record)", aerr)
+	}
+	return err
+}
+
+func (g *Gateway) removeGateway(ctx context.Context, name string) error {
 	if name == g.gw.Name {
 		return fmt.Errorf("mesh remove %s: that is this gateway; remove it from another member of the mesh: %w", name, enroll.ErrInvalid)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/printgate/printgate/enroll/control"
 	"github.com/printgate/printgate/mesh"
 	"github.com/printgate/printgate/printerd/audit"
-	"github.com/printgate/printgate/tunnel"
 )
 
 // enroll is Enroll without the audit record (printerd records its callers' own).
@@ -76,8 +75,11 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	}
 	req.Secrets, req.PublicKey, req.Role = sec, nil, role
 
-	d, err := g.node.Enroll(context.Background(), mesh.EnrollCmd{Name: req.Name, Role: mesh.Role(role),
-		PublicKey: mesh.Key(sec.PublicKey), APIKeyHash: sec.APIKeyHash[:], APIKeyRole: mesh.Role(keyRole), Home: g.gw.Name})
+	cmd, err := meshEnrollCmd(req, sec, keyRole, g.gw.Name, g.now())
+	if err != nil {
+		return nil, err
+	}
+	d, err := g.node.Enroll(context.Background(), cmd)
 	g.reg.Lock()
 	defer g.reg.Unlock()
 	if errors.Is(err, mesh.ErrNoQuorum) {
@@ -92,7 +94,7 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	if err != nil {
 		return nil, meshError(err)
 	}
-	req.IPv4, req.IPv6 = d.IPv4, d.IPv6
+	req.IPv4, req.IPv6, req.Created, req.ExpiresAt = d.IPv4, d.IPv6, d.Created, d.ExpiresAt
 
 	var e *enroll.Enrollment
 	if g.reg.r == nil {
@@ -115,6 +117,21 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	}
 	// The roster logged the enrollment (enroll: NAME enrolled as ROLE (ADDRESS), pending until).
 	return e, nil
+}
+
+// meshEnrollCmd is the mesh's half of an enrollment homed on gateway home (req validated,
+// its role resolved, sec made): pending until the request's TTL from now.
+func meshEnrollCmd(req enroll.Request, sec *enroll.Secrets, keyRole enroll.Role, home string, now time.Time) (mesh.EnrollCmd, error) {
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = enroll.DefaultTTL
+	}
+	if err := enroll.CheckTTL(ttl); err != nil {
+		return mesh.EnrollCmd{}, fmt.Errorf("enroll %s: %w", req.Name, err)
+	}
+	return mesh.EnrollCmd{Name: req.Name, Role: mesh.Role(req.Role), PublicKey: mesh.Key(sec.PublicKey),
+		APIKeyHash: sec.APIKeyHash[:], APIKeyRole: mesh.Role(keyRole), Home: home,
+		OwnKey: sec.PrivateKey == nil, ExpiresAt: now.Add(ttl).UTC()}, nil
 }
 
 // Revoke revokes a device of the mesh (homed here or elsewhere): the mesh first (applied
@@ -263,24 +280,48 @@ func (g *Gateway) revoke(name string) (revokeResult, error) {
 	return revokeResult{control.RevokeResult{Peer: v, AppliedSeconds: took.Seconds(), ClosedConns: n, MeshPending: !committed}, p}, nil
 }
 
-// rotateAPIKey gives a device homed here a new API key: the registry makes it, the mesh
-// records its hash (so every gateway checks the same one), and on a mesh failure the local
-// change stands only once the mesh has it: the old key keeps working nowhere after success.
+// rotateAPIKey gives a device homed here a new API key. The key is made in memory, the mesh
+// records its hash first (quorum; so every gateway checks the same one), then the registry:
+// without quorum nothing changes and the old key keeps working everywhere. A home gateway
+// accepts a key only while its registry and the mesh hold the same hash, so a local write
+// that fails after the commit leaves neither key working here (the error says to rotate
+// again) rather than two.
 func (g *Gateway) rotateAPIKey(name string, role enroll.Role) (string, error) {
+	g.reg.Lock()
+	if g.reg.r == nil {
+		g.reg.Unlock()
+		return "", errors.New("rotate api key: gateway closed")
+	}
+	p, live := g.reg.r.Peer(name)
+	g.reg.Unlock()
+	if !live {
+		return "", fmt.Errorf("rotate api key %s: no pending or active device of that name homed on this gateway (a device's API key is rotated at its home gateway): %w", name, enroll.ErrNotFound)
+	}
+	keyRole := role
+	if keyRole != "" {
+		if _, err := enroll.ParseRole(string(keyRole)); err != nil || !p.Role.Includes(keyRole) {
+			return "", fmt.Errorf("rotate api key %s: role %q must be one of the device's role %s or below: %w", name, role, p.Role, enroll.ErrInvalid)
+		}
+		if keyRole == p.Role {
+			keyRole = ""
+		}
+	}
+	key, hash, err := enroll.NewAPIKey()
+	if err != nil {
+		return "", fmt.Errorf("rotate api key %s: %w", name, err)
+	}
+	if _, err := g.node.SetAPIKey(context.Background(), name, hash[:], mesh.Role(keyRole)); err != nil {
+		return "", fmt.Errorf("rotate api key %s: %w (nothing changed: the old key still works)", name, meshError(err))
+	}
 	g.reg.Lock()
 	defer g.reg.Unlock()
 	if g.reg.r == nil {
-		return "", errors.New("rotate api key: gateway closed")
+		return "", fmt.Errorf("rotate api key %s: the mesh has the new key, but the gateway closed before recording it: rotate again", name)
 	}
-	key, err := g.reg.r.RotateAPIKey(name, role)
-	if err != nil {
-		return "", err
+	if err := g.reg.r.SetAPIKey(name, role, key); err != nil {
+		return "", fmt.Errorf("rotate api key %s: the mesh has the new key, but this gateway could not record it (%w): neither key works on this gateway until you rotate again", name, err)
 	}
-	p, _ := g.reg.r.Peer(name)
-	g.publishLocked() // the old key stops working here now
-	if _, err := g.node.SetAPIKey(context.Background(), name, p.APIKeyHash, mesh.Role(p.APIKeyRole)); err != nil {
-		return "", fmt.Errorf("rotate api key %s: the new key works on this gateway only: %w", name, meshError(err))
-	}
+	g.publishLocked()
 	return key, nil
 }
 
@@ -327,31 +368,7 @@ func (g *Gateway) meshPrinter(ctx context.Context, name string) (netip.Addr, net
 	}
 }
 
-// Peers returns every device of the mesh, sorted by name: those homed here with their live
-// device stats, those homed elsewhere from the replica.
-func (g *Gateway) Peers() []enroll.PeerView {
-	v := g.view()
-	now := g.now()
-	r := g.node.Roster()
-	out := make([]enroll.PeerView, 0, len(v.peers))
-	for _, p := range v.peers {
-		var st *tunnel.PeerStats
-		if v.onDev[p.PublicKey] {
-			st = g.statsFor(p.PublicKey)
-		}
-		p.Home = g.gw.Name
-		pv := viewOf(p, st, now)
-		if (pv.State == enroll.Active || pv.State == enroll.Pending) && !meshActive(r, p) {
-			pv.State = enroll.Revoked // revoked elsewhere; the mesh loop is tombstoning it here
-		}
-		out = append(out, pv)
-	}
-	out = append(out, remoteViews(r, g.gw.Name, now)...)
-	sortViews(out)
-	return out
-}
-
-// RosterPeers returns the peers of the mesh (first boot watches them; the web UI lists them):
+// RosterPeers returns the peers of the mesh (first boot watches them):
 // the registry's as last applied, then the devices homed on other gateways.
 func (g *Gateway) RosterPeers() []enroll.Peer {
 	out := slices.Clone(g.view().peers)

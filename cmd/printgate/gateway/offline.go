@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -115,12 +116,16 @@ func (o *Offline) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
-	d, err := o.node.Enroll(context.Background(), mesh.EnrollCmd{Name: req.Name, Role: mesh.Role(role),
-		PublicKey: mesh.Key(sec.PublicKey), APIKeyHash: sec.APIKeyHash[:], APIKeyRole: mesh.Role(keyRole), Home: o.gw.Name})
+	req.Role = role
+	cmd, err := meshEnrollCmd(req, sec, keyRole, o.gw.Name, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	d, err := o.node.Enroll(context.Background(), cmd)
 	if err != nil {
 		return nil, o.offlineQuorum(err)
 	}
-	req.Secrets, req.PublicKey, req.Role, req.IPv4, req.IPv6 = sec, nil, role, d.IPv4, d.IPv6
+	req.Secrets, req.PublicKey, req.IPv4, req.IPv6, req.Created, req.ExpiresAt = sec, nil, d.IPv4, d.IPv6, d.Created, d.ExpiresAt
 	e, err := o.reg.Enroll(req)
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), meshRevokeTimeout)

@@ -91,7 +91,13 @@ func (g *Gateway) WhoIs(a netip.Addr) (enroll.Peer, bool) {
 // homed elsewhere against the hash the mesh holds.
 func (g *Gateway) checkAPIKey(peer, key string) (enroll.Role, bool) {
 	if p, ok := g.apiKeyPeer(key); ok {
-		if p.Name != peer || !meshActive(g.node.Roster(), p) {
+		r := g.node.Roster()
+		if p.Name != peer || !meshActive(r, p) {
+			return "", false
+		}
+		// The mesh must hold the same key: a rotation recorded in the mesh but not here
+		// leaves the old key working nowhere.
+		if d, _ := r.Device(p.Name); len(d.APIKeyHash) != len(p.APIKeyHash) || subtle.ConstantTimeCompare(d.APIKeyHash, p.APIKeyHash) != 1 {
 			return "", false
 		}
 		return p.EffectiveAPIRole(), true

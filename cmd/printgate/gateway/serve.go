@@ -44,7 +44,7 @@ func (id identity) CheckAPIKey(peer, key string) (enroll.Role, bool) {
 // device changes (and a revoked peer's connections close) before they return.
 type devices struct{ g *Gateway }
 
-func (d devices) Peers() []enroll.Peer                                  { return d.g.RosterPeers() }
+func (d devices) Peers() []enroll.PeerView                              { return d.g.Peers() }
 func (d devices) Enroll(req enroll.Request) (*enroll.Enrollment, error) { return d.g.enroll(req) }
 func (d devices) Revoke(name string) (enroll.Peer, error) {
 	res, err := d.g.revoke(name)

@@ -101,7 +101,7 @@ func TestPeerViewSameNames(t *testing.T) {
 		}
 		for _, list := range [][]map[string]any{w, c} {
 			for _, o := range list {
-				if o["name"] == "admin" && (o["endpoint"] == nil || o["last_handshake_age_seconds"] == nil) {
+				if o["name"] == "admin" && (o["endpoint"] == nil || o["last_handshake_age_seconds"] == nil || o["state"] != "active") {
 					return false
 				}
 			}
