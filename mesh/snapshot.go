@@ -78,6 +78,19 @@ func (j *rosterJSON) unmarshal() (*Roster, error) {
 		return nil
 	}
 	for _, d := range j.Devices {
+		if err := validName("device", d.Name); err != nil {
+			return nil, err
+		}
+		switch {
+		case !d.Role.Valid():
+			return nil, fmt.Errorf("device %s: role %q", d.Name, d.Role)
+		case d.State != Active && d.State != Revoked:
+			return nil, fmt.Errorf("device %s: state %q", d.Name, d.State)
+		case d.PublicKey.IsZero():
+			return nil, fmt.Errorf("device %s: no public key", d.Name)
+		case !d.IPv4.IsValid():
+			return nil, fmt.Errorf("device %s: no address", d.Name)
+		}
 		if _, dup := r.devices[d.Name]; dup {
 			return nil, fmt.Errorf("device %s twice", d.Name)
 		}
@@ -93,12 +106,24 @@ func (j *rosterJSON) unmarshal() (*Roster, error) {
 		r.putDevice(d)
 	}
 	for _, g := range j.Gateways {
+		if err := validName("gateway", g.Name); err != nil {
+			return nil, err
+		}
+		if g.PublicKey.IsZero() || !g.IPv4.IsValid() {
+			return nil, fmt.Errorf("gateway %s: no public key or no address", g.Name)
+		}
 		if err := claim(g.IPv4, "gateway "+g.Name); err != nil {
 			return nil, err
 		}
 		r.gateways[g.Name] = g
 	}
 	for _, p := range j.Printers {
+		if err := validName("printer", p.Name); err != nil {
+			return nil, err
+		}
+		if !p.IPv4.IsValid() {
+			return nil, fmt.Errorf("printer %s: no address", p.Name)
+		}
 		if _, ok := r.gateways[p.Gateway]; !ok {
 			return nil, fmt.Errorf("printer %s on unknown gateway %s", p.Name, p.Gateway)
 		}
@@ -108,12 +133,18 @@ func (j *rosterJSON) unmarshal() (*Roster, error) {
 		r.printers[p.Name] = p
 	}
 	for _, t := range j.Tokens {
+		if t.PublicKey.IsZero() {
+			return nil, fmt.Errorf("join token without a key")
+		}
 		r.tokens[t.PublicKey] = t
 	}
 	for _, a := range j.Retired {
 		r.retired[a] = true
 	}
 	for _, g := range j.Removed {
+		if g.Name == "" || g.PublicKey.IsZero() {
+			return nil, fmt.Errorf("removed gateway %q without a name or key", g.Name)
+		}
 		r.removed[g.Name] = g.PublicKey
 	}
 	return r, nil
