@@ -15,6 +15,7 @@
 //	command.go    the commands a write is made of, and their errors
 //	fsm.go        the raft state machine: Apply, Snapshot, Restore
 //	node.go       Node: raft, stores, writes through the leader, reads
+//	write.go      the typed writes, one per command
 //	transport.go  one listener carrying raft and forwarded calls
 //	forward.go    a follower's write or read sent to the leader
 //	tombstone.go  revocations applied before they commit, kept on disk
