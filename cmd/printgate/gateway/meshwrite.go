@@ -75,7 +75,16 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 	}
 	req.Secrets, req.PublicKey, req.Role = sec, nil, role
 
-	cmd, err := meshEnrollCmd(req, sec, keyRole, g.gw.Name, g.now())
+	g.reg.Lock()
+	reg := g.reg.r
+	g.reg.Unlock()
+	if reg == nil {
+		return nil, fmt.Errorf("enroll: %w", net.ErrClosed)
+	}
+	// The deadline on the registry's clock, which the registry then counts down: the wall
+	// clock may be behind it (a Pi before NTP), and a deadline on the wall clock would be
+	// in the registry's past.
+	cmd, err := meshEnrollCmd(req, sec, keyRole, g.gw.Name, reg.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +129,8 @@ func (g *Gateway) enroll(req enroll.Request) (*enroll.Enrollment, error) {
 }
 
 // meshEnrollCmd is the mesh's half of an enrollment homed on gateway home (req validated,
-// its role resolved, sec made): pending until the request's TTL from now.
+// its role resolved, sec made): pending until the request's TTL from now, the registry's
+// clock (Registry.Now).
 func meshEnrollCmd(req enroll.Request, sec *enroll.Secrets, keyRole enroll.Role, home string, now time.Time) (mesh.EnrollCmd, error) {
 	ttl := req.TTL
 	if ttl == 0 {

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -117,7 +116,7 @@ func (o *Offline) Enroll(req enroll.Request) (*enroll.Enrollment, error) {
 		return nil, fmt.Errorf("enroll %s: %w", req.Name, err)
 	}
 	req.Role = role
-	cmd, err := meshEnrollCmd(req, sec, keyRole, o.gw.Name, time.Now())
+	cmd, err := meshEnrollCmd(req, sec, keyRole, o.gw.Name, o.reg.Now())
 	if err != nil {
 		return nil, err
 	}
