@@ -51,16 +51,7 @@ func TestEnrollWithTheClockSetBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reg, err := enroll.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	off, err := OpenOffline(reg, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer off.Close()
+	reg, off := openOffline(t, dir)
 	e, err = off.Enroll(enroll.Request{Name: "laptop"})
 	if err != nil {
 		t.Fatalf("offline enroll with the wall clock behind the registry's: %v", err)
@@ -69,4 +60,21 @@ func TestEnrollWithTheClockSetBack(t *testing.T) {
 		d, ok := off.node.Roster().Device(name)
 		return d.ExpiresAt, ok
 	})
+}
+
+// openOffline opens dir's registry and its offline mesh node, as the CLI does with no daemon
+// running; both are closed when the test ends.
+func openOffline(t *testing.T, dir string) (*enroll.Registry, *Offline) {
+	t.Helper()
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	off, err := OpenOffline(reg, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { off.Close() })
+	return reg, off
 }

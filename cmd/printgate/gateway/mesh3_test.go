@@ -497,16 +497,7 @@ func TestMeshOfThree(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := enroll.Open(c.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
-	off, err := OpenOffline(reg, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer off.Close()
+	_, off := openOffline(t, c.dir)
 	_, err = off.Enroll(enroll.Request{Name: "c-offline"})
 	if err == nil || !strings.Contains(err.Error(), "quorum") || !strings.Contains(err.Error(), "printgate run") {
 		t.Errorf("offline enroll on a gateway of three = %v, want quorum and the advice to run the gateway", err)
