@@ -34,6 +34,9 @@ type command struct {
 	text    bool   // takes free text (M117); letters are not checked
 	why     string // for RuleRole: who may send it
 	check   func(p *Policy, c *call) *Refusal
+	// people: check is for lines a person sends (operator, admin). A stored file's lines
+	// (the job role) skip it, so their values are never needed, only their grammar.
+	people bool
 }
 
 // call is one line being checked.
@@ -65,22 +68,22 @@ func (c *call) refuse(rule Rule, format string, args ...any) *Refusal {
 
 // allowed is the allow-list: every command not here is refused. Keep docs/safety.md in step.
 var allowed = map[string]command{
-	"G0":  {roles: rJOA, letters: "XYZEF", check: checkMove},
-	"G1":  {roles: rJOA, letters: "XYZEF", check: checkMove},
-	"G2":  {roles: rJA, letters: "XYZEFIJRP", check: checkMove, why: "arcs come from files or an admin"},
-	"G3":  {roles: rJA, letters: "XYZEFIJRP", check: checkMove, why: "arcs come from files or an admin"},
+	"G0":  {roles: rJOA, letters: "XYZEF", check: checkMove, people: true},
+	"G1":  {roles: rJOA, letters: "XYZEF", check: checkMove, people: true},
+	"G2":  {roles: rJA, letters: "XYZEFIJRP", check: checkMove, people: true, why: "arcs come from files or an admin"},
+	"G3":  {roles: rJA, letters: "XYZEFIJRP", check: checkMove, people: true, why: "arcs come from files or an admin"},
 	"G4":  {roles: rJOA, letters: "PS", check: checkDwell},
 	"G10": {roles: rJA, letters: "S", why: "firmware retraction comes from files"},
 	"G11": {roles: rJA, why: "firmware retraction comes from files"},
 	"G17": {roles: rJA}, "G18": {roles: rJA}, "G19": {roles: rJA},
 	"G21": {roles: rJOA},
-	"G28": {roles: rJOA, letters: "XYZO", check: checkMotion},
-	"G29": {roles: rJOA, check: checkMotion}, // bare only: G29 S<n> saves meshes to EEPROM
+	"G28": {roles: rJOA, letters: "XYZO", check: checkMotion, people: true},
+	"G29": {roles: rJOA, check: checkMotion, people: true}, // bare only: G29 S<n> saves meshes to EEPROM
 	"G90": {roles: rJOA}, "G91": {roles: rJOA},
 	"G92": {roles: rJOA, letters: "E"}, // X/Y/Z shifts are RuleCoordinates, see refusals
 	"M17": {roles: rJA, letters: "XYZE"},
-	"M18": {roles: rJOA, letters: "XYZE", check: checkMotorsOff},
-	"M84": {roles: rJOA, letters: "XYZE", check: checkMotorsOff},
+	"M18": {roles: rJOA, letters: "XYZE", check: checkMotorsOff, people: true},
+	"M84": {roles: rJOA, letters: "XYZE", check: checkMotorsOff, people: true},
 	"M73": {roles: rJA, letters: "PRQSC", why: "progress comes from files"},
 	"M82": {roles: rJOA}, "M83": {roles: rJOA},
 	"M104": {roles: rJOA, letters: "SRTBF", check: checkHotend},
@@ -223,7 +226,7 @@ func (p *Policy) check(roles roleSet, l gcode.Line, s marlin.Status) error {
 	if r := c.parseParams(cmd); r != nil {
 		return r
 	}
-	if cmd.check != nil {
+	if cmd.check != nil && (!cmd.people || c.interactive()) {
 		if r := cmd.check(p, c); r != nil {
 			return r
 		}
@@ -451,14 +454,14 @@ func checkDwell(p *Policy, c *call) *Refusal {
 
 // checkMotion refuses operator homing and levelling while a job owns the motion system.
 func checkMotion(p *Policy, c *call) *Refusal {
-	if c.interactive() && busy(c.s.State) {
+	if busy(c.s.State) {
 		return c.refuse(RuleBusy, "%s while %s: pause or cancel the job first", c.l.Word, c.s.State)
 	}
 	return nil
 }
 
 func checkMotorsOff(p *Policy, c *call) *Refusal {
-	if c.interactive() && (busy(c.s.State) || c.s.State == marlin.Paused) {
+	if busy(c.s.State) || c.s.State == marlin.Paused {
 		return c.refuse(RuleBusy, "motors off while %s loses the position of the job", c.s.State)
 	}
 	return nil
@@ -467,9 +470,6 @@ func checkMotorsOff(p *Policy, c *call) *Refusal {
 // checkMove keeps operator and admin moves inside the build volume and bounds their
 // extrusion. File moves are left to the firmware's software endstops (which the policy keeps on).
 func checkMove(p *Policy, c *call) *Refusal {
-	if !c.interactive() {
-		return nil
-	}
 	if r := checkMotion(p, c); r != nil {
 		return r
 	}

@@ -28,10 +28,10 @@ import (
 
 // fastCmd is one allow-list entry as the fast path needs it.
 type fastCmd struct {
-	word    string // "G1": Line.Word, for the check function
-	cmd     command
-	letters uint32 // bit i: letter 'A'+i is accepted
-	text    bool   // gcode.TakesText: the rest of the line is text, never parameters
+	word    string                            // "G1": Line.Word, for the check function
+	check   func(p *Policy, c *call) *Refusal // nil when a file's line skips it: no values needed
+	letters uint32                            // bit i: letter 'A'+i is accepted
+	text    bool                              // gcode.TakesText: the rest of the line is text, never parameters
 }
 
 // fastG and fastM hold the Job role's allow-list by number: fastG[1] is G1.
@@ -53,7 +53,10 @@ func init() {
 		if n < 0 || n >= len(fastG) {
 			continue
 		}
-		fc := &fastCmd{word: w, cmd: cmd, text: gcode.TakesText(w)}
+		fc := &fastCmd{word: w, text: gcode.TakesText(w)}
+		if !cmd.people {
+			fc.check = cmd.check
+		}
 		if fc.text != cmd.text {
 			continue // the parser and the policy disagree on this word: leave it to FileLine
 		}
@@ -408,7 +411,9 @@ func (fc *FileCheck) fast(b []byte) bool {
 			}
 			if n < 8 && n <= len(cmd)-k {
 				digits, frac, dot = n1+n2, n2, n > n1
-				m = swarDigits(y, digits)
+				if f.check != nil {
+					m = swarDigits(y, digits)
+				}
 				k += n
 				if k < len(cmd) && cmd[k] != ' ' && cmd[k] != '\t' && class[cmd[k]]&cLetter == 0 {
 					return false // a second '.', a sign, '*', ...
@@ -439,17 +444,20 @@ func (fc *FileCheck) fast(b []byte) bool {
 		if digits > 12 || digits == 0 && (dot || neg || k > i+1) {
 			return false
 		}
+		fc.set |= bit
+		i = k
+		if f.check == nil {
+			continue // the grammar is all a file's line of this command needs
+		}
 		v := float64(m) / pow10[frac]
 		if neg {
 			v = -v
 		}
-		fc.set |= bit
 		c.present[letter-'A'], c.values[letter-'A'] = true, v
-		i = k
 	}
-	if f.cmd.check != nil {
+	if f.check != nil {
 		c.l.Word = f.word
-		if f.cmd.check(fc.p, c) != nil {
+		if f.check(fc.p, c) != nil {
 			return false
 		}
 	}

@@ -148,6 +148,8 @@ func TestRules(t *testing.T) {
 		{Job, "M73 P10 R20", printing, ""},
 		{Job, "G1 X500 Y-20 E3.2", printing, ""}, // files: the firmware's software endstops
 		{Job, "M84 X Y E", printing, ""},
+		{Job, "G28 X Y", printing, ""},                 // homing in a file: the job owns the motion
+		{Job, "G2 X500 Y-20 I5 J5 E900", printing, ""}, // arcs in a file: left to the firmware too
 		{Job, "G29", printing, ""},
 		{Job, "M420 S1 Z10", printing, ""},
 		{Job, "G10", printing, ""},
