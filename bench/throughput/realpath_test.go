@@ -449,6 +449,8 @@ func (n *benchNet) curlIn(ctx context.Context, ns string, args ...string) (strin
 func (n *benchNet) upload(t *testing.T, ns, path, file, name string, srv *server) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	rx0 := n.rxPackets(ns)
+	defer func() { t.Logf("%s: %d packets from the gateway during the upload", srv.name, n.rxPackets(ns)-rx0) }()
 	o, err := n.curlIn(ctx, ns, "-o", "/dev/null", "-H", "Expect:", "-H", "X-Printgate: 1",
 		"-F", "file=@"+file+";filename="+name, "-w", "%{time_total} %{size_upload}", "http://"+tunGateway+path)
 	if err != nil {
@@ -476,4 +478,10 @@ func (n *benchNet) download(t *testing.T, path string, size int, srv *server) fl
 		t.Fatalf("%s: download: curl reported %q, want at least %d bytes", srv.name, o, size)
 	}
 	return got / secs / 1e6
+}
+
+func (n *benchNet) rxPackets(ns string) int {
+	out, _ := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+n.wgIface+"/statistics/rx_packets").Output()
+	v, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return v
 }
