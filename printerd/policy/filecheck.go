@@ -116,11 +116,11 @@ func (fc *FileCheck) Write(b []byte) (int, error) {
 		b = b[i+1:]
 	}
 	for {
-		i := bytes.IndexByte(b, '\n')
+		i, semi := lineEnd(b)
 		if i < 0 {
 			break
 		}
-		if fc.fail(fc.line(b[:i], true)) {
+		if fc.fail(fc.lineAt(b[:i], true, semi)) {
 			return total, fc.err
 		}
 		b = b[i+1:]
@@ -180,8 +180,54 @@ func (fc *FileCheck) ctxErr() error {
 	return nil
 }
 
+// lineEnd returns the index of the first '\n' in b (-1 if none) and of the first ';' before it
+// (-1 if none). Slicers' lines are short, so one pass over eight bytes at a time, looking for
+// both, costs less than two calls to bytes.IndexByte a line; a comment's rest, which can be
+// long, is left to IndexByte.
+func lineEnd(b []byte) (nl, semi int) {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		n, s := zeroBytes(x^lo8*'\n'), zeroBytes(x^lo8*';')
+		if n|s == 0 {
+			continue
+		}
+		if s != 0 && (n == 0 || s&-s < n&-n) { // the ';' comes first (the lowest bit is the first byte)
+			semi = i + bits.TrailingZeros64(s)>>3
+			if nl = bytes.IndexByte(b[semi:], '\n'); nl >= 0 {
+				nl += semi
+			}
+			return nl, semi
+		}
+		return i + bits.TrailingZeros64(n)>>3, -1
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '\n':
+			return i, -1
+		case ';':
+			if nl = bytes.IndexByte(b[i:], '\n'); nl >= 0 {
+				nl += i
+			}
+			return nl, i
+		}
+	}
+	return -1, -1
+}
+
+// zeroBytes has the top bit set in each byte of y that is zero, and no other bit (exact: no
+// carry crosses a byte).
+func zeroBytes(y uint64) uint64 {
+	return ^((y&(lo8*0x7f) + lo8*0x7f) | y) & (lo8 * 0x80)
+}
+
 // line checks one line; ended says a '\n' followed it (which counts against the length cap).
 func (fc *FileCheck) line(b []byte, ended bool) error {
+	return fc.lineAt(b, ended, bytes.IndexByte(b, ';'))
+}
+
+// lineAt is line with semi, the index of the first ';' in b or -1, already known.
+func (fc *FileCheck) lineAt(b []byte, ended bool, semi int) error {
 	fc.n++
 	if err := fc.tick(); err != nil {
 		return err
@@ -189,7 +235,7 @@ func (fc *FileCheck) line(b []byte, ended bool) error {
 	if len(b) > MaxFileLineBytes || ended && len(b) == MaxFileLineBytes {
 		return &Refusal{Rule: RuleMaxFileLine, Line: fc.n, Reason: fmt.Sprintf("line is longer than %d bytes", MaxFileLineBytes)}
 	}
-	if len(b) == 0 || fc.fast(b) {
+	if len(b) == 0 || fc.fastAt(b, semi) {
 		return nil
 	}
 	return fc.p.FileLine(fc.n, string(b))
@@ -297,14 +343,17 @@ func init() {
 
 // fast reports whether FileLine(n, string(b)) is sure to allow the line b (no '\n'), deciding
 // without allocating. false means "ask FileLine", not "refused".
-func (fc *FileCheck) fast(b []byte) bool {
+func (fc *FileCheck) fast(b []byte) bool { return fc.fastAt(b, bytes.IndexByte(b, ';')) }
+
+// fastAt is fast with semi, the index of the first ';' in b or -1, already known.
+func (fc *FileCheck) fastAt(b []byte, semi int) bool {
 	if b[len(b)-1] == '\r' {
-		b = b[:len(b)-1]
+		b = b[:len(b)-1] // never the ';' at semi, so semi still holds
 	}
 	// No control characters in the comment. The command part is checked byte by byte below:
 	// the word and parameter grammar admits only letters, digits, '.', '+', '-' and blanks,
 	// so no control, non-ASCII, escape, '(' or '*' byte gets through it either.
-	end := bytes.IndexByte(b, ';')
+	end := semi
 	if end < 0 {
 		end = len(b)
 	} else if !clean(b[end+1:]) {

@@ -56,6 +56,20 @@ func FuzzFileCheck(f *testing.F) {
 		sameVerdict(t, "CheckFile(Read)", data, got, want)
 		got = feed(p, data, int(cut)+1)
 		sameVerdict(t, "FileCheck.Write", data, got, want)
+		for b := data; ; {
+			nl, semi := lineEnd(b)
+			wantNL, head := bytes.IndexByte(b, '\n'), b
+			if wantNL >= 0 {
+				head = b[:wantNL]
+			}
+			if wantSemi := bytes.IndexByte(head, ';'); nl != wantNL || semi != wantSemi {
+				t.Fatalf("lineEnd(%q) = %d, %d; want %d, %d", b, nl, semi, wantNL, wantSemi)
+			}
+			if nl < 0 {
+				break
+			}
+			b = b[nl+1:]
+		}
 		fc := p.NewFileCheck(ctx)
 		for _, line := range bytes.Split(data, []byte("\n")) {
 			if len(line) == 0 || len(line) >= MaxFileLineBytes {
