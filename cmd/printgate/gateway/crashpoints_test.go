@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/printgate/printgate/enroll"
 	"github.com/printgate/printgate/mesh"
@@ -79,5 +80,55 @@ func TestRotateLocalWriteFails(t *testing.T) {
 	}
 	if body, err := get(hc, url); err != nil || !strings.Contains(body, "phone") {
 		t.Errorf("phone after the rotations: %q, %v; want still served", body, err)
+	}
+}
+
+// TestActivationAfterCrash: a gateway killed after its registry recorded a device's first
+// handshake but before the mesh committed it (the registry says active, the mesh pending)
+// commits the activation at its first stats round after the restart, with the recorded time,
+// with no new handshake: the mesh never lists a connected device as pending for good.
+func TestActivationAfterCrash(t *testing.T) {
+	dir := newState(t)
+	g := startGateway(t, dir)
+	e, err := g.Enroll(enroll.Request{Name: "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What the registry holds when the kill came between its write and the mesh commit.
+	reg, err := enroll.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := reg.Now().Add(-time.Minute).Truncate(time.Second)
+	ev, err := reg.Observe([]enroll.Observation{{PublicKey: e.Peer.PublicKey, LastHandshake: at}}, reg.Now())
+	if err != nil || len(ev) != 1 || ev[0].Kind != enroll.EventActivated {
+		t.Fatalf("observe the first handshake offline = %v, %v; want one activation", ev, err)
+	}
+	p, _ := reg.Peer("phone")
+	first := p.FirstHandshake
+	if p.State != enroll.Active || first.IsZero() {
+		t.Fatalf("the registry has phone %+v, want active with its first handshake", p)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reg2, off := openOffline(t, dir)
+	if d, ok := off.node.Roster().Device("phone"); !ok || !d.Pending() {
+		t.Fatalf("the mesh before the restart has phone %+v, want pending", d)
+	}
+	off.Close()
+	reg2.Close()
+
+	g = startGateway(t, dir)
+	waitFor(t, "the first handshake committed in the mesh", func() bool {
+		d, ok := g.node.Roster().Device("phone")
+		return ok && d.State == mesh.Active && !d.Pending()
+	})
+	d, _ := g.node.Roster().Device("phone")
+	if !d.Activated.Equal(first) {
+		t.Errorf("the mesh has phone activated at %v, the registry recorded %v", d.Activated, first)
 	}
 }
