@@ -341,11 +341,9 @@ func init() {
 	}
 }
 
-// fast reports whether FileLine(n, string(b)) is sure to allow the line b (no '\n'), deciding
-// without allocating. false means "ask FileLine", not "refused".
-func (fc *FileCheck) fast(b []byte) bool { return fc.fastAt(b, bytes.IndexByte(b, ';')) }
-
-// fastAt is fast with semi, the index of the first ';' in b or -1, already known.
+// fastAt reports whether FileLine(n, string(b)) is sure to allow the line b (no '\n'), deciding
+// without allocating; semi is the index of the first ';' in b, or -1. false means "ask
+// FileLine", not "refused".
 func (fc *FileCheck) fastAt(b []byte, semi int) bool {
 	if b[len(b)-1] == '\r' {
 		b = b[:len(b)-1] // never the ';' at semi, so semi still holds
