@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -573,5 +574,51 @@ func TestEveryRuleReached(t *testing.T) {
 		if !reached[r] {
 			t.Errorf("rule %s is never reached by a test input", r)
 		}
+	}
+}
+
+// TestPeopleChecks: a command whose check is for people (the allow-list's people flag) is
+// never refused by that check in a stored file, whatever its values, and the check still
+// refuses the same line from the operator or admin it is for. So the file check may skip
+// those lines' values, and does.
+func TestPeopleChecks(t *testing.T) {
+	p, err := New(Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for w, cmd := range allowed {
+		if !cmd.people {
+			continue
+		}
+		n++
+		line := w
+		for _, l := range cmd.letters {
+			if l != 'O' { // G28 O: "only if not homed", a flag
+				line += fmt.Sprintf(" %c9999", l)
+			}
+		}
+		if cmd.roles&rJob != 0 {
+			if err := p.FileLine(1, line); err != nil {
+				t.Errorf("file line %q refused: %v", line, err)
+			}
+		}
+		refusedOnce := false
+		for _, r := range []Role{Operator, Admin} {
+			if cmd.roles&roleSets[r] == 0 {
+				continue
+			}
+			_, err := p.CheckLine(r, line, printing)
+			if err == nil {
+				t.Errorf("%s line %q while printing allowed; its check is for exactly this", r, line)
+			}
+			refusedOnce = true
+		}
+		if !refusedOnce {
+			t.Errorf("%s: people's check, but no person may send it", w)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no command has a check for people")
 	}
 }
